@@ -1,0 +1,62 @@
+# GeoReasoner: every target sets up what it needs (apt, venvs, pip) and is idempotent.
+#   make demo                 ask the NAIP sample a question (published weights, or tiny models)
+#   make demo MODELS=tiny     the whole chain on tiny random models (meaningless answer)
+#   make test                 the whole test suite
+#   make bench                per-stage timings and the vectorizer comparison
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+BACKEND_VENV ?= .venv-backend
+BACKEND_PY := $(BACKEND_VENV)/bin/python
+STAMP := $(BACKEND_VENV)/.georeasoner-installed
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+SHARED_DATA ?= ../shared/data
+IMAGE ?= $(SHARED_DATA)/naip_nd_2020.tif
+QUESTION ?= Which lakes could supply irrigation water to the fields around them?
+PROFILE ?= remotereasoner
+MODELS ?= published
+OUT ?= out/demo.gpkg
+TINY_DIR ?= .cache/tiny-models
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test bench tiny clean
+
+help:
+	@echo "make demo [IMAGE=... QUESTION=... PROFILE=... MODELS=published|tiny OUT=...]"
+	@echo "make test      run the whole test suite (sets everything up first)"
+	@echo "make bench     print per-stage timings and the vectorizer comparison"
+
+setup: $(STAMP)
+
+# A fresh Debian 12 has python3 without venv/pip; install them once.
+.system-deps-checked:
+	@if ! $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1; then \
+	  echo "== installing python3-venv (needs root)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip; \
+	fi
+	@touch $@
+
+$(STAMP): pyproject.toml .system-deps-checked
+	@test -x $(BACKEND_PY) || $(PYTHON) -m venv $(BACKEND_VENV)
+	@echo "== backend venv: torch ($(TORCH_PINS)) and the backend extras"
+	$(BACKEND_PY) -m pip install -q --disable-pip-version-check $(TORCH_PINS)
+	$(BACKEND_PY) -m pip install -q --disable-pip-version-check -e '.[backend,dev]'
+	@touch $@
+
+tiny: $(STAMP)
+	@test -f $(TINY_DIR)/.complete || $(BACKEND_PY) -m georeasoner_plugin.backend.cli make-tiny $(TINY_DIR)
+
+demo: $(STAMP)
+	@$(BACKEND_PY) -m georeasoner_plugin.backend.demo --image "$(IMAGE)" --question "$(QUESTION)" \
+	  --profile $(PROFILE) --models $(MODELS) --out "$(OUT)" --tiny-dir "$(TINY_DIR)"
+
+test: $(STAMP)
+	$(BACKEND_PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BACKEND_PY) -m bench
+
+clean:
+	rm -rf out .cache .pytest_cache .hypothesis dist build *.egg-info
