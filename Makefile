@@ -20,6 +20,7 @@ MODELS ?= published
 OUT ?= out/demo.gpkg
 TINY_DIR ?= .cache/tiny-models
 PYTEST_ARGS ?=
+export GEOREASONER_REASONER GEOREASONER_SEGMENTER
 
 .PHONY: help setup demo test bench tiny clean
 

@@ -1,0 +1,250 @@
+"""The reasoning cascade: one reasoner pass gives boxes, points, masks and contours.
+
+reasoner (Qwen2.5-VL, in-process or remote) -> profile parser -> frame mapping -> SAM2 -> vectorizer
+
+Everything here is in pixels of the captured image; georeferencing belongs to the callers (CLI,
+HTTP clients) because only they know the image's transform.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..core.frames import FRAME_FIXED, FrameError, box_center, box_iou, map_objects_to_image
+from ..core.profiles import (SAM_BOX_AND_CENTER, SAM_BOX_AND_MODEL_POINTS, SAM_BOX_ONLY, Profile,
+                             get_profile)
+from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_OK, PARSE_PARTIAL, Answer, AnswerObject
+from .vectorize import mask_to_polygons, mask_to_rle
+
+MAX_QUESTION_CHARS = 2000
+MAX_IMAGE_PIXELS = 64_000_000
+
+EventCallback = Callable[[str, dict], None]
+
+
+class CascadeError(ValueError):
+    """A request the cascade cannot run, with a message for the user."""
+
+
+class CancelledError(RuntimeError):
+    """The caller asked to stop (client gone, task cancelled)."""
+
+
+@dataclass
+class AskOptions:
+    granularities: Sequence[str] = GRANULARITIES
+    max_new_tokens: int = 1024
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: Optional[int] = None
+    simplify_tolerance: float = 0.0  # pixels of the captured image
+    min_area: float = 0.0  # pixels; smaller parts and holes are dropped
+    min_box_size: float = 1.0  # pixels; boxes thinner than this after clipping are dropped
+
+    def validate(self) -> None:
+        unknown = [g for g in self.granularities if g not in GRANULARITIES]
+        if unknown or not self.granularities:
+            raise CascadeError(f"outputs must be among {', '.join(GRANULARITIES)}; got {', '.join(unknown) or 'none'}")
+        if not 1 <= self.max_new_tokens <= 8192:
+            raise CascadeError("max_new_tokens must be between 1 and 8192")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise CascadeError("temperature must be between 0 and 2")
+        if not 0.0 < self.top_p <= 1.0:
+            raise CascadeError("top_p must be in (0, 1]")
+        if self.simplify_tolerance < 0 or self.min_area < 0:
+            raise CascadeError("simplify tolerance and minimum area cannot be negative")
+
+
+@dataclass
+class CascadeResult:
+    answer: Answer
+    masks: List[np.ndarray] = field(default_factory=list)  # one bool (H, W) mask per object
+
+    def union_mask(self, height: int, width: int) -> np.ndarray:
+        union = np.zeros((height, width), dtype=bool)
+        for mask in self.masks:
+            union |= mask
+        return union
+
+
+class Cascade:
+    """Runs questions against one reasoner and one segmenter (either may be absent)."""
+
+    def __init__(self, reasoner=None, segmenter=None, profile: str = "remotereasoner"):
+        self.reasoner = reasoner
+        self.segmenter = segmenter
+        self.default_profile = get_profile(profile)
+
+    def ask(self, image: np.ndarray, question: str, *, profile: Optional[str] = None,
+            options: Optional[AskOptions] = None, raw_output: Optional[str] = None,
+            valid: Optional[np.ndarray] = None, on_event: Optional[EventCallback] = None,
+            should_stop: Optional[Callable[[], bool]] = None) -> CascadeResult:
+        """Answer `question` about `image` (H, W, 3 uint8).
+
+        raw_output replays a recorded model answer instead of running the reasoner (re-segmenting
+        a saved answer, tests). valid (H, W bool) marks pixels with data; masks never cover nodata.
+        """
+        options = options or AskOptions()
+        options.validate()
+        prof = get_profile(profile) if profile else self.default_profile
+        question = _check_question(question)
+        height, width = _check_image(image)
+        emit = on_event or (lambda kind, data: None)
+        stop = should_stop or (lambda: False)
+        timings: Dict[str, float] = {}
+        warnings: List[str] = []
+
+        try:
+            frame = prof.frame.frame_for(width, height)
+        except FrameError as exc:
+            raise CascadeError(str(exc)) from exc
+
+        if raw_output is None:
+            if self.reasoner is None:
+                raise CascadeError("no reasoning model is loaded; pass a model or a recorded answer")
+            emit("stage", {"stage": "preprocess"})
+            started = time.perf_counter()
+            model_image = _resize_to_frame(image, frame.frame_width, frame.frame_height, prof.frame.kind)
+            timings["preprocess"] = time.perf_counter() - started
+            emit("stage", {"stage": "reason"})
+            started = time.perf_counter()
+            raw_output = self.reasoner.generate(
+                model_image, prof.messages(question), max_new_tokens=options.max_new_tokens,
+                temperature=options.temperature, top_p=options.top_p, seed=options.seed,
+                on_token=(lambda piece: emit("token", {"text": piece})), should_stop=stop)
+            timings["reason"] = time.perf_counter() - started
+            if stop():
+                raise CancelledError("cancelled during reasoning")
+            reasoner_name = getattr(self.reasoner, "name", "reasoner")
+        else:
+            reasoner_name = "recorded answer"
+
+        emit("stage", {"stage": "parse"})
+        started = time.perf_counter()
+        parsed = prof.parse(raw_output)
+        mapped, map_warnings = map_objects_to_image(parsed.objects, frame, options.min_box_size)
+        warnings.extend(map_warnings)
+        parse_status, parse_problems = parsed.status, list(parsed.problems)
+        if parsed.objects and not mapped:
+            # Readable, but nothing on the image: as unusable as an unreadable answer.
+            parse_status = PARSE_INVALID
+            parse_problems.append(f"all {len(parsed.objects)} object(s) are empty or outside the image")
+        elif len(mapped) < len(parsed.objects) and parse_status == PARSE_OK:
+            parse_status = PARSE_PARTIAL
+        if prof.dedupe_iou is not None:
+            mapped, removed = _drop_duplicate_boxes(mapped, prof.dedupe_iou)
+            if removed:
+                warnings.append(f"{removed} duplicate box(es) removed (IoU > {prof.dedupe_iou})")
+        objects = [AnswerObject(index=i, box=m.box, points=_prompt_points(prof, m), label=m.label, score=m.score)
+                   for i, m in enumerate(mapped)]
+        timings["parse"] = time.perf_counter() - started
+
+        masks: List[np.ndarray] = []
+        wants_pixels = any(g in options.granularities for g in ("masks", "contours"))
+        if wants_pixels and objects:
+            if self.segmenter is None:
+                raise CascadeError("masks and contours need a segmentation model; none is loaded")
+            if stop():
+                raise CancelledError("cancelled before segmentation")
+            emit("stage", {"stage": "segment"})
+            masks = self._segment(image, objects, prof, valid, timings)
+            if "contours" in options.granularities:
+                emit("stage", {"stage": "vectorize"})
+                started = time.perf_counter()
+                for obj, mask in zip(objects, masks):
+                    obj.polygons = mask_to_polygons(mask, options.simplify_tolerance, options.min_area)
+                timings["vectorize"] = time.perf_counter() - started
+            if "masks" in options.granularities:
+                for obj, mask in zip(objects, masks):
+                    obj.mask = mask_to_rle(mask)
+        if "boxes" not in options.granularities:
+            for obj in objects:
+                obj.box = None
+        if "points" not in options.granularities:
+            for obj in objects:
+                obj.points = []
+
+        models = {"reasoner": reasoner_name}
+        if wants_pixels and self.segmenter is not None:
+            models["segmenter"] = getattr(self.segmenter, "name", "segmenter")
+        answer = Answer(
+            question=question, profile=prof.name, image_width=width, image_height=height, objects=objects,
+            reasoning=parsed.reasoning, raw_output=raw_output, parse_status=parse_status,
+            parse_problems=parse_problems, models=models, granularities=list(options.granularities),
+            timings=timings, warnings=warnings)
+        emit("stage", {"stage": "done"})
+        return CascadeResult(answer=answer, masks=masks)
+
+    def _segment(self, image, objects, prof: Profile, valid, timings) -> List[np.ndarray]:
+        from .segmenter import SamPrompt  # torch only when segmenting
+
+        prompts = [SamPrompt(box=obj.box, points=list(obj.points)) for obj in objects]
+        started = time.perf_counter()
+        results = self.segmenter.segment(image, prompts, multimask=prof.sam_multimask)
+        elapsed = time.perf_counter() - started
+        seg_timings = getattr(self.segmenter, "last_timings", {}) or {}
+        timings["encode"] = float(seg_timings.get("encode_s", 0.0))
+        timings["decode"] = float(seg_timings.get("decode_s", elapsed - timings["encode"]))
+        masks = []
+        for obj, result in zip(objects, results):
+            mask = np.asarray(result.mask, dtype=bool)
+            if valid is not None:
+                mask = mask & valid
+            masks.append(mask)
+            if obj.score is None:
+                obj.score = float(result.score)
+        return masks
+
+
+def _prompt_points(prof: Profile, mapped) -> List:
+    """The positive points SAM gets for this object, as the original method prompts it."""
+    if prof.sam_prompting == SAM_BOX_AND_CENTER and mapped.box is not None:
+        return [box_center(mapped.box)]
+    if prof.sam_prompting == SAM_BOX_ONLY and mapped.box is not None:
+        return []
+    if prof.sam_prompting == SAM_BOX_AND_MODEL_POINTS or mapped.box is None:
+        return list(mapped.points)
+    return list(mapped.points)
+
+
+def _drop_duplicate_boxes(mapped, threshold: float):
+    kept = []
+    for candidate in mapped:
+        if candidate.box is not None and any(k.box is not None and box_iou(k.box, candidate.box) > threshold
+                                             for k in kept):
+            continue
+        kept.append(candidate)
+    return kept, len(mapped) - len(kept)
+
+
+def _check_question(question: str) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise CascadeError("the question is empty")
+    question = question.strip()
+    if len(question) > MAX_QUESTION_CHARS:
+        raise CascadeError(f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")
+    return question
+
+
+def _check_image(image) -> tuple:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise CascadeError("the image must be an RGB array of shape (height, width, 3) and type uint8")
+    height, width = image.shape[:2]
+    if height == 0 or width == 0:
+        raise CascadeError(f"the image is empty ({width} x {height} pixels)")
+    if height * width > MAX_IMAGE_PIXELS:
+        raise CascadeError(f"the image has {height * width} pixels; the limit is {MAX_IMAGE_PIXELS}")
+    return height, width
+
+
+def _resize_to_frame(image: np.ndarray, frame_width: int, frame_height: int, frame_kind: str) -> Image.Image:
+    pil = Image.fromarray(image)
+    if pil.size == (frame_width, frame_height):
+        return pil
+    # Seg-Zero and Think2Seg resized with bilinear to 840x840; Qwen's processor resizes bicubic.
+    resample = Image.BILINEAR if frame_kind == FRAME_FIXED else Image.BICUBIC
+    return pil.resize((frame_width, frame_height), resample)

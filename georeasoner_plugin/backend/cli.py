@@ -1,0 +1,382 @@
+"""`georeasoner` command line: the cascade headless on a raster.
+
+    georeasoner ask IMAGE QUESTION -o OUT [--profile P] [--outputs boxes,points,masks,contours]
+                    [--reasoner-output FILE] [--json]
+    georeasoner make-tiny DIR
+    georeasoner profiles
+
+Exit codes: 0 done (an empty answer is an answer), 1 a runtime problem (unreadable file, model
+missing, unreadable model answer), 2 bad arguments, 3 an internal error (a bug: please report it),
+130 interrupted. Errors are one clear line on stderr, never a traceback (unless --debug).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from .. import __version__
+from ..core.profiles import DEFAULT_PROFILE, PROFILES, UnknownProfileError, get_profile
+from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_NO_ANSWER
+
+DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-large"
+MAX_RECORDED_OUTPUT_BYTES = 1_000_000
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class UserError(Exception):
+    """Something the user can fix; the message says how."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits 2 with usage; keep that, but in our one-line style
+        self.print_usage(sys.stderr)
+        raise UserError(message, EXIT_USAGE)
+
+
+class Progress:
+    """Stage lines on stderr so slow steps (model load, generation) show they are alive."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.started: Optional[float] = None
+        self.timings: Dict[str, float] = {}
+
+    def stage(self, name: str, label: str) -> "_Stage":
+        return _Stage(self, name, label)
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+
+class _Stage:
+    def __init__(self, progress: Progress, name: str, label: str):
+        self.progress, self.name, self.label = progress, name, label
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        if not self.progress.quiet:
+            print(f"... {self.label}", file=sys.stderr, end="", flush=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        elapsed = time.perf_counter() - self.start
+        self.progress.timings[self.name] = elapsed
+        if not self.progress.quiet:
+            print(f" {'done' if exc is None else 'failed'} ({elapsed:.2f} s)", file=sys.stderr, flush=True)
+        return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(prog="georeasoner", description="Ask questions about imagery; get georeferenced "
+                             "boxes, points, masks and contours.")
+    parser.add_argument("--version", action="version", version=f"georeasoner {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
+    sub = parser.add_subparsers(dest="command", parser_class=_ArgumentParser)
+
+    ask = sub.add_parser("ask", help="answer a question about a raster")
+    ask.add_argument("image", help="any raster GDAL reads (GeoTIFF, JPEG2000, VRT, PNG...)")
+    ask.add_argument("question")
+    ask.add_argument("-o", "--out", required=True,
+                     help="OUT.gpkg (one GeoPackage), OUT.shp or a folder (shapefiles); the mask GeoTIFF "
+                          "and the answer JSON are written beside it")
+    ask.add_argument("--profile", default=DEFAULT_PROFILE, help=f"prompt profile ({', '.join(PROFILES)})")
+    ask.add_argument("--outputs", default=",".join(GRANULARITIES),
+                     help="comma-separated subset of boxes,points,masks,contours")
+    ask.add_argument("--reasoner", help="reasoning model: hub id or local folder (default: the profile's checkpoint)")
+    ask.add_argument("--adapter", help="LoRA adapter folder applied on top of the reasoner")
+    ask.add_argument("--segmenter", default=DEFAULT_SEGMENTER, help="SAM2 model: hub id or local folder")
+    ask.add_argument("--reasoner-output", metavar="FILE",
+                     help="replay a saved raw model output instead of running the reasoner")
+    ask.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    ask.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    ask.add_argument("--bands", help="three 1-based band numbers for red,green,blue, e.g. 4,3,2")
+    ask.add_argument("--max-size", type=int, default=2048,
+                     help="read rasters larger than this (long side, pixels) decimated through overviews")
+    ask.add_argument("--max-new-tokens", type=int, default=1024)
+    ask.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    ask.add_argument("--top-p", type=float, default=1.0)
+    ask.add_argument("--seed", type=int)
+    ask.add_argument("--simplify", type=float, default=0.0, help="contour simplification tolerance, pixels")
+    ask.add_argument("--min-area", type=float, default=0.0, help="drop contour parts/holes below this many pixels")
+    ask.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    ask.add_argument("--json", action="store_true", help="print the answer as JSON on stdout")
+    ask.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    tiny = sub.add_parser("make-tiny", help="write tiny random models for an offline smoke test")
+    tiny.add_argument("directory")
+
+    sub.add_parser("profiles", help="list the prompt profiles")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "ask":
+            return cmd_ask(args)
+        if args.command == "make-tiny":
+            return cmd_make_tiny(args)
+        if args.command == "profiles":
+            return cmd_profiles()
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    except UserError as exc:
+        print(f"\ngeoreasoner: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ngeoreasoner: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit as exc:  # argparse --help / --version
+        return int(exc.code or 0)
+    except Exception as exc:  # noqa: BLE001 - the promise is: never a traceback for users
+        if debug:
+            raise
+        print(f"\ngeoreasoner: internal error: {type(exc).__name__}: {exc}\n"
+              f"This is a bug; rerun with --debug for the traceback and report it.", file=sys.stderr)
+        return EXIT_BUG
+
+
+def _parse_outputs(text: str) -> List[str]:
+    items = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [t for t in items if t not in GRANULARITIES]
+    if unknown or not items:
+        raise UserError(f"--outputs takes a comma-separated subset of {','.join(GRANULARITIES)}; "
+                        f"got {text!r}", EXIT_USAGE)
+    return list(dict.fromkeys(items))
+
+
+def _parse_bands(text: Optional[str]):
+    if text is None:
+        return None
+    try:
+        bands = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise UserError(f"--bands takes three band numbers like 4,3,2; got {text!r}", EXIT_USAGE) from None
+    if len(bands) != 3 or any(b < 1 for b in bands):
+        raise UserError(f"--bands takes three band numbers (1-based) like 4,3,2; got {text!r}", EXIT_USAGE)
+    return bands
+
+
+def output_paths(out: str) -> Dict[str, Path]:
+    """Where `ask` writes: vectors, the mask GeoTIFF and the answer JSON."""
+    path = Path(out)
+    lower = out.lower()
+    if lower.endswith(".gpkg") or lower.endswith(".shp"):
+        stem = path.with_suffix("")
+        return {"vectors": path, "mask": Path(f"{stem}_mask.tif"), "answer": Path(f"{stem}_answer.json")}
+    if path.suffix and not path.is_dir():
+        raise UserError(f"-o/--out must end in .gpkg or .shp, or be a folder; got {out!r}", EXIT_USAGE)
+    return {"vectors": path, "mask": path / "mask.tif", "answer": path / "answer.json"}
+
+
+def _read_recorded_output(path: str) -> str:
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--reasoner-output: {path} does not exist or is not a file")
+    if file.stat().st_size > MAX_RECORDED_OUTPUT_BYTES:
+        raise UserError(f"--reasoner-output: {path} is larger than {MAX_RECORDED_OUTPUT_BYTES} bytes; "
+                        "that is not a model answer")
+    data = file.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"--reasoner-output: {path} is not UTF-8 text") from None
+
+
+def cmd_ask(args) -> int:
+    progress = Progress(args.quiet)
+    outputs = _parse_outputs(args.outputs)
+    bands = _parse_bands(args.bands)
+    try:
+        profile = get_profile(args.profile)
+    except UnknownProfileError as exc:
+        raise UserError(str(exc), EXIT_USAGE) from None
+    if args.max_size < 64:
+        raise UserError("--max-size must be at least 64 pixels", EXIT_USAGE)
+    paths = output_paths(args.out)
+    _refuse_existing(paths, outputs, args.overwrite)
+    if not Path(args.image).exists():
+        raise UserError(f"{args.image}: no such file")
+    recorded = _read_recorded_output(args.reasoner_output) if args.reasoner_output else None
+
+    # Heavy imports only now, so `--help` and argument errors stay instant.
+    from .cascade import AskOptions, Cascade, CascadeError
+    from .imagery import ImageryError, read_raster
+    from .models import ModelLoadError
+    from .writers import OutputError, all_output_files, write_mask_geotiff, write_vectors
+
+    options = AskOptions(granularities=outputs, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                         top_p=args.top_p, seed=args.seed, simplify_tolerance=args.simplify, min_area=args.min_area)
+    try:
+        options.validate()
+    except CascadeError as exc:
+        raise UserError(str(exc), EXIT_USAGE) from None
+
+    try:
+        with progress.stage("read", f"reading {args.image}"):
+            raster = read_raster(args.image, bands=bands, max_size=args.max_size)
+    except ImageryError as exc:
+        raise UserError(str(exc)) from None
+    for warning in raster.warnings:
+        progress.say(f"warning: {warning}")
+
+    reasoner = segmenter = None
+    needs_segmenter = any(o in outputs for o in ("masks", "contours"))
+    try:
+        with progress.stage("load", "loading models"):
+            if recorded is None:
+                model = args.reasoner or profile.default_checkpoint
+                if not model:
+                    raise UserError(f"profile {profile.name} has no published checkpoint; pass --reasoner "
+                                    "with your model (hub id or folder)", EXIT_USAGE)
+                from .reasoner import Reasoner
+                reasoner = Reasoner(model, adapter=args.adapter, device=args.device, dtype=args.dtype)
+            if needs_segmenter:
+                from .segmenter import Segmenter
+                segmenter = Segmenter(args.segmenter, device=args.device, dtype=args.dtype)
+    except ModelLoadError as exc:
+        raise UserError(str(exc)) from None
+
+    cascade = Cascade(reasoner=reasoner, segmenter=segmenter, profile=profile.name)
+    streamed: List[str] = []
+
+    def on_event(kind, data):
+        if kind == "token" and not args.quiet and not args.json:
+            streamed.append(data["text"])
+        elif kind == "stage" and data["stage"] not in ("done", "parse"):
+            progress.say(f"... {data['stage']}")
+
+    try:
+        started = time.perf_counter()
+        result = cascade.ask(raster.rgb, args.question, options=options, raw_output=recorded,
+                             valid=raster.valid, on_event=on_event)
+        progress.timings["cascade"] = time.perf_counter() - started
+    except CascadeError as exc:
+        raise UserError(str(exc)) from None
+
+    answer = result.answer
+    answer.warnings.extend(raster.warnings)
+    if answer.parse_status in (PARSE_INVALID, PARSE_NO_ANSWER):
+        print(answer.raw_output if answer.raw_output else "(the model wrote nothing)", file=sys.stderr)
+        problems = "; ".join(answer.parse_problems) or "no answer found"
+        raise UserError(f"the model's answer could not be read ({answer.parse_status}): {problems}. "
+                        "Nothing was written. Rephrase the question or check that --profile matches the model.")
+
+    crs_wkt = raster.crs_wkt
+    written: List[Path] = []
+    try:
+        with progress.stage("write", f"writing {paths['vectors']}"):
+            vector_layers = [o for o in ("boxes", "points", "contours") if o in outputs]
+            if vector_layers:
+                written += write_vectors(answer, raster.transform, crs_wkt, paths["vectors"], layers=vector_layers,
+                                         overwrite=args.overwrite)
+            if "masks" in outputs:
+                union = result.union_mask(answer.image_height, answer.image_width)
+                written.append(write_mask_geotiff(union, raster, paths["mask"], overwrite=args.overwrite))
+            answer.timings.update({k: v for k, v in progress.timings.items() if k in ("read", "load")})
+            written.append(_write_answer_json(answer, paths["answer"], args.overwrite))
+    except OutputError as exc:
+        _remove(all_output_files(written))
+        raise UserError(str(exc)) from None
+
+    if args.json:
+        print(answer.to_json(indent=2))
+    else:
+        _print_summary(answer, written, raster)
+    return EXIT_OK
+
+
+def _refuse_existing(paths: Dict[str, Path], outputs: List[str], overwrite: bool) -> None:
+    """Fail before minutes of model time, not after: an existing output needs --overwrite."""
+    if overwrite:
+        return
+    candidates = [paths["answer"]]
+    if "masks" in outputs:
+        candidates.append(paths["mask"])
+    vectors = paths["vectors"]
+    if str(vectors).lower().endswith(".gpkg") and any(o in outputs for o in ("boxes", "points", "contours")):
+        candidates.append(vectors)
+    existing = [str(p) for p in candidates if p.exists()]
+    if existing:
+        raise UserError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or choose another -o")
+
+
+def _write_answer_json(answer, path: Path, overwrite: bool) -> Path:
+    from .writers import OutputError
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(answer.to_json(indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _remove(paths: List[Path]) -> None:
+    for p in paths:
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+def _print_summary(answer, written: List[Path], raster) -> None:
+    print(f"Question: {answer.question}")
+    print(f"Profile: {answer.profile}   models: {', '.join(f'{k}={v}' for k, v in answer.models.items())}")
+    print("Reasoning:")
+    print("  " + (answer.reasoning.strip().replace("\n", "\n  ") if answer.reasoning.strip() else "(none given)"))
+    print(f"Objects: {len(answer.objects)}  (parse: {answer.parse_status})")
+    for obj in answer.objects:
+        box = ", ".join(f"{v:.1f}" for v in obj.box) if obj.box else "-"
+        area = sum(p.area() for p in obj.polygons)
+        score = f"{obj.score:.3f}" if obj.score is not None else "-"
+        print(f"  #{obj.index}: box [{box}] px, {len(obj.points)} point(s), score {score}, "
+              f"contour area {area:.0f} px")
+    for problem in answer.parse_problems:
+        print(f"  note: {problem}")
+    for warning in answer.warnings:
+        print(f"  warning: {warning}")
+    print(f"CRS: {raster.crs_name or 'none (pixel coordinates)'}")
+    print("Written:")
+    for path in written:
+        print(f"  {path}")
+
+
+def cmd_make_tiny(args) -> int:
+    from .tiny import make_tiny_models
+    target = Path(args.directory)
+    paths = make_tiny_models(target)
+    (target / ".complete").write_text("ok\n")
+    print("Tiny RANDOM models written (for smoke tests only; their answers are meaningless):")
+    for role, path in paths.items():
+        print(f"  {role}: {path}")
+    return EXIT_OK
+
+
+def cmd_profiles() -> int:
+    for profile in PROFILES.values():
+        checkpoint = profile.default_checkpoint or "(no published checkpoint)"
+        print(f"{profile.name:15s} {profile.title}")
+        print(f"{'':15s} checkpoint: {checkpoint}; frame: {profile.frame.describe()}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

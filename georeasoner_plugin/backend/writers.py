@@ -1,0 +1,340 @@
+"""Georeferenced outputs: answers as GeoPackage / shapefiles, masks as GeoTIFF.
+
+Vertices are mapped with ``GeoTransform.pixel_to_map`` and written as they are (no reprojection,
+no rounding), in the CRS of the imagery. Every write is all-or-nothing: files are produced in a
+hidden temporary folder next to the target and moved into place only when all of them are
+complete; existing files are never touched unless ``overwrite`` is set, and if moving fails
+half-way the previous files are put back.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pyogrio.raw
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+from shapely.geometry import MultiPolygon as ShapelyMultiPolygon
+from shapely.geometry import Polygon as ShapelyPolygon
+from shapely.geometry.polygon import orient
+
+from ..core.georef import GeoTransform
+from ..core.protocol import Answer, Polygon
+
+__all__ = ["OutputError", "LAYERS", "write_vectors", "write_mask_geotiff", "vector_targets", "all_output_files"]
+
+LAYERS = ("boxes", "points", "contours")
+_GEOMETRY_TYPES = {"boxes": "Polygon", "points": "Point", "contours": "MultiPolygon"}
+_SHAPEFILE_MEMBERS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
+# Derived files of an older shapefile / GeoTIFF that would describe stale data after an overwrite.
+_STALE_SHAPEFILE_SIDECARS = (".qix", ".sbn", ".sbx", ".shp.xml", ".qmd")
+_STALE_RASTER_SIDECARS = (".aux.xml", ".ovr", ".msk")
+_DBF_TEXT_BYTES = 254  # dBASE limit for a character field
+_MASK_NODATA = 255
+_MASK_BLOCK = 512
+
+
+class OutputError(RuntimeError):
+    """An output that cannot be written (exists, unwritable folder, unsupported format...)."""
+
+
+def vector_targets(out_path, layers: Sequence[str] = LAYERS) -> Tuple[str, Dict[str, Path]]:
+    """("GPKG" | "ESRI Shapefile", {layer: file}) for an output path, as write_vectors uses it."""
+    text = os.fspath(out_path)
+    path = Path(text)
+    if path.suffix.lower() == ".gpkg":
+        return "GPKG", {layer: path for layer in layers}
+    if path.suffix.lower() == ".shp":
+        return "ESRI Shapefile", {layer: path.with_name(f"{path.stem}_{layer}.shp") for layer in layers}
+    # A pathlib.Path cannot keep a trailing '/', so a name without a suffix also means a folder.
+    if text.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
+        return "ESRI Shapefile", {layer: path / f"{layer}.shp" for layer in layers}
+    raise OutputError(f"{text}: choose a .gpkg file, a .shp file or a folder for the output")
+
+
+def write_vectors(answer: Answer, transform: GeoTransform, crs_wkt: Optional[str], out_path,
+                  layers: Sequence[str] = LAYERS, overwrite: bool = False) -> List[Path]:
+    """Write the answer's boxes, points and contours in map coordinates.
+
+    ``out_path`` ending in .gpkg: one GeoPackage with one layer per granularity. Ending in .shp:
+    ``<stem>_boxes.shp`` etc. beside it. A folder (existing, ending with '/', or without a suffix):
+    ``boxes.shp`` etc. inside it (created if missing). Empty layers are written with their fields.
+    Returns the files a user opens: the GeoPackage, or the .shp of each layer.
+    """
+    layers = tuple(layers)
+    unknown = [layer for layer in layers if layer not in LAYERS]
+    if unknown or not layers or len(set(layers)) != len(layers):
+        raise OutputError(f"layers must be distinct names among {list(LAYERS)}, got {list(layers)}")
+    driver, targets = vector_targets(out_path, layers)
+    folder = next(iter(targets.values())).parent
+    if driver == "GPKG":
+        members = [targets[layers[0]]]
+    else:
+        members = [targets[layer].with_suffix(ext) for layer in layers for ext in _SHAPEFILE_MEMBERS]
+    _refuse_existing(members, overwrite)
+    stale = [] if driver == "GPKG" else [
+        targets[layer].with_suffix(ext) for layer in layers for ext in _STALE_SHAPEFILE_SIDECARS]
+
+    features = _features(answer, transform)
+    created_folder = _make_folder(folder)
+    try:
+        with _Staging(folder) as staging:
+            for layer in layers:
+                staged = staging.path(targets[layer].name)
+                try:
+                    _write_layer(staged, layer, driver, answer, features[layer], crs_wkt)
+                except Exception as exc:  # pyogrio's own error types, text that is not valid Unicode...
+                    raise OutputError(f"could not write the {layer} layer of {targets[layer].name}: {exc}") from exc
+            produced = {staging.path(m.name): m for m in members if staging.path(m.name).exists()}
+            # A member this write did not produce (.prj without a CRS) must not survive from before.
+            stale += [m for m in members if staging.path(m.name) not in produced]
+            staging.commit(produced, overwrite, stale)
+    except BaseException:
+        if created_folder:
+            shutil.rmtree(created_folder, ignore_errors=True)
+        raise
+    return [targets[layers[0]]] if driver == "GPKG" else [targets[layer] for layer in layers]
+
+
+def all_output_files(paths: Iterable[Path]) -> List[Path]:
+    """Every file on disk behind the given outputs: a .shp expands to its .shx/.dbf/.prj/.cpg
+    (for listing or removing a whole result; write_vectors returns only the files users open)."""
+    files: List[Path] = []
+    for path in map(Path, paths):
+        members = [path.with_suffix(ext) for ext in _SHAPEFILE_MEMBERS] if path.suffix.lower() == ".shp" else [path]
+        files += [m for m in members if m.exists()]
+    return files
+
+
+def write_mask_geotiff(mask: np.ndarray, raster, path, overwrite: bool = False) -> Path:
+    """Write a mask on the grid of ``raster`` (a RasterImage) as a GeoTIFF on the *source* grid.
+
+    uint8, 1 = target, 0 = background, 255 (nodata) where the raster has no data; tiled and
+    DEFLATE-compressed. A mask of a decimated read is upsampled (nearest) to the source
+    resolution block by block, so the full-resolution mask never exists in memory at once.
+    """
+    mask = np.asarray(mask)
+    if mask.shape != (raster.height, raster.width):
+        raise ValueError(f"the mask is {mask.shape[1]} x {mask.shape[0]} pixels but the raster was read as "
+                         f"{raster.width} x {raster.height}")
+    target = Path(os.fspath(path))
+    _refuse_existing([target], overwrite)
+    codes = np.where(mask.astype(bool), 1, 0).astype(np.uint8)
+    if raster.valid is not None:
+        codes[~raster.valid] = _MASK_NODATA
+
+    width, height = raster.source_width, raster.source_height
+    # Source pixel c has its centre at c + 0.5; the read-grid pixel holding that centre is its
+    # nearest neighbour (how GDAL samples a decimated nearest read too).
+    scale_x, scale_y = raster.width / width, raster.height / height
+    profile = {
+        "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
+        "nodata": _MASK_NODATA, "compress": "deflate", "tiled": True,
+        "blockxsize": _MASK_BLOCK, "blockysize": _MASK_BLOCK, "BIGTIFF": "IF_SAFER",
+    }
+    if raster.crs_wkt:
+        profile["crs"] = raster.crs_wkt
+    if raster.source_transform != GeoTransform.identity():  # pixel space: no geotransform at all
+        profile["transform"] = Affine.from_gdal(*raster.source_transform.to_gdal())
+    created_folder = _make_folder(target.parent)
+    try:
+        with _Staging(target.parent) as staging:
+            staged = staging.path(target.name)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                out = rasterio.open(staged, "w", **profile)
+            with out:
+                for row in range(0, height, _MASK_BLOCK):
+                    rows = min(_MASK_BLOCK, height - row)
+                    src_rows = np.minimum(((np.arange(row, row + rows) + 0.5) * scale_y).astype(np.int64),
+                                          raster.height - 1)
+                    for col in range(0, width, _MASK_BLOCK):
+                        cols = min(_MASK_BLOCK, width - col)
+                        src_cols = np.minimum(((np.arange(col, col + cols) + 0.5) * scale_x).astype(np.int64),
+                                              raster.width - 1)
+                        out.write(codes[np.ix_(src_rows, src_cols)], 1, window=Window(col, row, cols, rows))
+            stale = [target.with_name(target.name + ext) for ext in _STALE_RASTER_SIDECARS]
+            staging.commit({staged: target}, overwrite, stale)
+    except BaseException:
+        if created_folder:
+            shutil.rmtree(created_folder, ignore_errors=True)
+        raise
+    return target
+
+
+def _features(answer: Answer, transform: GeoTransform) -> Dict[str, list]:
+    """Per layer: (geometry, point index or None, object) for every feature of the answer."""
+    boxes, points, contours = [], [], []
+    for obj in answer.objects:
+        if obj.box is not None:
+            boxes.append((shapely.Polygon(transform.box_to_map_ring(obj.box)), None, obj))
+        for n, (col, row) in enumerate(obj.points):
+            points.append((shapely.Point(transform.pixel_to_map(col, row)), n, obj))
+        parts = [p for p in (_map_polygon(poly, transform) for poly in obj.polygons) if p is not None]
+        if parts:
+            contours.append((shapely.MultiPolygon(parts), None, obj))
+    return {"boxes": boxes, "points": points, "contours": contours}
+
+
+def _map_polygon(polygon: Polygon, transform: GeoTransform):
+    mapped = transform.polygon_to_map(polygon)
+    exterior = _closed_ring(mapped.exterior)
+    if exterior is None:
+        return None
+    holes = [ring for ring in (_closed_ring(h) for h in mapped.holes) if ring is not None]
+    return shapely.Polygon(exterior, holes)
+
+
+def _closed_ring(ring: List[Tuple[float, float]]):
+    """The ring closed, or None when it has fewer than three distinct vertices (no area)."""
+    if len(set(ring)) < 3:
+        return None
+    return ring if ring[0] == ring[-1] else ring + [ring[0]]
+
+
+def _write_layer(path: Path, layer: str, driver: str, answer: Answer, features: list,
+                 crs_wkt: Optional[str]) -> None:
+    shapefile = driver != "GPKG"
+    geometries = [geometry for geometry, _, _ in features]
+    if geometries:
+        # The orientation each format expects: counter-clockwise exteriors for GeoPackage (OGC
+        # simple features), clockwise for shapefiles. Reordering leaves every vertex value as is.
+        geometries = [_orient(g, exterior_clockwise=shapefile) for g in geometries]
+    wkb = np.array([shapely.to_wkb(g) for g in geometries], dtype=object)
+
+    names = ["answer_id", "question", "object"] + (["point"] if layer == "points" else []) + \
+            ["score", "label", "profile", "model", "created"]
+    records = [_record(answer, obj, point_index) for _, point_index, obj in features]
+    field_data, masks = [], []
+    for name in names:
+        values = [record[name] for record in records]
+        if name in ("object", "point"):
+            field_data.append(np.array(values, dtype=np.int32))
+            masks.append(None)
+        elif name == "score":
+            field_data.append(np.array([np.nan if v is None else v for v in values], dtype=np.float64))
+            masks.append(np.array([v is None for v in values], dtype=bool))
+        else:
+            if shapefile:
+                values = [None if v is None else _truncate_utf8(v, _DBF_TEXT_BYTES) for v in values]
+            field_data.append(np.array(values, dtype=object))
+            masks.append(None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="'crs' was not provided")  # pixel space, on purpose
+        pyogrio.raw.write(
+            str(path), wkb, field_data, names, field_mask=masks, layer=None if shapefile else layer,
+            driver=driver, geometry_type=_GEOMETRY_TYPES[layer], crs=crs_wkt,
+            encoding="UTF-8" if shapefile else None, promote_to_multi=layer == "contours")
+
+
+def _record(answer: Answer, obj, point_index: Optional[int]) -> dict:
+    models = "; ".join(f"{role}: {name}" for role, name in sorted(answer.models.items()))
+    return {
+        "answer_id": answer.answer_id,
+        "question": answer.question,
+        "object": int(obj.index),
+        "point": point_index,
+        "score": None if obj.score is None else float(obj.score),
+        "label": obj.label,
+        "profile": answer.profile,
+        "model": models,
+        "created": answer.created,
+    }
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    """At most ``limit`` bytes of UTF-8 without splitting a character (DBF widths are bytes)."""
+    encoded = text.encode("utf-8")
+    return text if len(encoded) <= limit else encoded[:limit].decode("utf-8", errors="ignore")
+
+
+def _orient(geometry, exterior_clockwise: bool):
+    sign = -1.0 if exterior_clockwise else 1.0
+    if isinstance(geometry, ShapelyPolygon):
+        return orient(geometry, sign)
+    if isinstance(geometry, ShapelyMultiPolygon):
+        return ShapelyMultiPolygon([orient(p, sign) for p in geometry.geoms])
+    return geometry
+
+
+def _refuse_existing(paths: Iterable[Path], overwrite: bool) -> None:
+    for path in paths:
+        if path.is_dir():
+            raise OutputError(f"{path} is a folder; choose another output name")
+        if not overwrite and (path.exists() or path.is_symlink()):
+            raise OutputError(f"{path} already exists; choose another name or allow overwriting")
+
+
+def _make_folder(folder: Path) -> Optional[Path]:
+    """Create ``folder`` if missing; returns the top-most folder created (to remove on failure)."""
+    if folder.is_dir():
+        return None
+    if folder.exists():
+        raise OutputError(f"{folder} is a file, not a folder")
+    top = folder
+    while not top.parent.exists():
+        top = top.parent
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder {folder}: {exc.strerror or exc}") from exc
+    return top
+
+
+class _Staging:
+    """A hidden temporary folder beside the targets (same file system, so moves are renames)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.dir: Optional[Path] = None
+
+    def __enter__(self) -> "_Staging":
+        try:
+            self.dir = Path(tempfile.mkdtemp(prefix=".georeasoner-", dir=self.folder))
+        except OSError as exc:
+            raise OutputError(f"cannot write in {self.folder}: {exc.strerror or exc}") from exc
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def commit(self, moves: Dict[Path, Path], overwrite: bool, stale: Sequence[Path] = ()) -> None:
+        """Move staged files onto their targets; on any failure put everything back as it was."""
+        _refuse_existing(moves.values(), overwrite)  # again: something may have appeared meanwhile
+        replaced: List[Tuple[Path, Path]] = []
+        placed: List[Path] = []
+        try:
+            for n, (staged, target) in enumerate(moves.items()):
+                if target.exists() or target.is_symlink():
+                    backup = self.dir / f".previous-{n}"
+                    os.replace(target, backup)
+                    replaced.append((backup, target))
+                os.replace(staged, target)
+                placed.append(target)
+        except BaseException as exc:
+            for target in placed:
+                target.unlink(missing_ok=True)
+            for backup, target in replaced:
+                os.replace(backup, target)
+            if isinstance(exc, OSError):
+                raise OutputError(f"could not move the new files into {self.folder} ({exc}); "
+                                  f"nothing was changed") from exc
+            raise
+        if overwrite:
+            for path in stale:
+                if path.is_file() and path not in placed:
+                    try:
+                        path.unlink()
+                    except OSError:
+                        pass
