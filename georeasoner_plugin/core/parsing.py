@@ -31,8 +31,9 @@ NUMBERED_POINT_KEY = re.compile(r"^points?[ _-]?(\d+)$", re.IGNORECASE)
 LABEL_KEYS = ("label", "name", "category")
 SCORE_KEYS = ("score", "confidence")
 
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL | re.IGNORECASE)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+# Tags are located in one linear pass; a lazy "<think>(.*?)</think>" regex rescans to the end of
+# the text from every unclosed tag, which is quadratic on degenerate output ("<think>" * 10000).
+_TAG = re.compile(r"<(/?)(think|answer)>", re.IGNORECASE)
 _FENCE = re.compile(r"```[ \t]*(?:json|python|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([\]}])")
 _QWEN_BOX_TOKENS = re.compile(
@@ -81,15 +82,14 @@ def _parse(text: Any, expects_think: bool) -> ParsedAnswer:
         text = text[:MAX_OUTPUT_CHARS]
     text = text.replace("\x00", "")
 
-    reasoning, has_think = _extract_reasoning(text)
+    tags = [(m.start(), m.end(), m.group(1) == "/", m.group(2).lower()) for m in _TAG.finditer(text)]
+    reasoning, has_think, think_span = _extract_reasoning(text, tags)
     if expects_think and not has_think:
         problems.append("no <think>...</think> section")
 
-    answer_text, has_answer_tags = _extract_answer(text)
+    answer_text, has_answer_tags = _extract_answer(text, tags)
     if answer_text is None:
-        rest = _THINK.sub("", text)
-        if "<think>" in rest.lower():
-            rest = rest[:rest.lower().index("<think>")]
+        rest = text[:think_span[0]] + text[think_span[1]:] if think_span else text
         answer_text = rest.strip()
         if expects_think:
             problems.append("no <answer>...</answer> section; looked for an answer in the free text")
@@ -134,25 +134,30 @@ def _parse(text: Any, expects_think: bool) -> ParsedAnswer:
     return ParsedAnswer(reasoning, answer_text, objects, status, problems, has_think, has_answer_tags)
 
 
-def _extract_reasoning(text: str) -> Tuple[str, bool]:
-    match = _THINK.search(text)
-    if match:
-        return match.group(1).strip(), True
-    lower = text.lower()
-    if "<think>" in lower:  # opened, never closed: reasoning runs up to the answer or the end
-        start = lower.index("<think>") + len("<think>")
-        end = lower.find("<answer>", start)
-        return text[start:end if end >= 0 else len(text)].strip(), False
-    return "", False
+def _extract_reasoning(text: str, tags) -> Tuple[str, bool, Optional[Tuple[int, int]]]:
+    """(reasoning, properly closed, span of the whole think section or None)."""
+    opening = next((t for t in tags if t[3] == "think" and not t[2]), None)
+    if opening is None:
+        return "", False, None
+    closing = next((t for t in tags if t[3] == "think" and t[2] and t[0] >= opening[1]), None)
+    if closing is not None:
+        return text[opening[1]:closing[0]].strip(), True, (opening[0], closing[1])
+    # Opened, never closed: the reasoning runs up to the answer or the end.
+    answer = next((t for t in tags if t[3] == "answer" and not t[2] and t[0] >= opening[1]), None)
+    end = answer[0] if answer else len(text)
+    return text[opening[1]:end].strip(), False, (opening[0], end)
 
 
-def _extract_answer(text: str) -> Tuple[Optional[str], bool]:
-    matches = _ANSWER.findall(text)
-    if matches:
-        return matches[-1], True
-    lower = text.lower()
-    if "<answer>" in lower:  # cut off by the token limit: read what is there
-        return text[lower.rindex("<answer>") + len("<answer>"):], True
+def _extract_answer(text: str, tags) -> Tuple[Optional[str], bool]:
+    """The last complete <answer> section, else what follows an unclosed one (cut off by the token limit)."""
+    closing = next((t for t in reversed(tags) if t[3] == "answer" and t[2]), None)
+    if closing is not None:
+        opening = next((t for t in reversed(tags) if t[3] == "answer" and not t[2] and t[1] <= closing[0]), None)
+        if opening is not None:
+            return text[opening[1]:closing[0]], True
+    opening = next((t for t in reversed(tags) if t[3] == "answer" and not t[2]), None)
+    if opening is not None:
+        return text[opening[1]:], True
     return None, False
 
 

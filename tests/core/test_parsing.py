@@ -134,3 +134,11 @@ def test_fuzzed_output_never_raises(raw):
     for obj in p.objects:
         if obj.box is not None:
             assert obj.box[0] <= obj.box[2] and obj.box[1] <= obj.box[3]
+
+
+@pytest.mark.parametrize("raw", ["<think>" * 10000, "<answer>" * 10000, "<answer>" * 5000 + "</answer>" + "<answer>" * 5000,
+                                 "<think>" * 5000 + "</think>" + "<think>" * 5000, "[" * 50000, "{'a': " * 20000])
+def test_degenerate_output_is_refused_cleanly(raw):
+    # Its speed (it was quadratic once) is measured by `make bench`, not asserted here.
+    p = parse_model_output(raw)
+    assert p.status in (PARSE_NO_ANSWER, PARSE_INVALID) and p.problems and p.objects == []

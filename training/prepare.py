@@ -1,0 +1,449 @@
+"""EarthReason -> a JSON-lines dataset of questions with boxes, GRASP points and contours.
+
+EarthReason as published: ``<root>/<split>/images/<id>.jpg|png``, ``labels/<id>.png`` (non-zero =
+target; one region mask per image, not instances) and ``QAs/<id>.json`` holding ``"questions"`` (a
+list) and ``"answer"`` (empty = nothing in the image matches).
+
+Mask -> objects: one object per 8-connected component of at least ``min_area`` pixels (pixels
+touching at a corner belong to one object, as an annotator would see it). Per object:
+- box: the component's pixel extent in protocol convention (corners: x2 = last column + 1);
+- two positive points, GRASP's rule, at pixel centres (col + 0.5, row + 0.5):
+  1. the centre of the largest inscribed circle: the pixel deepest inside the component by the
+     Euclidean distance transform (pixels beyond the image count as outside). Ties: the tied
+     pixel nearest to the centroid of all tied pixels, then the first in row-major order.
+  2. a point of the component's outer ring beyond that circle: among component pixels farther
+     than the circle's radius from point 1, the deepest one (so SAM gets a prompt well inside the
+     object, not on its edge); ties: the farthest from point 1, then row-major. When no pixel
+     lies beyond the circle, the boundary pixel farthest from point 1 (then row-major).
+- contours: polygons with holes on pixel corners (backend.vectorize, the cascade's own tracer).
+
+Coordinates are written twice: in image pixels (``*_px``) and in the profile's model frame (what the
+model reads and writes, and what the rewards compare). Each record also carries the chat prompt and
+the ground truth rendered in the profile's answer format.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import cv2
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from georeasoner_plugin.backend.vectorize import mask_to_polygons
+from georeasoner_plugin.core.frames import FrameError
+from georeasoner_plugin.core.parsing import ParsedObject
+from georeasoner_plugin.core.profiles import Profile, get_profile
+
+SPLITS = ("train", "val", "test")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+QUESTION_MODES = ("all", "sample")
+DEFAULT_MIN_AREA = 16  # pixels; smaller specks in the labels are annotation noise, not objects
+DEFAULT_PROFILE = "georeasoner"
+COORDINATE_DECIMALS = 2
+
+# Pillow refuses images above ~179 megapixels as a decompression-bomb guard; EarthReason's largest
+# (7,617 px a side, ~58 megapixels) is far below, so the guard stays on.
+
+Point = Tuple[float, float]
+Box = Tuple[float, float, float, float]
+
+
+class DatasetError(Exception):
+    """The dataset root or split folder is missing or not laid out as EarthReason; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    kind: str
+    detail: str
+    skipped: bool = True  # False: noted, the sample was still used
+
+
+@dataclass
+class MaskObject:
+    box: Box  # image pixels
+    points: List[Point]  # image pixels, GRASP order
+    area: int
+    inscribed_radius: float
+    polygons: List[Dict[str, Any]]
+
+
+# --------------------------------------------------------------------------- mask -> objects
+
+def grasp_points(component: np.ndarray) -> Tuple[Point, Point, float]:
+    """(first point, second point, inscribed radius) of one component, in its array's pixel centres."""
+    component = np.asarray(component, dtype=bool)
+    depth = ndimage.distance_transform_edt(np.pad(component, 1))[1:-1, 1:-1]
+    rows, cols = np.nonzero(component)
+    if rows.size == 0:
+        raise ValueError("the component is empty")
+    depths = depth[rows, cols]
+
+    radius = float(depths.max())
+    tied = np.flatnonzero(depths == radius)
+    centroid_row, centroid_col = rows[tied].mean(), cols[tied].mean()
+    to_centroid = (rows[tied] - centroid_row) ** 2 + (cols[tied] - centroid_col) ** 2
+    first = tied[np.lexsort((cols[tied], rows[tied], to_centroid))[0]]
+    first_row, first_col = rows[first], cols[first]
+
+    from_first = np.hypot(rows - first_row, cols - first_col)
+    beyond = np.flatnonzero(from_first > radius)
+    if beyond.size:
+        # lexsort: the last key sorts first; negated so that deeper and farther come first.
+        second = beyond[np.lexsort((cols[beyond], rows[beyond], -from_first[beyond], -depths[beyond]))[0]]
+    else:
+        edge = np.flatnonzero(depths <= 1.0)  # 4-neighbour of the outside: the boundary pixels
+        second = edge[np.lexsort((cols[edge], rows[edge], -from_first[edge]))[0]]
+    return ((float(first_col) + 0.5, float(first_row) + 0.5),
+            (float(cols[second]) + 0.5, float(rows[second]) + 0.5), radius)
+
+
+def mask_objects(mask: np.ndarray, min_area: int = DEFAULT_MIN_AREA) -> Tuple[List[MaskObject], int]:
+    """(objects, number of components dropped for being smaller than min_area)."""
+    binary = (np.asarray(mask) != 0).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8, ltype=cv2.CV_32S)
+    objects: List[MaskObject] = []
+    dropped = 0
+    for label in range(1, count):
+        left, top, width, height, area = (int(v) for v in stats[label])
+        if area < min_area:
+            dropped += 1
+            continue
+        component = labels[top:top + height, left:left + width] == label
+        (c1, r1), (c2, r2), radius = grasp_points(component)
+        polygons = []
+        for polygon in mask_to_polygons(component):
+            polygons.append({
+                "exterior": _shift_ring(polygon.exterior, left, top),
+                "holes": [_shift_ring(h, left, top) for h in polygon.holes],
+            })
+        objects.append(MaskObject(
+            box=(float(left), float(top), float(left + width), float(top + height)),
+            points=[(c1 + left, r1 + top), (c2 + left, r2 + top)],
+            area=area, inscribed_radius=radius, polygons=polygons))
+    # Largest first: the order a model is taught to list objects in, and stable across runs.
+    objects.sort(key=lambda o: (-o.area, o.box[1], o.box[0]))
+    return objects, dropped
+
+
+def _shift_ring(ring, left: int, top: int) -> List[List[int]]:
+    # Vertices are pixel corners, hence integers: written as such to keep the dataset small.
+    return [[int(round(x)) + left, int(round(y)) + top] for x, y in ring]
+
+
+# --------------------------------------------------------------------------- reading EarthReason
+
+def _round(values: Iterable[float]) -> List[float]:
+    return [round(float(v), COORDINATE_DECIMALS) for v in values]
+
+
+def answer_says_no_target(answer: Any) -> bool:
+    if answer is None:
+        return True
+    if isinstance(answer, str):
+        return not answer.strip()
+    if isinstance(answer, (list, tuple, dict)):
+        return len(answer) == 0
+    return False
+
+
+def check_layout(data_root: Path, split: str) -> Dict[str, Path]:
+    """The split's images/, labels/ and QAs/ folders; DatasetError naming the first bad path."""
+    if not data_root.exists():
+        raise DatasetError(f"dataset root {data_root} does not exist")
+    if not data_root.is_dir():
+        raise DatasetError(f"dataset root {data_root} is not a folder")
+    split_dir = data_root / split
+    if not split_dir.is_dir():
+        found = ", ".join(sorted(p.name for p in data_root.iterdir() if p.is_dir())) or "no folders"
+        raise DatasetError(f"{split_dir} is missing: an EarthReason root holds train/, val/ and test/ "
+                           f"(found {found})")
+    folders = {name: split_dir / name for name in ("images", "labels", "QAs")}
+    for name, folder in folders.items():
+        if not folder.is_dir():
+            raise DatasetError(f"{folder} is missing: EarthReason's {split}/ holds images/, labels/ and QAs/")
+    return folders
+
+
+def _files_by_id(folder: Path, extensions: Tuple[str, ...], problems: List[Problem]) -> Dict[str, Path]:
+    found: Dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.suffix.lower() not in extensions:
+            continue
+        if path.stem in found:
+            problems.append(Problem(str(path), "duplicate id",
+                                    f"same id as {found[path.stem].name}; {found[path.stem].name} is used",
+                                    skipped=False))
+            continue
+        found[path.stem] = path
+    return found
+
+
+def _read_qa(path: Path) -> Tuple[Optional[dict], Optional[Problem]]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            qa = json.load(handle)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, Problem(str(path), "bad QA json", f"{type(exc).__name__}: {exc}")
+    if not isinstance(qa, dict):
+        return None, Problem(str(path), "bad QA json", f"top level is a {type(qa).__name__}, not an object")
+    questions = qa.get("questions")
+    if not isinstance(questions, list):
+        return None, Problem(str(path), "no questions", "no \"questions\" list")
+    if "answer" not in qa:
+        return None, Problem(str(path), "no answer", "no \"answer\" key (an empty answer means no target)")
+    return qa, None
+
+
+def _read_image_size(path: Path) -> Tuple[Optional[Tuple[int, int]], Optional[Problem]]:
+    try:
+        with Image.open(path) as img:
+            img.load()  # headers can be fine while the pixels are truncated
+            return img.size, None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files
+        return None, Problem(str(path), "image unreadable", f"{type(exc).__name__}: {exc}")
+
+
+def _read_mask(path: Path) -> Tuple[Optional[np.ndarray], Optional[Problem]]:
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img)
+    except Exception as exc:  # noqa: BLE001
+        return None, Problem(str(path), "label unreadable", f"{type(exc).__name__}: {exc}")
+    if array.ndim == 3:
+        array = array.any(axis=2)
+    if array.ndim != 2:
+        return None, Problem(str(path), "label unreadable", f"unexpected array shape {array.shape}")
+    return array != 0, None
+
+
+# --------------------------------------------------------------------------- records
+
+def build_records(image_id: str, split: str, image_path: Path, mask_path: Path, qa_path: Path, qa: dict,
+                  size: Tuple[int, int], objects: List[MaskObject], profile: Profile,
+                  question_mode: str, seed: int) -> Tuple[List[dict], List[Problem]]:
+    width, height = size
+    problems: List[Problem] = []
+    frame = profile.frame.frame_for(width, height)
+    questions = []
+    for index, question in enumerate(qa["questions"]):
+        if isinstance(question, str) and question.strip():
+            questions.append((index, " ".join(question.split())))
+        else:
+            problems.append(Problem(str(qa_path), "bad question",
+                                    f"question {index} is not a non-empty string: {question!r}", skipped=False))
+    if question_mode == "sample" and questions:
+        # Seeded per image, so the choice does not depend on which other files are present.
+        questions = [random.Random(f"{seed}:{split}:{image_id}").choice(questions)]
+
+    boxes_frame = [_round(frame.box_to_frame(o.box)) for o in objects]
+    points_frame = [[_round(frame.to_frame(*p)) for p in o.points] for o in objects]
+    solution = profile.render_answer(
+        [ParsedObject(box=tuple(b), points=[tuple(p) for p in pts]) for b, pts in zip(boxes_frame, points_frame)])
+    common = {
+        "split": split,
+        "image_id": image_id,
+        "image": str(image_path.resolve()),
+        "mask": str(mask_path.resolve()),
+        "image_width": width,
+        "image_height": height,
+        "profile": profile.name,
+        "frame_width": frame.frame_width,
+        "frame_height": frame.frame_height,
+        "has_target": bool(objects),
+        "answer": qa.get("answer"),
+        "gt_boxes": boxes_frame,
+        "gt_points": points_frame,
+        "gt_boxes_px": [_round(o.box) for o in objects],
+        "gt_points_px": [[_round(p) for p in o.points] for o in objects],
+        "object_areas_px": [o.area for o in objects],
+        "contours_px": [o.polygons for o in objects],
+        "solution": solution,
+    }
+    records = []
+    for index, question in questions:
+        records.append({"id": f"{split}/{image_id}/q{index}", "question_index": index, "question": question,
+                        "prompt": profile.messages(question), **common})
+    return records, problems
+
+
+@dataclass
+class PrepareResult:
+    records_path: Path
+    summary_path: Path
+    records: int
+    summary_markdown: str
+    problems: List[Problem] = field(default_factory=list)
+    stats: Dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_split(data_root, out_dir, split: str = "train", profile: str = DEFAULT_PROFILE,
+                  min_area: int = DEFAULT_MIN_AREA, questions: str = "all", seed: int = 0) -> PrepareResult:
+    """Write ``<out>/<split>.jsonl`` and ``<out>/<split>_summary.md``; malformed samples are skipped and listed."""
+    if split not in SPLITS:
+        raise DatasetError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    if questions not in QUESTION_MODES:
+        raise DatasetError(f"--questions must be one of {', '.join(QUESTION_MODES)}, not {questions!r}")
+    prof = get_profile(profile)
+    data_root, out_dir = Path(data_root), Path(out_dir)
+    folders = check_layout(data_root, split)
+
+    problems: List[Problem] = []
+    images = _files_by_id(folders["images"], IMAGE_EXTENSIONS, problems)
+    labels = _files_by_id(folders["labels"], IMAGE_EXTENSIONS, problems)
+    qas = _files_by_id(folders["QAs"], (".json",), problems)
+
+    counts = Counter()
+    objects_per_image: List[int] = []
+    box_widths: List[float] = []
+    box_heights: List[float] = []
+    box_shares: List[float] = []
+    records: List[dict] = []
+    questions_available = 0
+    for image_id in sorted(set(images) | set(qas)):
+        counts["ids"] += 1
+        qa_path = qas.get(image_id)
+        image_path = images.get(image_id)
+        label_path = labels.get(image_id)
+        if qa_path is None:
+            problems.append(Problem(str(image_path), "QA missing", f"no QAs/{image_id}.json"))
+            continue
+        qa, problem = _read_qa(qa_path)
+        if problem:
+            problems.append(problem)
+            continue
+        if image_path is None:
+            problems.append(Problem(str(folders["images"] / f"{image_id}.*"), "image missing",
+                                    f"{qa_path.name} has no image"))
+            continue
+        size, problem = _read_image_size(image_path)
+        if problem:
+            problems.append(problem)
+            continue
+        if label_path is None:
+            problems.append(Problem(str(folders["labels"] / f"{image_id}.png"), "label missing",
+                                    f"{image_path.name} has no label mask"))
+            continue
+        mask, problem = _read_mask(label_path)
+        if problem:
+            problems.append(problem)
+            continue
+        if mask.shape[::-1] != tuple(size):
+            problems.append(Problem(str(label_path), "size mismatch",
+                                    f"label is {mask.shape[1]} x {mask.shape[0]}, image {image_path.name} is "
+                                    f"{size[0]} x {size[1]}"))
+            continue
+        no_target = answer_says_no_target(qa.get("answer"))
+        if not no_target and not mask.any():
+            problems.append(Problem(str(label_path), "empty mask for a target",
+                                    f"{qa_path.name} names a target but the label has no target pixel"))
+            continue
+        if no_target and mask.any():
+            problems.append(Problem(str(label_path), "mask without target",
+                                    f"{qa_path.name} has an empty answer but the label marks "
+                                    f"{int(mask.sum())} pixels"))
+            continue
+        objects, dropped = mask_objects(mask, min_area)
+        counts["components dropped (below min area)"] += dropped
+        if mask.any() and not objects:
+            problems.append(Problem(str(label_path), "target below min area",
+                                    f"every part of the target is smaller than {min_area} pixels"))
+            continue
+        try:
+            image_records, notes = build_records(image_id, split, image_path, label_path, qa_path, qa, size, objects,
+                                                 prof, questions, seed)
+        except FrameError as exc:
+            problems.append(Problem(str(image_path), "frame error", str(exc)))
+            continue
+        problems.extend(notes)
+        if not image_records:
+            problems.append(Problem(str(qa_path), "no questions", "no usable question in the list"))
+            continue
+        questions_available += sum(1 for q in qa["questions"] if isinstance(q, str) and q.strip())
+        records.extend(image_records)
+        counts["images used"] += 1
+        counts["empty-target images"] += int(not objects)
+        objects_per_image.append(len(objects))
+        for o in objects:
+            box_widths.append(o.box[2] - o.box[0])
+            box_heights.append(o.box[3] - o.box[1])
+            box_shares.append(100.0 * (o.box[2] - o.box[0]) * (o.box[3] - o.box[1]) / (size[0] * size[1]))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records_path = out_dir / f"{split}.jsonl"
+    summary_path = out_dir / f"{split}_summary.md"
+    _write_atomically(records_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+    stats = {
+        "split": split, "profile": prof.name, "min_area": min_area, "questions": questions, "seed": seed,
+        "ids found": counts["ids"], "images used": counts["images used"], "records": len(records),
+        "questions available (used images)": questions_available,
+        "empty-target images": counts["empty-target images"],
+        "empty-target share": (counts["empty-target images"] / counts["images used"]) if counts["images used"] else None,
+        "objects per image": _distribution(objects_per_image),
+        "objects per image (counts)": _histogram(objects_per_image),
+        "box width px": _distribution(box_widths),
+        "box height px": _distribution(box_heights),
+        "box area % of image": _distribution(box_shares),
+        "components dropped (below min area)": counts["components dropped (below min area)"],
+        "samples skipped": sum(1 for p in problems if p.skipped),
+        "problems by kind": dict(sorted(Counter(p.kind for p in problems).items())),
+    }
+    markdown = summary_markdown(stats, problems, records_path)
+    _write_atomically(summary_path, markdown)
+    return PrepareResult(records_path, summary_path, len(records), markdown, problems, stats)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _distribution(values: List[float]) -> Optional[Dict[str, float]]:
+    if not values:
+        return None
+    return {"min": round(min(values), 2), "median": round(statistics.median(values), 2),
+            "mean": round(statistics.fmean(values), 2), "max": round(max(values), 2)}
+
+
+def _histogram(counts: List[int]) -> Dict[str, int]:
+    buckets = Counter(str(c) if c < 4 else "4+" for c in counts)
+    return {k: buckets[k] for k in ("0", "1", "2", "3", "4+") if buckets[k]}
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+    if key.endswith("share"):
+        return f"{value:.1%}"
+    return str(value)
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def summary_markdown(stats: Dict[str, Any], problems: List[Problem], records_path: Path) -> str:
+    lines = [f"# EarthReason {stats['split']}: prepared for profile {stats['profile']}", "",
+             f"Dataset: `{records_path}`", "", "| | |", "|---|---|"]
+    lines += [f"| {key} | {_cell(key, value)} |" for key, value in stats.items() if key not in ("split", "profile")]
+    lines += ["", f"## Problems ({len(problems)})", ""]
+    if problems:
+        lines += ["| file | problem | detail | sample |", "|---|---|---|---|"]
+        lines += [f"| {_escape(p.file)} | {p.kind} | {_escape(p.detail)} | {'skipped' if p.skipped else 'kept'} |"
+                  for p in problems]
+    else:
+        lines.append("none")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,539 @@
+"""GRPO rewards of the method family (RemoteReasoner, GRASP, Seg-Zero, Think2Seg-RS).
+
+Every reward takes one completion (a string, or TRL's conversational form: a list of
+{"role", "content"} messages) and the record's ground truth as keyword arguments, and returns a
+float. Ground truth is in the MODEL FRAME (the profile's resized image), like the numbers the model
+writes: ``gt_boxes`` = [[x1, y1, x2, y2], ...], ``gt_points`` = [[[x, y], [x, y]], ...] (one list
+per object), ``profile`` = the prompt profile's name. Completions are parsed with the profile's own
+parser (georeasoner_plugin.core), so the model is rewarded for exactly what inference reads.
+
+Garbage completions (None, numbers, huge strings, broken JSON) never raise: an answer the parser
+cannot use scores 0 on every accuracy reward, even on an empty target, because only an explicit
+empty answer ("[]") means "nothing here". Malformed ground truth or an unknown profile is a dataset
+or configuration bug and raises a ValueError naming it.
+
+Choices where the papers leave room (all documented in the function that makes them):
+- Multi-object answers are matched to ground truth one-to-one by Hungarian assignment maximising
+  the reward's own pairwise score, and averaged over the J ground-truth objects (RemoteReasoner);
+  extra predicted objects are what the count reward penalises. J = 0: 1 for an empty answer,
+  else 0.
+- GRASP's scale-normalised centre distance divides the centre offset per axis by the GT box's
+  width and height: d = hypot(dx / w, dy / h). Reward max(0, 1 - d / 0.5) is then positive
+  exactly when the predicted centre lies inside the ellipse inscribed in the GT box, for thin
+  (rivers, roads) and compact objects alike.
+- GRASP's point reward: 1 when every predicted point lies inside the GT box (edges included) and
+  the mean normalised L1 distance (|dx| / w and |dy| / h averaged over points and both axes,
+  predicted point k against GT point k) is below 0.5.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from georeasoner_plugin.core.frames import ModelFrame, box_center, box_iou, map_objects_to_image
+from georeasoner_plugin.core.parsing import MAX_OUTPUT_CHARS, ParsedAnswer, ParsedObject
+from georeasoner_plugin.core.profiles import (SAM_BOX_AND_CENTER, SAM_BOX_ONLY, Profile, get_profile)
+from georeasoner_plugin.core.protocol import PARSE_EMPTY, PARSE_OK, PARSE_PARTIAL
+
+DEFAULT_PROFILE = "georeasoner"
+USABLE_STATUSES = (PARSE_OK, PARSE_EMPTY, PARSE_PARTIAL)
+SCHEMA_STATUSES = (PARSE_OK, PARSE_EMPTY)
+
+# GRASP thresholds (paper): box IoU > 0.5; centre distance reward max(0, 1 - d / 0.5); mean L1 < 0.5.
+GRASP_BOX_IOU = 0.5
+GRASP_CENTER_SCALE = 0.5
+GRASP_POINT_L1 = 0.5
+# Seg-Zero / VisionReasoner accuracy reward (pixels of the model frame; 840 x 840 in the originals).
+SEGZERO_IOU = 0.5
+SEGZERO_BOX_L1_PX = 10.0
+SEGZERO_POINT_PX = 30.0
+SEGZERO_MAX_OBJECTS = 120
+# Seg-Zero's non-repetition reward fails from the second repeated sentence on.
+REPEATS_TOLERATED = 1
+
+Box = Tuple[float, float, float, float]
+Point = Tuple[float, float]
+
+_LAYOUT = re.compile(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", re.DOTALL)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+# --------------------------------------------------------------------------- inputs
+
+def completion_text(completion: Any) -> str:
+    """The assistant's text of a completion: a string, or TRL's list of chat messages."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Mapping):
+        return _content_text(completion.get("content"))
+    if isinstance(completion, (list, tuple)):
+        parts = []
+        for message in completion:
+            if isinstance(message, str):
+                parts.append(message)
+            elif isinstance(message, Mapping) and message.get("role", "assistant") == "assistant":
+                parts.append(_content_text(message.get("content")))
+        return "".join(parts)
+    return ""
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):  # multimodal parts: [{"type": "text", "text": ...}]
+        return "".join(p["text"] for p in content
+                       if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+    return ""
+
+
+def resolve_profile(profile: Any) -> Profile:
+    if isinstance(profile, Profile):
+        return profile
+    if profile is None:
+        return get_profile(DEFAULT_PROFILE)
+    try:
+        return get_profile(str(profile))
+    except KeyError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def parse_completion(completion: Any, profile: Any = DEFAULT_PROFILE) -> ParsedAnswer:
+    return resolve_profile(profile).parse(completion_text(completion))
+
+
+def _predicted_objects(completion, profile) -> Optional[List[ParsedObject]]:
+    """The parsed objects, or None when the answer is unusable (which scores 0, see the module doc)."""
+    parsed = parse_completion(completion, profile)
+    return list(parsed.objects) if parsed.status in USABLE_STATUSES else None
+
+
+def _maybe_json(value: Any) -> Any:
+    # Some dataset tools flatten nested lists into JSON strings; accept those too.
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError(f"ground truth {value[:80]!r} is neither a list nor JSON") from None
+    return value
+
+
+def _numbers(raw: Any, count: int, what: str) -> Tuple[float, ...]:
+    if not isinstance(raw, (list, tuple)) or len(raw) != count:
+        raise ValueError(f"ground-truth {what} must be {count} numbers, got {raw!r}")
+    values = tuple(float(v) for v in raw)
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"ground-truth {what} has a non-finite number: {raw!r}")
+    return values
+
+
+def ground_truth_boxes(gt_boxes: Any) -> List[Box]:
+    boxes = _maybe_json(gt_boxes)
+    if boxes is None:
+        return []
+    if not isinstance(boxes, (list, tuple)):
+        raise ValueError(f"gt_boxes must be a list of [x1, y1, x2, y2], got {type(boxes).__name__}")
+    return [_numbers(b, 4, "box") for b in boxes]
+
+
+def ground_truth_points(gt_points: Any, object_count: int) -> List[List[Point]]:
+    """One list of points per ground-truth object ([] where the record has none)."""
+    points = _maybe_json(gt_points)
+    if points is None:
+        return [[] for _ in range(object_count)]
+    if not isinstance(points, (list, tuple)) or len(points) != object_count:
+        raise ValueError(f"gt_points must hold one list of points per ground-truth box ({object_count}), "
+                         f"got {points!r}")
+    return [[_numbers(p, 2, "point") for p in object_points] for object_points in points]
+
+
+# --------------------------------------------------------------------------- pure scores
+
+def count_score(gt_count: int, pred_count: int) -> float:
+    """RemoteReasoner's count reward: 1 if J = K = 0, 0 if J = 0 < K, else exp(-2 |K - J| / J)."""
+    if gt_count == 0:
+        return 1.0 if pred_count == 0 else 0.0
+    return math.exp(-2.0 * abs(pred_count - gt_count) / gt_count)
+
+
+def hungarian_mean(scores: np.ndarray, gt_count: int) -> float:
+    """Best one-to-one sum of a (K predicted, J ground truth) score matrix, divided by J.
+
+    J = 0 gives 1 when nothing was predicted and 0 otherwise.
+    """
+    pred_count = scores.shape[0]
+    if gt_count == 0:
+        return 1.0 if pred_count == 0 else 0.0
+    if pred_count == 0:
+        return 0.0
+    rows, cols = linear_sum_assignment(scores, maximize=True)
+    return float(scores[rows, cols].sum()) / gt_count
+
+
+def _pair_matrix(objects: Sequence[ParsedObject], gt_count: int, score: Callable[[ParsedObject, int], float]) -> np.ndarray:
+    matrix = np.zeros((len(objects), gt_count), dtype=float)
+    for i, obj in enumerate(objects):
+        for j in range(gt_count):
+            matrix[i, j] = score(obj, j)
+    return matrix
+
+
+def _box_scale(box: Box) -> Tuple[float, float]:
+    # A degenerate ground-truth box (a line) still needs a finite scale: one pixel at least.
+    return max(box[2] - box[0], 1.0), max(box[3] - box[1], 1.0)
+
+
+def normalised_center_distance(pred_box: Sequence[float], gt_box: Box) -> float:
+    """hypot(dx / w, dy / h) between box centres, w and h the ground-truth box's size."""
+    (px, py), (gx, gy) = box_center(pred_box), box_center(gt_box)
+    width, height = _box_scale(gt_box)
+    return math.hypot((px - gx) / width, (py - gy) / height)
+
+
+def _inside(point: Sequence[float], box: Sequence[float]) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+
+def grasp_points_score(pred_points: Sequence[Point], gt_box: Box, gt_points: Sequence[Point]) -> float:
+    """1 when all predicted points are in the GT box and their mean normalised L1 to the GT points < 0.5."""
+    if not pred_points or not all(_inside(p, gt_box) for p in pred_points):
+        return 0.0
+    if not gt_points:  # ground truth without points: being inside the box is all that can be checked
+        return 1.0
+    if len(pred_points) < len(gt_points):
+        return 0.0
+    width, height = _box_scale(gt_box)
+    terms = []
+    for p, g in zip(pred_points, gt_points):
+        terms.append(abs(p[0] - g[0]) / width)
+        terms.append(abs(p[1] - g[1]) / height)
+    return 1.0 if sum(terms) / len(terms) < GRASP_POINT_L1 else 0.0
+
+
+# --------------------------------------------------------------------------- RemoteReasoner
+
+def remotereasoner_iou_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_) -> float:
+    """Hungarian-matched box IoU, summed and averaged over the ground-truth boxes."""
+    gt = ground_truth_boxes(gt_boxes)
+    objects = _predicted_objects(completion, profile)
+    if objects is None:
+        return 0.0
+    scores = _pair_matrix(objects, len(gt), lambda o, j: box_iou(o.box, gt[j]) if o.box is not None else 0.0)
+    return hungarian_mean(scores, len(gt))
+
+
+def remotereasoner_count_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_) -> float:
+    """count_score(J, K), K = the number of objects in a usable answer."""
+    gt = ground_truth_boxes(gt_boxes)
+    objects = _predicted_objects(completion, profile)
+    if objects is None:
+        return 0.0
+    return count_score(len(gt), len(objects))
+
+
+def think_answer_format_reward(completion, **_) -> float:
+    """1 for exactly one <think>...</think> followed by exactly one <answer>...</answer>, nothing else."""
+    text = completion_text(completion)[:MAX_OUTPUT_CHARS + 1]
+    if len(text) > MAX_OUTPUT_CHARS:
+        return 0.0
+    single = all(text.count(tag) == 1 for tag in ("<think>", "</think>", "<answer>", "</answer>"))
+    return 1.0 if single and _LAYOUT.fullmatch(text) else 0.0
+
+
+def answer_schema_reward(completion, profile=DEFAULT_PROFILE, **_) -> float:
+    """1 when every answered object has a box and exactly the profile's number of points.
+
+    An explicit empty answer fits every schema; an answer the parser had to salvage (partial)
+    does not.
+    """
+    prof = resolve_profile(profile)
+    parsed = prof.parse(completion_text(completion))
+    if parsed.status not in SCHEMA_STATUSES:
+        return 0.0
+    fits = all(o.box is not None and len(o.points) == prof.points_per_object for o in parsed.objects)
+    return 1.0 if fits else 0.0
+
+
+def remotereasoner_format_reward(completion, profile=DEFAULT_PROFILE, **_) -> float:
+    """RemoteReasoner's format reward: the think/answer layout and an answer in the profile's schema."""
+    return think_answer_format_reward(completion) * answer_schema_reward(completion, profile=profile)
+
+
+# --------------------------------------------------------------------------- GRASP
+
+def grasp_box_iou_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_) -> float:
+    """Share of ground-truth boxes matched by a predicted box with IoU > 0.5."""
+    gt = ground_truth_boxes(gt_boxes)
+    objects = _predicted_objects(completion, profile)
+    if objects is None:
+        return 0.0
+    scores = _pair_matrix(objects, len(gt),
+                          lambda o, j: float(o.box is not None and box_iou(o.box, gt[j]) > GRASP_BOX_IOU))
+    return hungarian_mean(scores, len(gt))
+
+
+def grasp_center_distance_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_) -> float:
+    """max(0, 1 - d / 0.5), d = normalised_center_distance, matched and averaged over ground truth."""
+    gt = ground_truth_boxes(gt_boxes)
+    objects = _predicted_objects(completion, profile)
+    if objects is None:
+        return 0.0
+
+    def score(obj: ParsedObject, j: int) -> float:
+        if obj.box is None:
+            return 0.0
+        return max(0.0, 1.0 - normalised_center_distance(obj.box, gt[j]) / GRASP_CENTER_SCALE)
+
+    return hungarian_mean(_pair_matrix(objects, len(gt), score), len(gt))
+
+
+def grasp_points_reward(completion, gt_boxes=None, gt_points=None, profile=DEFAULT_PROFILE, **_) -> float:
+    """grasp_points_score per matched object, averaged over ground truth."""
+    gt = ground_truth_boxes(gt_boxes)
+    gt_pts = ground_truth_points(gt_points, len(gt))
+    objects = _predicted_objects(completion, profile)
+    if objects is None:
+        return 0.0
+    scores = _pair_matrix(objects, len(gt), lambda o, j: grasp_points_score(o.points, gt[j], gt_pts[j]))
+    return hungarian_mean(scores, len(gt))
+
+
+# --------------------------------------------------------------------------- Seg-Zero
+
+def segzero_accuracy_reward(completion, gt_boxes=None, gt_points=None, profile=DEFAULT_PROFILE, **_) -> float:
+    """Seg-Zero / VisionReasoner accuracy, in [0, 3] like the original.
+
+    Pair cost 3 - [IoU > 0.5] - [mean |box coordinate difference| < 10 px] - [the predicted
+    point is within 30 px of the GT point and inside the predicted box]; Hungarian matching;
+    score = sum over matches of (3 - cost) / max(M, N); at most 120 objects on either side.
+    The first point of an object is its Seg-Zero point; a GT object without points uses its box
+    centre. Differences from the original: both sides empty scores 3 (the original fails and
+    scores 0, teaching models never to answer "nothing"), and box IoU is the continuous one of
+    core.frames (the original adds 1 pixel to widths).
+    """
+    all_gt = ground_truth_boxes(gt_boxes)
+    gt = all_gt[:SEGZERO_MAX_OBJECTS]
+    gt_pts = ground_truth_points(gt_points, len(all_gt))[:SEGZERO_MAX_OBJECTS]
+    objects = _predicted_objects(completion, profile)
+    if objects is None:
+        return 0.0
+    objects = objects[:SEGZERO_MAX_OBJECTS]
+    if not gt or not objects:
+        return 3.0 if not gt and not objects else 0.0
+
+    def score(obj: ParsedObject, j: int) -> float:
+        if obj.box is None:
+            return 0.0
+        gt_point = gt_pts[j][0] if gt_pts[j] else box_center(gt[j])
+        iou_hit = box_iou(obj.box, gt[j]) > SEGZERO_IOU
+        l1_hit = sum(abs(a - b) for a, b in zip(obj.box, gt[j])) / 4.0 < SEGZERO_BOX_L1_PX
+        point_hit = bool(obj.points) and (math.dist(obj.points[0], gt_point) < SEGZERO_POINT_PX
+                                          and _inside(obj.points[0], obj.box))
+        return float(iou_hit) + float(l1_hit) + float(point_hit)
+
+    scores = _pair_matrix(objects, len(gt), score)
+    rows, cols = linear_sum_assignment(scores, maximize=True)
+    return float(scores[rows, cols].sum()) / max(len(objects), len(gt))
+
+
+# --------------------------------------------------------------------------- reasoning quality
+
+def _sentences(text: str) -> List[str]:
+    return [" ".join(s.split()).lower() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def reasoning_penalty(completion, profile=DEFAULT_PROFILE, penalty: float = 0.5, **_) -> float:
+    """-penalty for empty reasoning, -penalty for repeated sentences (Seg-Zero: two repeats or more).
+
+    Never positive, so it only pushes away from degenerate outputs and cannot be farmed. The
+    reasoning is the <think> section, or the whole text when there is none.
+    """
+    text = completion_text(completion)[:MAX_OUTPUT_CHARS]
+    parsed = resolve_profile(profile).parse(text)
+    reasoning = parsed.reasoning if parsed.has_think or parsed.reasoning else text
+    total = 0.0
+    if not reasoning.strip():
+        total -= penalty
+    sentences = _sentences(reasoning)
+    if len(sentences) - len(set(sentences)) > REPEATS_TOLERATED:
+        total -= penalty
+    return total
+
+
+# --------------------------------------------------------------------------- mask IoU (frozen SAM2)
+
+class SegmentPrompt(NamedTuple):
+    """One object's SAM prompt in pixels of the image handed to ``segment``."""
+
+    box: Optional[Box]
+    points: List[Point]
+
+
+Segment = Callable[[Any, List[SegmentPrompt]], Any]
+
+
+def _sam_points(prof: Profile, box: Optional[Box], points: List[Point]) -> List[Point]:
+    # The original methods' prompting: RemoteReasoner uses the box centre, Qwen boxes only.
+    if box is not None and prof.sam_prompting == SAM_BOX_AND_CENTER:
+        return [box_center(box)]
+    if box is not None and prof.sam_prompting == SAM_BOX_ONLY:
+        return []
+    return list(points)
+
+
+def answer_prompts(completion, image_width: int, image_height: int, profile=DEFAULT_PROFILE,
+                   frame_width: Optional[int] = None, frame_height: Optional[int] = None) -> Optional[List[SegmentPrompt]]:
+    """SAM prompts in image pixels for a completion; None when the answer is unusable."""
+    prof = resolve_profile(profile)
+    parsed = prof.parse(completion_text(completion))
+    if parsed.status not in USABLE_STATUSES:
+        return None
+    return _prompts(parsed, prof, image_width, image_height, frame_width, frame_height)
+
+
+def _prompts(parsed: ParsedAnswer, prof: Profile, image_width, image_height, frame_width, frame_height):
+    if frame_width and frame_height:
+        frame = ModelFrame(int(image_width), int(image_height), int(frame_width), int(frame_height))
+    else:
+        frame = prof.frame.frame_for(int(image_width), int(image_height))
+    mapped, _ = map_objects_to_image(parsed.objects, frame)
+    if prof.dedupe_iou is not None:  # Think2Seg-RS removes duplicate boxes before SAM
+        kept = []
+        for m in mapped:
+            if not (m.box is not None and any(k.box is not None and box_iou(k.box, m.box) > prof.dedupe_iou
+                                               for k in kept)):
+                kept.append(m)
+        mapped = kept
+    return [SegmentPrompt(m.box, _sam_points(prof, m.box, m.points)) for m in mapped]
+
+
+def _load_mask(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        array = value
+    elif value is None:
+        raise ValueError("the mask IoU reward needs the record's ground-truth mask (column 'mask' or 'gt_mask')")
+    elif hasattr(value, "size") and hasattr(value, "mode"):  # a PIL image
+        array = np.asarray(value)
+    else:
+        from PIL import Image
+
+        with Image.open(value) as img:
+            array = np.asarray(img)
+    if array.ndim == 3:
+        array = array.any(axis=2)
+    return array != 0
+
+
+def _load_image(value: Any) -> Any:
+    if isinstance(value, (str, bytes)) or hasattr(value, "__fspath__"):
+        from PIL import Image
+
+        with Image.open(value) as img:
+            return np.asarray(img.convert("RGB"))
+    if hasattr(value, "size") and hasattr(value, "mode"):
+        return np.asarray(value.convert("RGB"))
+    return value
+
+
+def _union_of_masks(masks: Any, shape: Tuple[int, int]) -> np.ndarray:
+    union = np.zeros(shape, dtype=bool)
+    if masks is None:
+        return union
+    if isinstance(masks, np.ndarray) and masks.ndim == 2:
+        masks = [masks]
+    for mask in masks:
+        array = np.asarray(getattr(mask, "mask", mask))
+        if array.shape != shape:
+            raise ValueError(f"segment() returned a mask of shape {array.shape}, the target is {shape}")
+        union |= array.astype(bool)
+    return union
+
+
+def make_mask_iou_reward(segment: Segment, empty_target_reward: float = 1.0, name: str = "mask_iou"):
+    """Think2Seg-RS's reward: IoU of the frozen segmenter's mask with the ground-truth mask.
+
+    ``segment(image, prompts) -> masks`` is injected (torch stays out of this module): ``image``
+    is an RGB uint8 array (paths and PIL images are loaded first), ``prompts`` a list of
+    SegmentPrompt in its pixels; it returns one mask per prompt (arrays, a stacked array, or
+    objects with a ``.mask``). Masks are OR-merged. An explicit empty answer on an empty target
+    scores ``empty_target_reward``; an unusable answer scores 0; an answer whose objects all fall
+    outside the image counts as predicting nothing where something was claimed, which scores 0.
+    """
+
+    def mask_iou_reward(completion, mask=None, gt_mask=None, image=None, profile=DEFAULT_PROFILE,
+                        frame_width=None, frame_height=None, **_) -> float:
+        target = _load_mask(gt_mask if gt_mask is not None else mask)
+        height, width = target.shape
+        prof = resolve_profile(profile)
+        parsed = prof.parse(completion_text(completion))
+        if parsed.status not in USABLE_STATUSES:
+            return 0.0
+        if parsed.status == PARSE_EMPTY:
+            return float(empty_target_reward) if not target.any() else 0.0
+        prompts = _prompts(parsed, prof, width, height, frame_width, frame_height)
+        if not prompts:
+            return 0.0
+        predicted = _union_of_masks(segment(_load_image(image), prompts), target.shape)
+        union = np.count_nonzero(predicted | target)
+        return float(np.count_nonzero(predicted & target)) / union if union else 0.0
+
+    mask_iou_reward.__name__ = name
+    return mask_iou_reward
+
+
+# --------------------------------------------------------------------------- registry, TRL
+
+REWARDS: Dict[str, Callable[..., float]] = {
+    "remotereasoner_iou": remotereasoner_iou_reward,
+    "remotereasoner_count": remotereasoner_count_reward,
+    "remotereasoner_format": remotereasoner_format_reward,
+    "think_answer_format": think_answer_format_reward,
+    "answer_schema": answer_schema_reward,
+    "grasp_box_iou": grasp_box_iou_reward,
+    "grasp_center_distance": grasp_center_distance_reward,
+    "grasp_points": grasp_points_reward,
+    "segzero_accuracy": segzero_accuracy_reward,
+    "reasoning_penalty": reasoning_penalty,
+}
+
+# The published recipes, by reward name (the mask IoU reward needs a segmenter: add it by hand).
+REWARD_SETS: Dict[str, Tuple[str, ...]] = {
+    "remotereasoner": ("remotereasoner_iou", "remotereasoner_count", "remotereasoner_format"),
+    "grasp": ("think_answer_format", "answer_schema", "grasp_box_iou", "grasp_center_distance", "grasp_points"),
+    "segzero": ("think_answer_format", "answer_schema", "segzero_accuracy", "reasoning_penalty"),
+}
+
+
+def trl_reward(reward, name: Optional[str] = None) -> Callable[..., List[float]]:
+    """A TRL reward function ``fn(completions, **columns) -> list[float]`` from one of ours.
+
+    TRL passes each dataset column as a list aligned with ``completions``; values that are not
+    such lists (e.g. ``trainer_state``) are handed to every call unchanged.
+    """
+    if isinstance(reward, str):
+        if reward not in REWARDS:
+            raise ValueError(f"unknown reward {reward!r}; known rewards: {', '.join(REWARDS)}")
+        single, label = REWARDS[reward], name or reward
+    else:
+        single, label = reward, name or getattr(reward, "__name__", "reward")
+
+    def batch(completions, **columns) -> List[float]:
+        count = len(completions)
+        scores = []
+        for index, completion in enumerate(completions):
+            row = {key: value[index] if isinstance(value, (list, tuple)) and len(value) == count else value
+                   for key, value in columns.items()}
+            scores.append(float(single(completion, **row)))
+        return scores
+
+    batch.__name__ = label  # TRL logs each reward under its function's name
+    batch.__qualname__ = label
+    return batch
+
+
+def trl_rewards(names: Sequence[str]) -> List[Callable[..., List[float]]]:
+    return [trl_reward(n) for n in names]
