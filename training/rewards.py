@@ -37,7 +37,7 @@ from scipy.optimize import linear_sum_assignment
 
 from georeasoner_plugin.core.frames import ModelFrame, box_center, box_iou, map_objects_to_image
 from georeasoner_plugin.core.parsing import MAX_OUTPUT_CHARS, ParsedAnswer, ParsedObject
-from georeasoner_plugin.core.profiles import (SAM_BOX_AND_CENTER, SAM_BOX_ONLY, Profile, get_profile)
+from georeasoner_plugin.core.profiles import (Profile, get_profile)
 from georeasoner_plugin.core.protocol import PARSE_EMPTY, PARSE_OK, PARSE_PARTIAL
 
 DEFAULT_PROFILE = "georeasoner"
@@ -376,15 +376,6 @@ class SegmentPrompt(NamedTuple):
 Segment = Callable[[Any, List[SegmentPrompt]], Any]
 
 
-def _sam_points(prof: Profile, box: Optional[Box], points: List[Point]) -> List[Point]:
-    # The original methods' prompting: RemoteReasoner uses the box centre, Qwen boxes only.
-    if box is not None and prof.sam_prompting == SAM_BOX_AND_CENTER:
-        return [box_center(box)]
-    if box is not None and prof.sam_prompting == SAM_BOX_ONLY:
-        return []
-    return list(points)
-
-
 def answer_prompts(completion, image_width: int, image_height: int, profile=DEFAULT_PROFILE,
                    frame_width: Optional[int] = None, frame_height: Optional[int] = None) -> Optional[List[SegmentPrompt]]:
     """SAM prompts in image pixels for a completion; None when the answer is unusable."""
@@ -401,14 +392,8 @@ def _prompts(parsed: ParsedAnswer, prof: Profile, image_width, image_height, fra
     else:
         frame = prof.frame.frame_for(int(image_width), int(image_height))
     mapped, _ = map_objects_to_image(parsed.objects, frame)
-    if prof.dedupe_iou is not None:  # Think2Seg-RS removes duplicate boxes before SAM
-        kept = []
-        for m in mapped:
-            if not (m.box is not None and any(k.box is not None and box_iou(k.box, m.box) > prof.dedupe_iou
-                                               for k in kept)):
-                kept.append(m)
-        mapped = kept
-    return [SegmentPrompt(m.box, _sam_points(prof, m.box, m.points)) for m in mapped]
+    # The same prompting as the cascade's, so the reward scores what inference will produce.
+    return [SegmentPrompt(m.box, prof.sam_points(m.box, m.points)) for m in prof.drop_duplicates(mapped)]
 
 
 def _load_mask(value: Any) -> np.ndarray:

@@ -14,9 +14,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from ..core.frames import FRAME_FIXED, FrameError, box_center, box_iou, map_objects_to_image
-from ..core.profiles import (SAM_BOX_AND_CENTER, SAM_BOX_AND_MODEL_POINTS, SAM_BOX_ONLY, Profile,
-                             get_profile)
+from ..core.frames import FRAME_FIXED, FrameError, map_objects_to_image
+from ..core.profiles import Profile, get_profile
 from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_OK, PARSE_PARTIAL, Answer, AnswerObject
 from .vectorize import mask_to_polygons, mask_to_rle
 
@@ -135,11 +134,12 @@ class Cascade:
             parse_problems.append(f"all {len(parsed.objects)} object(s) are empty or outside the image")
         elif len(mapped) < len(parsed.objects) and parse_status == PARSE_OK:
             parse_status = PARSE_PARTIAL
-        if prof.dedupe_iou is not None:
-            mapped, removed = _drop_duplicate_boxes(mapped, prof.dedupe_iou)
-            if removed:
-                warnings.append(f"{removed} duplicate box(es) removed (IoU > {prof.dedupe_iou})")
-        objects = [AnswerObject(index=i, box=m.box, points=_prompt_points(prof, m), label=m.label, score=m.score)
+        deduplicated = prof.drop_duplicates(mapped)
+        if len(deduplicated) < len(mapped):
+            warnings.append(f"{len(mapped) - len(deduplicated)} duplicate box(es) removed (IoU > {prof.dedupe_iou})")
+        mapped = deduplicated
+        objects = [AnswerObject(index=i, box=m.box, points=prof.sam_points(m.box, m.points), label=m.label,
+                                score=m.score)
                    for i, m in enumerate(mapped)]
         timings["parse"] = time.perf_counter() - started
 
@@ -198,27 +198,6 @@ class Cascade:
             if obj.score is None:
                 obj.score = float(result.score)
         return masks
-
-
-def _prompt_points(prof: Profile, mapped) -> List:
-    """The positive points SAM gets for this object, as the original method prompts it."""
-    if prof.sam_prompting == SAM_BOX_AND_CENTER and mapped.box is not None:
-        return [box_center(mapped.box)]
-    if prof.sam_prompting == SAM_BOX_ONLY and mapped.box is not None:
-        return []
-    if prof.sam_prompting == SAM_BOX_AND_MODEL_POINTS or mapped.box is None:
-        return list(mapped.points)
-    return list(mapped.points)
-
-
-def _drop_duplicate_boxes(mapped, threshold: float):
-    kept = []
-    for candidate in mapped:
-        if candidate.box is not None and any(k.box is not None and box_iou(k.box, candidate.box) > threshold
-                                             for k in kept):
-            continue
-        kept.append(candidate)
-    return kept, len(mapped) - len(kept)
 
 
 def _check_question(question: str) -> str:

@@ -12,7 +12,6 @@ missing, unreadable model answer), 2 bad arguments, 3 an internal error (a bug: 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

@@ -11,10 +11,10 @@ The same profile renders ground truth in the answer format (training) and parses
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-from .frames import FRAME_FIXED, FRAME_SMART_RESIZE, FrameSpec
+from .frames import FRAME_FIXED, FRAME_SMART_RESIZE, FrameSpec, box_center, box_iou
 from .parsing import ParsedAnswer, ParsedObject, parse_model_output
 
 # SAM prompting styles of the originals.
@@ -76,6 +76,26 @@ class Profile:
             messages.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
         messages.append({"role": "user", "content": content})
         return messages
+
+    def sam_points(self, box, points) -> List:
+        """The positive points SAM2 gets for one object, as the original method prompts it."""
+        if box is not None and self.sam_prompting == SAM_BOX_AND_CENTER:
+            return [box_center(box)]
+        if box is not None and self.sam_prompting == SAM_BOX_ONLY:
+            return []
+        return list(points)
+
+    def drop_duplicates(self, objects: Sequence) -> List:
+        """Objects (anything with .box) without near-duplicate boxes, for profiles that do so."""
+        if self.dedupe_iou is None:
+            return list(objects)
+        kept: List = []
+        for candidate in objects:
+            if candidate.box is not None and any(
+                    k.box is not None and box_iou(k.box, candidate.box) > self.dedupe_iou for k in kept):
+                continue
+            kept.append(candidate)
+        return kept
 
     def parse(self, raw_output) -> ParsedAnswer:
         return parse_model_output(raw_output, expects_think=self.expects_think)

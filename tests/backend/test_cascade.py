@@ -6,7 +6,6 @@ import pytest
 
 from georeasoner_plugin.backend.cascade import AskOptions, Cascade, CancelledError, CascadeError
 from georeasoner_plugin.backend.imagery import read_raster
-from georeasoner_plugin.core.profiles import get_profile
 from georeasoner_plugin.core.protocol import Answer, MaskRLE
 
 ROOT = Path(__file__).resolve().parents[2]

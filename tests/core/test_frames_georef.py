@@ -5,7 +5,7 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from georeasoner_plugin.core.frames import (FRAME_FIXED, FRAME_SMART_RESIZE, FrameError, FrameSpec,
+from georeasoner_plugin.core.frames import (FRAME_FIXED, FrameError, FrameSpec,
                                             map_objects_to_image, smart_resize)
 from georeasoner_plugin.core.georef import GeoTransform, GeoreferenceError
 from georeasoner_plugin.core.parsing import parse_model_output
