@@ -18,7 +18,7 @@ import rasterio
 from affine import Affine
 from PIL import Image, UnidentifiedImageError
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioIOError
 
 from ..core.georef import GeoTransform
 
@@ -231,8 +231,12 @@ def _read_pixels(dataset, source: str, chosen: Tuple[int, ...], interpretation: 
     try:
         data = dataset.read(indexes=chosen, out_shape=(len(chosen),) + shape, resampling=Resampling.nearest)
         all_valid = all(MaskFlags.all_valid in dataset.mask_flag_enums[b - 1] for b in chosen)
-        band_masks = None if all_valid else np.stack([
-            dataset.read_masks(b, out_shape=shape, resampling=Resampling.nearest) != 0 for b in chosen])
+        with warnings.catch_warnings():
+            # Nodata taking precedence over an alpha band is GDAL's documented rule; the alpha band
+            # is still applied below, so the warning tells the user nothing actionable.
+            warnings.simplefilter("ignore", NodataShadowWarning)
+            band_masks = None if all_valid else np.stack([
+                dataset.read_masks(b, out_shape=shape, resampling=Resampling.nearest) != 0 for b in chosen])
         # GDAL turns only 8/16-bit alpha bands into masks; any other alpha band is applied here.
         alpha_bands = [i + 1 for i, ci in enumerate(interpretation) if ci == ColorInterp.alpha]
         if alpha_bands and alpha_bands[0] not in chosen:

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): tables printed, never timed assertions in tests."""
