@@ -11,7 +11,7 @@ The same profile renders ground truth in the answer format (training) and parses
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence
 
 from .frames import FRAME_FIXED, FRAME_SMART_RESIZE, FrameSpec, box_center, box_iou
@@ -248,17 +248,12 @@ SEGZERO = _register(Profile(
     answer_style="segzero",
 ))
 
-VISIONREASONER = _register(Profile(
+# VisionReasoner was trained with Seg-Zero's prompt, answer format and frame.
+VISIONREASONER = _register(replace(
+    SEGZERO,
     name="visionreasoner",
     title="VisionReasoner (Liu et al., 2025)",
     checkpoints=("Ricky06662/VisionReasoner-7B",),
-    frame=FrameSpec(FRAME_FIXED, fixed_width=840, fixed_height=840),
-    user_parts=_SEGZERO_PARTS,
-    points_per_object=1,
-    sam_prompting=SAM_BOX_AND_MODEL_POINTS,
-    sam_multimask=True,
-    lowercase_question=True,
-    answer_style="segzero",
 ))
 
 THINK2SEG = _register(Profile(
