@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml .system-deps-checked
 	@touch $@
 
 tiny: $(STAMP)
-	@test -f $(TINY_DIR)/.complete || $(BACKEND_PY) -m georeasoner_plugin.backend.cli make-tiny $(TINY_DIR)
+	@test -f $(TINY_DIR)/models.json || $(BACKEND_PY) -m georeasoner_plugin.backend.cli make-tiny $(TINY_DIR)
 
 demo: $(STAMP)
 	@$(BACKEND_PY) -m georeasoner_plugin.backend.demo --image "$(IMAGE)" --question "$(QUESTION)" \

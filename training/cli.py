@@ -74,9 +74,24 @@ def run_prepare(args) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- evaluate
+
+def register_evaluate(subparsers) -> None:
+    from .evaluate import register
+
+    register(subparsers)
+
+
+def run_evaluate(args) -> int:
+    from .evaluate import run
+
+    return run(args)
+
+
 # name -> (register, run); later subcommands (evaluate, train, export) add themselves here.
 COMMANDS: Dict[str, Tuple[Callable, Callable[..., int]]] = {
     "prepare": (register_prepare, run_prepare),
+    "evaluate": (register_evaluate, run_evaluate),
 }
 
 

@@ -4,6 +4,8 @@
                     [--reasoner-output FILE] [--json]
     georeasoner make-tiny DIR
     georeasoner profiles
+    georeasoner serve [--host 127.0.0.1] [--port 8765] [--reasoner M | --reasoner-url URL --reasoner-model NAME
+                      | --reasoner-output FILE] [--segmenter M|none] [--token-file PATH]
 
 Exit codes: 0 done (an empty answer is an answer), 1 a runtime problem (unreadable file, model
 missing, unreadable model answer), 2 bad arguments, 3 an internal error (a bug: please report it),
@@ -12,6 +14,7 @@ missing, unreadable model answer), 2 bad arguments, 3 an internal error (a bug: 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -116,6 +119,32 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("directory")
 
     sub.add_parser("profiles", help="list the prompt profiles")
+
+    serve = sub.add_parser("serve", help="run the HTTP backend (for the QGIS plugin and other clients)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; anything else is reachable from the network)")
+    serve.add_argument("--port", type=int, default=8765, help="TCP port (0 picks a free one; the URL is printed)")
+    serve.add_argument("--profile", default=DEFAULT_PROFILE, help=f"default prompt profile ({', '.join(PROFILES)})")
+    serve.add_argument("--reasoner", help="reasoning model: hub id or local folder (default: the profile's checkpoint)")
+    serve.add_argument("--adapter", help="LoRA adapter folder applied on top of the reasoner")
+    serve.add_argument("--segmenter", default=DEFAULT_SEGMENTER,
+                       help="SAM2 model: hub id or local folder; 'none' serves boxes and points only")
+    serve.add_argument("--reasoner-output", metavar="FILE",
+                       help="replay this saved raw model output for every question (tests, demos; no reasoner loaded)")
+    serve.add_argument("--reasoner-url", metavar="URL",
+                       help="OpenAI-compatible chat-completions endpoint (vLLM, SGLang), e.g. http://gpu:8000/v1; "
+                            "its API key, if any, is read from GEOREASONER_REASONER_API_KEY")
+    serve.add_argument("--reasoner-model", metavar="NAME", help="the model name the --reasoner-url endpoint serves")
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    serve.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    serve.add_argument("--queue-size", type=int, default=8, help="requests allowed to wait; more get 429")
+    serve.add_argument("--timeout", type=float, default=600.0, help="per-request time limit in seconds, queue included")
+    serve.add_argument("--max-body-bytes", type=int, default=128 * 1024 * 1024, help="largest request body accepted")
+    serve.add_argument("--max-image-pixels", type=int, default=64_000_000, help="largest decoded image accepted")
+    serve.add_argument("--token-file", metavar="PATH",
+                       help="bearer token file (default: $GEOREASONER_TOKEN_FILE, else "
+                            "$XDG_CONFIG_HOME/georeasoner/token or ~/.config/georeasoner/token); created if missing")
+    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     return parser
 
 
@@ -130,6 +159,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_make_tiny(args)
         if args.command == "profiles":
             return cmd_profiles()
+        if args.command == "serve":
+            return cmd_serve(args)
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     except UserError as exc:
@@ -232,6 +263,9 @@ def cmd_ask(args) -> int:
     for warning in raster.warnings:
         progress.say(f"warning: {warning}")
 
+    from transformers.utils import logging as transformers_logging
+    transformers_logging.disable_progress_bar()  # our own stage lines say what is loading
+
     reasoner = segmenter = None
     needs_segmenter = any(o in outputs for o in ("masks", "contours"))
     try:
@@ -251,11 +285,22 @@ def cmd_ask(args) -> int:
 
     cascade = Cascade(reasoner=reasoner, segmenter=segmenter, profile=profile.name)
     streamed: List[str] = []
+    show_tokens = not (args.quiet or args.json)
+    mid_line = [False]  # tokens were printed without a line end yet
+
+    def end_token_line():
+        if mid_line[0]:
+            print(file=sys.stderr)
+            mid_line[0] = False
 
     def on_event(kind, data):
-        if kind == "token" and not args.quiet and not args.json:
+        if kind == "token":
             streamed.append(data["text"])
+            if show_tokens:  # the reasoning appears as it is written, as in the QGIS dock
+                print(data["text"], end="", file=sys.stderr, flush=True)
+                mid_line[0] = True
         elif kind == "stage" and data["stage"] not in ("done", "parse"):
+            end_token_line()
             progress.say(f"... {data['stage']}")
 
     try:
@@ -268,8 +313,10 @@ def cmd_ask(args) -> int:
 
     answer = result.answer
     answer.warnings.extend(raster.warnings)
+    end_token_line()
     if answer.parse_status in (PARSE_INVALID, PARSE_NO_ANSWER):
-        print(answer.raw_output if answer.raw_output else "(the model wrote nothing)", file=sys.stderr)
+        if not (streamed and show_tokens):
+            print(answer.raw_output if answer.raw_output else "(the model wrote nothing)", file=sys.stderr)
         problems = "; ".join(answer.parse_problems) or "no answer found"
         raise UserError(f"the model's answer could not be read ({answer.parse_status}): {problems}. "
                         "Nothing was written. Rephrase the question or check that --profile matches the model.")
@@ -358,11 +405,15 @@ def _print_summary(answer, written: List[Path], raster) -> None:
         print(f"  {path}")
 
 
+TINY_MANIFEST = "models.json"
+
+
 def cmd_make_tiny(args) -> int:
     from .tiny import make_tiny_models
     target = Path(args.directory)
     paths = make_tiny_models(target)
-    (target / ".complete").write_text("ok\n")
+    # The manifest names each role's folder; its presence marks a complete build.
+    (target / TINY_MANIFEST).write_text(json.dumps({role: str(path) for role, path in paths.items()}, indent=2))
     print("Tiny RANDOM models written (for smoke tests only; their answers are meaningless):")
     for role, path in paths.items():
         print(f"  {role}: {path}")
@@ -374,6 +425,44 @@ def cmd_profiles() -> int:
         checkpoint = profile.default_checkpoint or "(no published checkpoint)"
         print(f"{profile.name:15s} {profile.title}")
         print(f"{'':15s} checkpoint: {checkpoint}; frame: {profile.frame.describe()}")
+    return EXIT_OK
+
+
+def cmd_serve(args) -> int:
+    from .auth import TokenFileError, load_or_create_token, token_file_path
+    from .remote_reasoner import API_KEY_ENV
+    from .server import ServiceConfig, run_server
+
+    recorded = _read_recorded_output(args.reasoner_output) if args.reasoner_output else None
+    segmenter = None if args.segmenter.strip().lower() in ("", "none") else args.segmenter
+    config = ServiceConfig(
+        profile=args.profile, reasoner=args.reasoner, adapter=args.adapter, segmenter=segmenter,
+        recorded_output=recorded, recorded_source=args.reasoner_output, reasoner_url=args.reasoner_url,
+        reasoner_model=args.reasoner_model, reasoner_api_key=os.environ.get(API_KEY_ENV) or None,
+        device=args.device, dtype=args.dtype, queue_size=args.queue_size, timeout_s=args.timeout,
+        max_body_bytes=args.max_body_bytes, max_image_pixels=args.max_image_pixels)
+    try:
+        config.validate()
+        if args.reasoner_url:
+            from .remote_reasoner import chat_completions_url
+            chat_completions_url(args.reasoner_url)
+    except UnknownProfileError as exc:
+        raise UserError(str(exc), EXIT_USAGE) from None
+    except ValueError as exc:
+        raise UserError(str(exc), EXIT_USAGE) from None
+    if not 0 <= args.port <= 65535:
+        raise UserError("--port must be between 0 and 65535 (0 picks a free port)", EXIT_USAGE)
+    token_file = token_file_path(args.token_file)
+    try:
+        token = load_or_create_token(token_file)
+    except TokenFileError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        run_server(config, host=args.host, port=args.port, token=token, token_file=token_file,
+                   log_level=args.log_level)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; choose another --port "
+                        f"(0 picks a free one) or --host") from None
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ replayed through the parser, SAM2 (tiny, random), the vectorizer and the writers
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -83,11 +84,13 @@ def main(argv=None) -> int:
 
 def _tiny_demo(args, out: Path) -> int:
     tiny_dir = Path(args.tiny_dir)
-    if not (tiny_dir / ".complete").exists():
+    manifest = tiny_dir / cli.TINY_MANIFEST
+    if not manifest.exists():
         code = cli.main(["make-tiny", str(tiny_dir)])
         if code:
             return code
-    reasoner, segmenter = tiny_dir / "reasoner", tiny_dir / "segmenter"
+    paths = json.loads(manifest.read_text())
+    reasoner, segmenter = paths["reasoner"], paths["segmenter"]
     print(BANNER)
     print("TINY RANDOM MODELS: every stage runs for real, but the answers are MEANINGLESS.")
     print(BANNER)

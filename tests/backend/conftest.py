@@ -1,35 +1,5 @@
-"""Backend fixtures: tiny random Qwen2.5-VL and SAM2 written to disk once per session, loaded once."""
-import sys
-from pathlib import Path
-
+"""Backend tests need torch and transformers; the tiny-model fixtures live in tests/conftest.py."""
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-# `pytest` started as a script puts its own directory first on sys.path, not the project's.
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory):
-    """{'reasoner': dir, 'segmenter': dir} of freshly built tiny models (safetensors on disk)."""
-    from georeasoner_plugin.backend.tiny import make_tiny_models
-
-    return make_tiny_models(tmp_path_factory.mktemp("tiny-models"))
-
-
-@pytest.fixture(scope="session")
-def tiny_reasoner(tiny_models):
-    from georeasoner_plugin.backend.reasoner import Reasoner
-
-    return Reasoner(str(tiny_models["reasoner"]), device="cpu")
-
-
-@pytest.fixture(scope="session")
-def tiny_segmenter(tiny_models):
-    from georeasoner_plugin.backend.segmenter import Segmenter
-
-    return Segmenter(str(tiny_models["segmenter"]), device="cpu", cache_size=4)

@@ -223,3 +223,29 @@ def test_contour_empty_conventions_and_summary_counts():
     assert s["hd"] == pytest.approx((0 + expected.hd) / 2)
     assert s["distance_samples"] == 2 and s["distance_undefined"] == 1
     assert math.isfinite(s["assd"])
+
+
+def test_region_summary_by_hand_with_empty_targets_and_failed_parses():
+    # The per-sample box scores averaged over samples, the empty cases counting as they should.
+    shape = (4, 4)
+    empty = np.zeros(shape, bool)
+    acc = MetricAccumulator(with_contours=False)
+    # a: 1 exact box of 1 -> acc 1, strict 1, mIoU 1, union IoU 1
+    acc.add("a", None, empty, pred_boxes=[[0, 0, 10, 10]], gt_boxes=[[0, 0, 10, 10]])
+    # b: no target, no box -> 1 everywhere
+    acc.add("b", None, empty, parse_status="empty")
+    # c: no target, one box -> 0 everywhere
+    acc.add("c", None, empty, pred_boxes=[[0, 0, 5, 5]])
+    # d: the answer could not be parsed; its (stale) exact box is ignored -> 0 everywhere
+    acc.add("d", None, empty, pred_boxes=[[0, 0, 10, 10]], gt_boxes=[[0, 0, 10, 10]], parse_status="no_answer")
+    # e: 2 targets, 1 box covering half of the first ([0,0,10,5]: IoU 50/100 = 0.5, a hit):
+    #    acc 1/2, strict 1/max(2,1) = 1/2, mIoU 0.5/2 = 0.25; enclosing boxes [0,0,10,5] (50) and
+    #    [0,0,30,30] (900): union IoU 50/900
+    acc.add("e", None, empty, pred_boxes=[[0, 0, 10, 5]], gt_boxes=[[0, 0, 10, 10], [20, 20, 30, 30]])
+    s = acc.summary()
+    assert s["box_acc@0.5"] == pytest.approx((1 + 1 + 0 + 0 + 0.5) / 5)
+    assert s["box_acc@0.5_strict"] == pytest.approx((1 + 1 + 0 + 0 + 0.5) / 5)
+    assert s["box_miou"] == pytest.approx((1 + 1 + 0 + 0 + 0.25) / 5)
+    assert s["union_box_iou"] == pytest.approx((1 + 1 + 0 + 0 + 50 / 900) / 5)
+    assert s["union_box_acc@0.5"] == pytest.approx(2 / 5)
+    assert s["unparseable"] == 1 and "boundary_f1@1" not in s and "assd" not in s
