@@ -43,7 +43,7 @@ $(STAMP): pyproject.toml .system-deps-checked
 	@test -x $(BACKEND_PY) || $(PYTHON) -m venv $(BACKEND_VENV)
 	@echo "== backend venv: torch ($(TORCH_PINS)) and the backend extras"
 	$(BACKEND_PY) -m pip install -q --disable-pip-version-check $(TORCH_PINS)
-	$(BACKEND_PY) -m pip install -q --disable-pip-version-check -e '.[backend,dev]'
+	$(BACKEND_PY) -m pip install -q --disable-pip-version-check -e '.[backend,train,dev]'
 	@touch $@
 
 tiny: $(STAMP)

@@ -88,10 +88,38 @@ def run_evaluate(args) -> int:
     return run(args)
 
 
+# --------------------------------------------------------------------------- train, export
+
+def register_train(subparsers) -> None:
+    from .train import register
+
+    register(subparsers)
+
+
+def run_train(args) -> int:
+    from .train import run
+
+    return run(args)
+
+
+def register_export(subparsers) -> None:
+    from .export import register
+
+    register(subparsers)
+
+
+def run_export(args) -> int:
+    from .export import run
+
+    return run(args)
+
+
 # name -> (register, run); later subcommands (evaluate, train, export) add themselves here.
 COMMANDS: Dict[str, Tuple[Callable, Callable[..., int]]] = {
     "prepare": (register_prepare, run_prepare),
     "evaluate": (register_evaluate, run_evaluate),
+    "train": (register_train, run_train),
+    "export": (register_export, run_export),
 }
 
 
