@@ -30,7 +30,6 @@ from georeasoner_plugin.backend.writers import write_mask_geotiff, write_vectors
 from georeasoner_plugin.backend.vectorize import mask_to_polygons
 from georeasoner_plugin.core.frames import map_objects_to_image
 from georeasoner_plugin.core.georef import GeoTransform, answer_to_map
-from georeasoner_plugin.core.parsing import parse_model_output
 from georeasoner_plugin.core.profiles import get_profile
 from georeasoner_plugin.core.protocol import Answer, AnswerObject
 

@@ -460,6 +460,8 @@ def cmd_serve(args) -> int:
     try:
         run_server(config, host=args.host, port=args.port, token=token, token_file=token_file,
                    log_level=args.log_level)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once it has shut down cleanly
+        print("georeasoner: server stopped", file=sys.stderr)
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; choose another --port "
                         f"(0 picks a free one) or --host") from None

@@ -1,0 +1,222 @@
+"""HTTP backend benchmark: what the service adds on top of the cascade.
+
+1. Latency (p50, p95) and throughput with 1, 4 and 16 concurrent clients against `georeasoner
+   serve` running tiny real models (one worker: requests queue, so latency grows with clients while
+   throughput stays that of one worker).
+2. The overhead of the HTTP path over an in-process cascade call for a 2048 x 2048 image, sent as
+   PNG and as uncompressed TIFF, measured on a replay server without SAM2 so that the cascade
+   itself costs almost nothing. The overhead is split into decoding the image on the server and
+   the rest (transfer on loopback, multipart parsing, queue hand-over, JSON). Target: <= 15 ms plus
+   transfer. A 64 x 64 image shows the fixed part alone.
+
+Run: ``python bench/bench_server.py`` or call ``run()``. Both servers bind 127.0.0.1 only.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, List
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+NAIP = ROOT.parent / "shared" / "data" / "naip_nd_2020.tif"
+RECORDED = ROOT / "examples" / "naip_lakes_remotereasoner.txt"
+LISTENING = "GeoReasoner backend listening on "
+QUESTION = "Which lakes could supply irrigation water to the fields around them?"
+
+
+class _Server:
+    def __init__(self, args: List[str], workdir: Path):
+        self.token_file = workdir / "token"
+        env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "georeasoner_plugin.backend.cli", "serve", "--port", "0", "--log-level", "warning",
+             "--token-file", str(self.token_file), *args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for line in self.process.stdout:
+            if line.startswith(LISTENING):
+                self.url = line[len(LISTENING):].strip()
+                break
+        else:
+            raise RuntimeError("the benchmark server did not start")
+        deadline = time.monotonic() + 180
+        while httpx.get(f"{self.url}/v1/health").json()["status"] != "ready":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the benchmark server did not load its models")
+            time.sleep(0.1)
+        self.headers = {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.process.stdout.close()
+
+
+def _encode(array: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt, **({"compress_level": 1} if fmt == "PNG" else {}))
+    return buffer.getvalue()
+
+
+def _image(size: int) -> np.ndarray:
+    """A crop of the NAIP sample tiled up to size x size (real texture); noise when the sample is absent."""
+    if NAIP.exists():
+        from georeasoner_plugin.backend.imagery import read_raster
+
+        rgb = read_raster(NAIP).rgb
+        reps = (-(-size // rgb.shape[0]), -(-size // rgb.shape[1]), 1)
+        return np.ascontiguousarray(np.tile(rgb, reps)[:size, :size])
+    return (np.random.default_rng(0).random((size, size, 3)) * 255).astype(np.uint8)
+
+
+def _client() -> httpx.Client:
+    # Qt's HTTP stack (the QGIS plugin's client) turns Nagle's algorithm off; so does this client.
+    transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    return httpx.Client(transport=transport, timeout=600)
+
+
+def _post(client: httpx.Client, server: _Server, data: bytes, request: dict, mime: str = "image/png") -> float:
+    started = time.perf_counter()
+    response = client.post(f"{server.url}/v1/ask", headers=server.headers,
+                           files={"image": ("capture", data, mime)}, data={"request": json.dumps(request)})
+    elapsed = time.perf_counter() - started
+    if response.status_code != 200:
+        raise RuntimeError(f"benchmark request failed: {response.status_code} {response.text[:200]}")
+    return elapsed
+
+
+def _percentile(values: List[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def _concurrency(server: _Server, data: bytes, clients: int, per_client: int) -> Dict[str, object]:
+    request = {"question": QUESTION, "max_new_tokens": 16}
+
+    def one_client(_):
+        with _client() as client:
+            return [_post(client, server, data, request) for _ in range(per_client)]
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = [t for batch in pool.map(one_client, range(clients)) for t in batch]
+    wall = time.perf_counter() - started
+    return {"clients": clients, "requests": len(latencies), "p50_ms": _percentile(latencies, 50) * 1000,
+            "p95_ms": _percentile(latencies, 95) * 1000, "throughput_rps": len(latencies) / wall}
+
+
+def _median_time(function, repeat: int) -> float:
+    function()  # warm-up
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _overhead(server: _Server, array: np.ndarray, fmt: str, repeat: int) -> Dict[str, object]:
+    """Medians of interleaved runs (a busy machine slows all of them alike, not one of them)."""
+    from georeasoner_plugin.backend.cascade import AskOptions, Cascade
+    from georeasoner_plugin.backend.server import decode_image
+
+    recorded = RECORDED.read_text(encoding="utf-8")
+    options = AskOptions(granularities=("boxes", "points"))
+    cascade = Cascade()
+    data = _encode(array, fmt)
+    mime = "image/png" if fmt == "PNG" else "image/tiff"
+    request = {"question": QUESTION, "outputs": ["boxes", "points"]}
+    refused = {"question": " "}  # parsed, then refused before decoding: upload + multipart + JSON only
+    timings: Dict[str, List[float]] = {"in_process": [], "decode": [], "http": [], "upload": []}
+    with _client() as client:
+        steps = {
+            "in_process": lambda: cascade.ask(array, QUESTION, options=options, raw_output=recorded),
+            "decode": lambda: decode_image(data, 64_000_000),
+            "http": lambda: _post(client, server, data, request, mime),
+            "upload": lambda: client.post(f"{server.url}/v1/ask", headers=server.headers,
+                                          files={"image": ("capture", data, mime)}, data={"request": json.dumps(refused)}),
+        }
+        for step in steps.values():  # warm-up
+            step()
+        for _ in range(repeat):
+            for name, step in steps.items():
+                started = time.perf_counter()
+                step()
+                timings[name].append(time.perf_counter() - started)
+    median = {name: statistics.median(values) * 1000 for name, values in timings.items()}
+    overhead = median["http"] - median["in_process"]
+    return {"image": f"{array.shape[1]} x {array.shape[0]} {fmt}", "body_mb": len(data) / 2**20,
+            "in_process_ms": median["in_process"], "http_ms": median["http"], "overhead_ms": overhead,
+            "decode_ms": median["decode"], "rest_ms": overhead - median["decode"], "upload_ms": median["upload"]}
+
+
+def run(print_table: bool = True) -> Dict[str, List[Dict[str, object]]]:
+    from georeasoner_plugin.backend.tiny import make_tiny_models
+
+    results: Dict[str, List[Dict[str, object]]] = {"concurrency": [], "overhead": []}
+    with tempfile.TemporaryDirectory(prefix="georeasoner-bench-") as tmp:
+        workdir = Path(tmp)
+        models = make_tiny_models(workdir / "tiny")
+        (workdir / "live").mkdir()
+        (workdir / "replay").mkdir()
+        live = _Server(["--reasoner", str(models["reasoner"]), "--segmenter", str(models["segmenter"]),
+                        "--device", "cpu", "--queue-size", "64"], workdir / "live")
+        try:
+            data = _encode(_image(512), "PNG")
+            with _client() as client:  # warm-up: first generation, first SAM2 encoding
+                _post(client, live, data, {"question": QUESTION, "max_new_tokens": 16})
+            for clients, per_client in ((1, 8), (4, 4), (16, 2)):
+                results["concurrency"].append(_concurrency(live, data, clients, per_client))
+        finally:
+            live.stop()
+        replay = _Server(["--reasoner-output", str(RECORDED), "--segmenter", "none"], workdir / "replay")
+        try:
+            results["overhead"].append(_overhead(replay, _image(64), "PNG", repeat=30))
+            big = _image(2048)
+            results["overhead"].append(_overhead(replay, big, "PNG", repeat=9))
+            results["overhead"].append(_overhead(replay, big, "TIFF", repeat=9))
+        finally:
+            replay.stop()
+    if print_table:
+        _print(results)
+    return results
+
+
+def _print(results) -> None:
+    print("HTTP backend: tiny Qwen2.5-VL + tiny SAM2, 512 x 512 PNG, 16 new tokens, all outputs")
+    print(f"{'clients':>8} {'requests':>9} {'p50 ms':>9} {'p95 ms':>9} {'req/s':>7}")
+    for row in results["concurrency"]:
+        print(f"{row['clients']:>8} {row['requests']:>9} {row['p50_ms']:>9.0f} {row['p95_ms']:>9.0f} "
+              f"{row['throughput_rps']:>7.2f}")
+    print()
+    print("HTTP path over an in-process cascade call (replayed answer, boxes and points; medians of interleaved runs)")
+    print(f"{'image':>20} {'body MB':>8} {'in-proc ms':>11} {'HTTP ms':>8} {'overhead':>9} {'decode':>7} "
+          f"{'rest':>6} {'upload':>7}")
+    for row in results["overhead"]:
+        print(f"{row['image']:>20} {row['body_mb']:>8.2f} {row['in_process_ms']:>11.1f} {row['http_ms']:>8.1f} "
+              f"{row['overhead_ms']:>9.1f} {row['decode_ms']:>7.1f} {row['rest_ms']:>6.1f} {row['upload_ms']:>7.1f}")
+    print("overhead = HTTP - in-process; decode = the image bytes to pixels on the server; rest = overhead - decode "
+          "(loopback transfer, multipart parsing, queue hand-over, JSON; target <= 15 ms plus transfer); upload = "
+          "a request refused right after parsing (transfer + multipart + JSON, no decode, no queue)")
+
+if __name__ == "__main__":
+    run()

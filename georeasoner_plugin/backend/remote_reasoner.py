@@ -1,0 +1,260 @@
+"""The reasoning step on any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, ...).
+
+Same generate() contract as reasoner.Reasoner, so the cascade cannot tell them apart. The image
+arrives already resized to the profile's model frame (sides multiples of 28) and is sent as a
+lossless PNG: Qwen2.5-VL's processor on the serving side then keeps that size (its smart resize is
+the identity for such an image within its pixel bounds), so the answer's coordinates are in the
+frame the cascade maps back from. SAM2 stays local; only the language model is shared.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from typing import Callable, Dict, List, Optional
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..core.frames import QWEN_PATCH_FACTOR
+
+API_KEY_ENV = "GEOREASONER_REASONER_API_KEY"
+_ERROR_BODY_LIMIT = 4096
+_STOP_POLL_S = 0.1
+
+
+class RemoteReasonerError(RuntimeError):
+    """The endpoint could not be reached or refused the request; the message says which and why."""
+
+
+class RemoteFrameError(ValueError):
+    """The image handed to generate() is not in a model frame."""
+
+
+def chat_completions_url(url: str) -> str:
+    """Accepts the server's base (http://host:8000/v1) or the full chat-completions address."""
+    text = url.strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"the reasoner URL must start with http:// or https:// and name a host, e.g. "
+                         f"http://gpu-server:8000/v1; got {url!r}")
+    text = text.rstrip("/")
+    return text if text.endswith("/chat/completions") else text + "/chat/completions"
+
+
+def image_data_url(image) -> str:
+    """A PIL image as a data URL holding a PNG (lossless: the server sees our exact pixels)."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def to_openai_messages(messages: List[Dict], data_url: str) -> List[Dict]:
+    """transformers-style messages ({'type': 'image'} parts) in the chat-completions format."""
+    converted = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if part.get("type") == "image":
+                    parts.append({"type": "image_url", "image_url": {"url": data_url}})
+                elif part.get("type") == "text":
+                    parts.append({"type": "text", "text": part.get("text", "")})
+                else:
+                    raise ValueError(f"unsupported message part type {part.get('type')!r}")
+            content = parts
+        converted.append({"role": message["role"], "content": content})
+    return converted
+
+
+def _redacted(url: str) -> str:
+    """The URL without user:password, for messages and logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return parts._replace(netloc=host).geturl()
+
+
+class RemoteReasoner:
+    """Qwen2.5-VL (or a compatible VLM) served elsewhere, spoken to over chat completions with streaming."""
+
+    def __init__(self, url: str, model: str, *, api_key: Optional[str] = None, connect_timeout_s: float = 10.0,
+                 read_timeout_s: float = 600.0):
+        if not model or not model.strip():
+            raise ValueError("the remote reasoner needs the served model's name (--reasoner-model)")
+        self.endpoint = chat_completions_url(url)
+        self.base_url = self.endpoint[: -len("/chat/completions")]
+        self.model = model.strip()
+        self.name = self.model
+        self.display_url = _redacted(self.base_url)
+        headers = {"Accept": "text/event-stream, application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        # The read timeout bounds the wait between two streamed chunks (a long prefill on a busy server).
+        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s))
+        self.last_timings: Dict[str, float] = {}
+
+    def close(self) -> None:
+        self._client.close()
+
+    def list_models(self) -> List[str]:
+        """Model names the endpoint serves (GET /models); RemoteReasonerError when it cannot say."""
+        try:
+            response = self._client.get(self.base_url + "/models", timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise RemoteReasonerError(f"the reasoning server at {self.display_url} cannot be reached: "
+                                      f"{_describe(exc)}") from None
+        if response.status_code != 200:
+            raise RemoteReasonerError(f"the reasoning server at {self.display_url} answered HTTP "
+                                      f"{response.status_code} to GET /models")
+        try:
+            return [str(item["id"]) for item in response.json().get("data", [])]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise RemoteReasonerError(f"the reasoning server at {self.display_url} did not answer GET /models "
+                                      f"with an OpenAI-style model list") from None
+
+    def generate(self, image, messages: List[Dict], *, max_new_tokens: int = 512, temperature: float = 0.0,
+                 top_p: float = 1.0, top_k: Optional[int] = None, seed: Optional[int] = None,
+                 on_token: Optional[Callable[[str], None]] = None,
+                 should_stop: Optional[Callable[[], bool]] = None) -> str:
+        """The model's answer text about `image` (a PIL image already in the model frame)."""
+        width, height = image.size
+        if width <= 0 or height <= 0 or width % QWEN_PATCH_FACTOR or height % QWEN_PATCH_FACTOR:
+            raise RemoteFrameError(f"image is {width} x {height} pixels, not a model frame (both sides must be "
+                                   f"multiples of {QWEN_PATCH_FACTOR}); resize it with the profile's frame first")
+        if max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        started = time.perf_counter()
+        payload = {
+            "model": self.model,
+            "messages": to_openai_messages(messages, image_data_url(image)),
+            "max_tokens": int(max_new_tokens),
+            "temperature": float(temperature),
+            "top_p": float(top_p) if temperature > 0 else 1.0,
+            "stream": True,
+        }
+        if top_k:
+            payload["top_k"] = int(top_k)
+        if seed is not None:
+            payload["seed"] = int(seed)
+        prepared = time.perf_counter()
+        stop = should_stop or (lambda: False)
+        pieces: List[str] = []
+        cancelled = threading.Event()
+        try:
+            with self._client.stream("POST", self.endpoint, json=payload) as response:
+                if response.status_code != 200:
+                    raise RemoteReasonerError(self._http_error(response))
+                watchdog = _StopWatchdog(stop, response, cancelled)
+                watchdog.start()
+                try:
+                    for piece in _sse_text_pieces(response):
+                        if stop():
+                            cancelled.set()
+                            break
+                        pieces.append(piece)
+                        if on_token is not None:
+                            on_token(piece)
+                finally:
+                    watchdog.finish()
+        except (httpx.HTTPError, httpx.StreamError) as exc:
+            # Closing the response from the watchdog breaks the read: that is a cancel, not a failure.
+            if not cancelled.is_set():
+                raise RemoteReasonerError(f"the reasoning server at {self.display_url} failed: "
+                                          f"{_describe(exc)}") from None
+        finished = time.perf_counter()
+        self.last_timings = {"preprocess_s": prepared - started, "reason_s": finished - prepared,
+                             "chunks": len(pieces), "cancelled": cancelled.is_set()}
+        return "".join(pieces)
+
+    def _http_error(self, response: httpx.Response) -> str:
+        body = b""
+        try:
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > _ERROR_BODY_LIMIT:
+                    break
+        except httpx.HTTPError:
+            pass
+        detail = _error_message(body[:_ERROR_BODY_LIMIT])
+        hint = ""
+        if response.status_code in (401, 403):
+            hint = f"; set the endpoint's API key in the environment variable {API_KEY_ENV}"
+        elif response.status_code == 404:
+            hint = f"; check --reasoner-url (the server's /v1 base) and --reasoner-model ({self.model})"
+        return (f"the reasoning server at {self.display_url} answered HTTP {response.status_code}"
+                f"{': ' + detail if detail else ''}{hint}")
+
+
+class _StopWatchdog(threading.Thread):
+    """Closes the response when should_stop() turns true while the reader is blocked waiting for a chunk."""
+
+    def __init__(self, should_stop: Callable[[], bool], response: httpx.Response, cancelled: threading.Event):
+        super().__init__(name="remote-reasoner-watchdog", daemon=True)
+        self.should_stop = should_stop
+        self.response = response
+        self.cancelled = cancelled
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(_STOP_POLL_S):
+            if self.should_stop():
+                self.cancelled.set()
+                try:
+                    self.response.close()
+                except Exception:  # noqa: BLE001 - the reader sees the broken stream either way
+                    pass
+                return
+
+    def finish(self) -> None:
+        self.done.set()
+
+
+def _sse_text_pieces(response: httpx.Response):
+    """Text deltas of a chat-completions event stream, until [DONE] or the end of the stream."""
+    for line in response.iter_lines():
+        if not line.startswith("data:"):
+            continue  # comments, event names, keep-alives, blank separators
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            raise RemoteReasonerError(f"the reasoning server sent an unreadable stream event: {data[:200]!r}") \
+                from None
+        if not isinstance(event, dict):
+            continue
+        if event.get("error"):
+            raise RemoteReasonerError(f"the reasoning server reported an error: {_error_message(event)}")
+        for choice in event.get("choices") or []:
+            delta = choice.get("delta") or {}
+            piece = delta.get("content")
+            if isinstance(piece, str) and piece:
+                yield piece
+
+
+def _error_message(body) -> str:
+    if isinstance(body, (bytes, bytearray)):
+        try:
+            body = json.loads(body.decode("utf-8", "replace"))
+        except ValueError:
+            return body.decode("utf-8", "replace").strip()[:300]
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("detail") or error)[:300]
+        return str(body.get("message") or body.get("detail") or error)[:300]
+    return str(body)[:300]
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or host unknown; is the server running and the URL right?"
+    if isinstance(exc, httpx.TimeoutException):
+        return "it did not answer in time"
+    return f"{type(exc).__name__}: {exc}"
