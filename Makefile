@@ -3,6 +3,7 @@
 #   make demo MODELS=tiny     the whole chain on tiny random models (meaningless answer)
 #   make test                 the whole test suite
 #   make bench                per-stage timings and the vectorizer comparison
+#   make plugin-zip           dist/georeasoner_plugin-<version>.zip for QGIS
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -22,12 +23,15 @@ TINY_DIR ?= .cache/tiny-models
 PYTEST_ARGS ?=
 export GEOREASONER_REASONER GEOREASONER_SEGMENTER
 
-.PHONY: help setup demo test bench tiny clean
+.PHONY: help setup demo test test-backend bench tiny clean
+
+include mk/qgis.mk
 
 help:
 	@echo "make demo [IMAGE=... QUESTION=... PROFILE=... MODELS=published|tiny OUT=...]"
 	@echo "make test      run the whole test suite (sets everything up first)"
 	@echo "make bench     print per-stage timings and the vectorizer comparison"
+	@echo "make test-backend | test-qgis | plugin-zip | screenshot   parts of the above"
 
 setup: $(STAMP)
 
@@ -53,7 +57,11 @@ demo: $(STAMP)
 	@$(BACKEND_PY) -m georeasoner_plugin.backend.demo --image "$(IMAGE)" --question "$(QUESTION)" \
 	  --profile $(PROFILE) --models $(MODELS) --out "$(OUT)" --tiny-dir "$(TINY_DIR)"
 
-test: $(STAMP)
+# Backend, training and core tests in the backend venv, then the plugin tests in QGIS's Python.
+test: test-backend
+	@$(MAKE) --no-print-directory test-qgis
+
+test-backend: $(STAMP)
 	$(BACKEND_PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

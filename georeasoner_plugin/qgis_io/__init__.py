@@ -1,0 +1,1 @@
+"""QGIS-side input/output: capture, backend client, layers and their store, export."""

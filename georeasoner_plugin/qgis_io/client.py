@@ -1,0 +1,317 @@
+"""HTTP client for the GeoReasoner backend, over QGIS's network stack.
+
+Requests go through a QgsNetworkAccessManager, so QGIS's SSL settings (and its proxy settings, for
+remote backends) apply. A backend on a loopback address never goes through a proxy: its requests
+use a private QgsNetworkAccessManager with the proxy switched off.
+
+Everything here is synchronous and meant to run inside a QgsTask (or a Processing algorithm):
+each call spins a local event loop, honours an inactivity timeout and a cancel check, and turns
+every failure into a BackendError whose message says how to fix it.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from qgis.core import QgsApplication, QgsAuthMethodConfig, QgsNetworkAccessManager
+from qgis.PyQt.QtCore import QByteArray, QEventLoop, QTimer, QUrl
+from qgis.PyQt.QtNetwork import QNetworkProxy, QNetworkReply, QNetworkRequest
+
+from ..core.protocol import Answer, ProtocolError
+from ..toolbelt.i18n import tr
+from ..toolbelt.settings import Settings, default_token_file
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+START_HINT = ("Start one from Settings > Options > GeoReasoner (Local backend > Start), or in a shell: "
+              "<backend python> -m georeasoner_plugin.backend.cli serve --port 8765")
+
+
+class BackendError(Exception):
+    """A failed backend call; str() is a message for the analyst (what happened, what to do)."""
+
+    def __init__(self, message: str, kind: str = "error", status: int = 0):
+        super().__init__(message)
+        self.kind = kind  # down | timeout | cancelled | closed | http | protocol | auth
+        self.status = status
+
+
+class Cancelled(BackendError):
+    def __init__(self):
+        super().__init__(tr("Cancelled."), "cancelled")
+
+
+@dataclass
+class AskRequest:
+    question: str
+    image_bytes: bytes  # PNG
+    profile: str = ""
+    outputs: List[str] = field(default_factory=lambda: ["boxes", "points", "masks", "contours"])
+    max_new_tokens: int = 1024
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: Optional[int] = None
+    simplify_tolerance: float = 0.0
+    min_area: float = 0.0
+    image_name: str = "capture.png"
+    image_type: str = "image/png"
+
+    def request_json(self) -> Dict:
+        body = {"question": self.question, "outputs": list(self.outputs),
+                "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+                "top_p": self.top_p, "simplify_tolerance": self.simplify_tolerance, "min_area": self.min_area}
+        if self.profile:
+            body["profile"] = self.profile
+        if self.seed is not None:
+            body["seed"] = self.seed
+        return body
+
+
+def is_loopback(url: str) -> bool:
+    host = QUrl(url).host()
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def network_manager_for(url: str):
+    """QGIS's manager for this thread; a proxy-free one of our own for loopback addresses."""
+    if is_loopback(url):
+        nam = QgsNetworkAccessManager()
+        nam.setProxy(QNetworkProxy(QNetworkProxy.ProxyType.NoProxy))
+        return nam
+    return QgsNetworkAccessManager.instance()
+
+
+def read_token(settings: Settings) -> str:
+    """The bearer token: the authentication-manager config first, else the local token file."""
+    if settings.authcfg:
+        cfg = QgsAuthMethodConfig()
+        manager = QgsApplication.authManager()
+        if manager.loadAuthenticationConfig(settings.authcfg, cfg, True):
+            token = cfg.config("password", "") or cfg.config("token", "")
+            if token:
+                return token.strip()
+    path = Path(settings.token_file) if settings.token_file else default_token_file()
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def _multipart(fields_: List[tuple]) -> tuple:
+    """(content_type, body) of multipart/form-data; fields are (name, filename|None, type, bytes)."""
+    boundary = "georeasoner-" + uuid.uuid4().hex
+    chunks = []
+    for name, filename, ctype, data in fields_:
+        disposition = f'form-data; name="{name}"'
+        if filename:
+            disposition += f'; filename="{filename}"'
+        chunks.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\nContent-Type: {ctype}\r\n\r\n"
+                      .encode("utf-8"))
+        chunks.append(data)
+        chunks.append(b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode("utf-8"))
+    return f"multipart/form-data; boundary={boundary}", b"".join(chunks)
+
+
+class BackendClient:
+    def __init__(self, base_url: str, token: str = "", timeout_s: float = 120.0, connect_timeout_s: float = 10.0,
+                 is_cancelled: Optional[Callable[[], bool]] = None):
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.is_cancelled = is_cancelled or (lambda: False)
+
+    @classmethod
+    def from_settings(cls, settings: Optional[Settings] = None, **kwargs) -> "BackendClient":
+        settings = settings or Settings.load()
+        return cls(settings.backend_url, read_token(settings), settings.timeout_s, settings.connect_timeout_s, **kwargs)
+
+    # -- public calls -------------------------------------------------------------------------
+    def health(self) -> Dict:
+        status, body = self._request("GET", "/v1/health", timeout_s=self.connect_timeout_s)
+        return self._json(status, body)
+
+    def info(self) -> Dict:
+        status, body = self._request("GET", "/v1/info", timeout_s=self.connect_timeout_s)
+        return self._json(status, body)
+
+    def ask(self, request: AskRequest) -> Answer:
+        ctype, body = self._ask_body(request)
+        status, data = self._request("POST", "/v1/ask", body=body, content_type=ctype)
+        return self._answer(self._json(status, data))
+
+    def ask_stream(self, request: AskRequest, on_event: Callable[[Dict], None]) -> Answer:
+        """POST /v1/ask/stream; on_event gets every event (queued, stage, token) as it arrives."""
+        ctype, body = self._ask_body(request)
+        buffer = bytearray()
+        result: Dict = {}
+
+        def on_data(chunk: bytes) -> None:
+            buffer.extend(chunk)
+            while b"\n" in buffer:
+                line, _, rest = bytes(buffer).partition(b"\n")
+                buffer[:] = rest
+                self._stream_line(line, on_event, result)
+
+        status, data = self._request("POST", "/v1/ask/stream", body=body, content_type=ctype, on_data=on_data,
+                                     stream=True)
+        if status != 200:
+            return self._answer(self._json(status, data))  # raises with the server's message
+        if buffer.strip():
+            self._stream_line(bytes(buffer), on_event, result)
+        if "answer" in result:
+            return self._answer(result["answer"])
+        if "error" in result:
+            err = result["error"]
+            raise self._http_error(int(err.get("status") or 500), str(err.get("message") or ""))
+        raise BackendError(tr("The backend closed the answer stream before answering: it may have crashed or "
+                              "been stopped. Look at its log (Options > GeoReasoner > Local backend log), then "
+                              "start it again."), "closed")
+
+    # -- internals ----------------------------------------------------------------------------
+    def _ask_body(self, request: AskRequest):
+        return _multipart([
+            ("request", None, "application/json", json.dumps(request.request_json()).encode("utf-8")),
+            ("image", request.image_name, request.image_type, request.image_bytes),
+        ])
+
+    def _stream_line(self, line: bytes, on_event, result: Dict) -> None:
+        line = line.strip()
+        if not line:
+            return
+        try:
+            event = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise BackendError(tr("The backend sent a stream line that is not JSON; are the plugin and the "
+                                  "backend the same version?"), "protocol") from None
+        kind = event.get("event")
+        if kind == "answer":
+            result["answer"] = event.get("answer")
+        elif kind == "error":
+            result["error"] = event
+        else:
+            on_event(event)
+
+    def _answer(self, data) -> Answer:
+        try:
+            return Answer.from_dict(data)
+        except ProtocolError as exc:
+            raise BackendError(tr("The backend's answer does not follow the answer protocol: {0}").format(exc),
+                               "protocol") from None
+
+    def _json(self, status: int, body: bytes) -> Dict:
+        try:
+            data = json.loads(body.decode("utf-8")) if body else {}
+        except (UnicodeDecodeError, ValueError):
+            data = None
+        if status == 200 and isinstance(data, dict):
+            return data
+        if status == 200:
+            raise BackendError(tr("The backend answered with something that is not JSON."), "protocol", status)
+        message = ""
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            message = str(data["error"].get("message") or "")
+        raise self._http_error(status, message)
+
+    def _http_error(self, status: int, message: str) -> BackendError:
+        hints = {
+            401: tr("The backend refused the token. Set the token in Options > GeoReasoner (it is in the "
+                    "backend's token file, whose path the backend prints when it starts)."),
+            403: tr("The backend refused the request (its host check). Use the address it printed."),
+            413: tr("The image is too large for the backend. Lower the capture size in Options > GeoReasoner."),
+            415: tr("The backend cannot read the captured image format."),
+            429: tr("The backend is busy with other questions; try again in a moment."),
+            503: tr("The backend is not ready (models still loading, or they failed to load). Wait, or look "
+                    "at its log."),
+            504: tr("The backend timed out answering. Try a smaller capture or a lighter model."),
+        }
+        hint = hints.get(status, tr("Look at the backend's log."))
+        text = tr("Backend error {0}: {1}").format(status, message or "-") + " " + hint
+        kind = "auth" if status in (401, 403) else "http"
+        return BackendError(text, kind, status)
+
+    def _request(self, method: str, path: str, body: Optional[bytes] = None, content_type: str = "",
+                 timeout_s: Optional[float] = None, on_data: Optional[Callable[[bytes], None]] = None,
+                 stream: bool = False):
+        """(status, body) of one request; raises BackendError for transport failures."""
+        url = self.base_url + path
+        timeout = float(timeout_s if timeout_s is not None else self.timeout_s)
+        nam = network_manager_for(url)
+        request = QNetworkRequest(QUrl(url))
+        request.setRawHeader(b"Accept", b"application/x-ndjson" if stream else b"application/json")
+        request.setAttribute(QNetworkRequest.Attribute.RedirectPolicyAttribute,
+                             QNetworkRequest.RedirectPolicy.NoLessSafeRedirectPolicy)
+        if self.token:
+            request.setRawHeader(b"Authorization", f"Bearer {self.token}".encode("utf-8"))
+        if content_type:
+            request.setHeader(QNetworkRequest.KnownHeaders.ContentTypeHeader, content_type)
+        if method == "GET":
+            reply = nam.get(request)
+        else:
+            reply = nam.post(request, QByteArray(body or b""))
+
+        loop = QEventLoop()
+        received = bytearray()
+        state = {"last": time.monotonic(), "why": "", "error": None}
+
+        def read_ready():
+            chunk = bytes(reply.readAll())
+            if not chunk:
+                return
+            state["last"] = time.monotonic()
+            status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute)
+            if on_data is not None and status == 200:
+                try:
+                    on_data(chunk)
+                except BackendError as exc:
+                    state["error"] = exc
+                    reply.abort()
+            else:
+                received.extend(chunk)
+
+        def tick():
+            if self.is_cancelled():
+                state["why"] = "cancelled"
+                reply.abort()
+            elif time.monotonic() - state["last"] > timeout:
+                state["why"] = "timeout"
+                reply.abort()
+
+        reply.readyRead.connect(read_ready)
+        reply.finished.connect(loop.quit)
+        timer = QTimer()
+        timer.setInterval(100)
+        timer.timeout.connect(tick)
+        timer.start()
+        if not reply.isFinished():
+            loop.exec()
+        timer.stop()
+        read_ready()
+        status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute)
+        error = reply.error()
+        error_text = reply.errorString()
+        reply.deleteLater()
+        if state["error"] is not None:
+            raise state["error"]
+        if state["why"] == "cancelled":
+            raise Cancelled()
+        if state["why"] == "timeout":
+            raise BackendError(tr("The backend at {0} sent nothing for {1:.0f} s: it is stalled or too slow for "
+                                  "this request. Raise the timeout in Options > GeoReasoner, or use a smaller "
+                                  "capture or a lighter model.").format(self.base_url, timeout), "timeout")
+        if status is None or int(status) == 0:
+            refused = (QNetworkReply.NetworkError.ConnectionRefusedError, QNetworkReply.NetworkError.HostNotFoundError)
+            if error in refused:
+                raise BackendError(tr("No GeoReasoner backend answers at {0}. ").format(self.base_url) + tr(START_HINT),
+                                   "down")
+            raise BackendError(tr("Lost the connection to the backend at {0} ({1}): it may have crashed or been "
+                                  "stopped. Look at its log, then start it again. ").format(self.base_url, error_text)
+                               + tr(START_HINT), "closed")
+        if error in (QNetworkReply.NetworkError.RemoteHostClosedError,) and stream:
+            raise BackendError(tr("The backend closed the connection mid-answer: it may have crashed or been "
+                                  "stopped. Look at its log, then start it again."), "closed")
+        return int(status), bytes(received)

@@ -1,0 +1,531 @@
+<?xml version="1.0" encoding="utf-8"?>
+<!DOCTYPE TS>
+<TS version="2.1" language="zh_CN">
+  <context>
+    <name>GeoReasoner</name>
+    <message>
+      <source>sending the image</source>
+      <translation>正在发送图像</translation>
+    </message>
+    <message>
+      <source>waiting in the backend's queue</source>
+      <translation>正在后端队列中等待</translation>
+    </message>
+    <message>
+      <source>preparing the image</source>
+      <translation>正在准备图像</translation>
+    </message>
+    <message>
+      <source>reasoning</source>
+      <translation>推理中</translation>
+    </message>
+    <message>
+      <source>reading the answer</source>
+      <translation>正在读取答案</translation>
+    </message>
+    <message>
+      <source>segmenting (SAM2)</source>
+      <translation>正在分割（SAM2）</translation>
+    </message>
+    <message>
+      <source>tracing contours</source>
+      <translation>正在描绘轮廓</translation>
+    </message>
+    <message>
+      <source>done</source>
+      <translation>完成</translation>
+    </message>
+    <message>
+      <source>GeoReasoner</source>
+      <translation>GeoReasoner</translation>
+    </message>
+    <message>
+      <source>Ask the imagery, e.g. which lakes could supply irrigation water?</source>
+      <translation>向影像提问，例如：哪些湖泊可以为周边农田提供灌溉用水？</translation>
+    </message>
+    <message>
+      <source>Boxes</source>
+      <translation>边框</translation>
+    </message>
+    <message>
+      <source>Points</source>
+      <translation>点</translation>
+    </message>
+    <message>
+      <source>Mask</source>
+      <translation>掩膜</translation>
+    </message>
+    <message>
+      <source>Contours</source>
+      <translation>轮廓</translation>
+    </message>
+    <message>
+      <source>Outputs</source>
+      <translation>输出</translation>
+    </message>
+    <message>
+      <source>Canvas as displayed</source>
+      <translation>当前显示的画布</translation>
+    </message>
+    <message>
+      <source>Raster layer at native resolution</source>
+      <translation>原始分辨率的栅格图层</translation>
+    </message>
+    <message>
+      <source>Capture</source>
+      <translation>采集</translation>
+    </message>
+    <message>
+      <source>Raster</source>
+      <translation>栅格</translation>
+    </message>
+    <message>
+      <source>native</source>
+      <translation>原始</translation>
+    </message>
+    <message>
+      <source>Ground resolution</source>
+      <translation>地面分辨率</translation>
+    </message>
+    <message>
+      <source>backend default</source>
+      <translation>后端默认</translation>
+    </message>
+    <message>
+      <source>Refresh</source>
+      <translation>刷新</translation>
+    </message>
+    <message>
+      <source>Ask the backend for its models and profiles</source>
+      <translation>向后端查询其模型和配置</translation>
+    </message>
+    <message>
+      <source>Profile</source>
+      <translation>配置</translation>
+    </message>
+    <message>
+      <source>Models</source>
+      <translation>模型</translation>
+    </message>
+    <message>
+      <source>Ask</source>
+      <translation>提问</translation>
+    </message>
+    <message>
+      <source>Cancel</source>
+      <translation>取消</translation>
+    </message>
+    <message>
+      <source>Ready.</source>
+      <translation>就绪。</translation>
+    </message>
+    <message>
+      <source>Export...</source>
+      <translation>导出...</translation>
+    </message>
+    <message>
+      <source>Cancelling...</source>
+      <translation>正在取消...</translation>
+    </message>
+    <message>
+      <source>Shapefiles (a folder)</source>
+      <translation>Shapefile（一个文件夹）</translation>
+    </message>
+    <message>
+      <source>GeoPackage (one file)</source>
+      <translation>GeoPackage（一个文件）</translation>
+    </message>
+    <message>
+      <source>Export answers</source>
+      <translation>导出答案</translation>
+    </message>
+    <message>
+      <source>Format</source>
+      <translation>格式</translation>
+    </message>
+    <message>
+      <source>Source CRS (as captured)</source>
+      <translation>源坐标系（采集时）</translation>
+    </message>
+    <message>
+      <source>Project CRS</source>
+      <translation>项目坐标系</translation>
+    </message>
+    <message>
+      <source>Choose a CRS...</source>
+      <translation>选择坐标系...</translation>
+    </message>
+    <message>
+      <source>Coordinate reference system</source>
+      <translation>坐标参考系</translation>
+    </message>
+    <message>
+      <source>Reasoning</source>
+      <translation>推理过程</translation>
+    </message>
+    <message>
+      <source>Answers</source>
+      <translation>答案</translation>
+    </message>
+    <message>
+      <source>Type a question first.</source>
+      <translation>请先输入问题。</translation>
+    </message>
+    <message>
+      <source>Choose at least one output.</source>
+      <translation>请至少选择一种输出。</translation>
+    </message>
+    <message>
+      <source>{0} object(s) found.</source>
+      <translation>找到 {0} 个目标。</translation>
+    </message>
+    <message>
+      <source>Select one or more answers to export.</source>
+      <translation>请选择一个或多个要导出的答案。</translation>
+    </message>
+    <message>
+      <source>Export shapefiles to folder</source>
+      <translation>将 Shapefile 导出到文件夹</translation>
+    </message>
+    <message>
+      <source>Export to GeoPackage</source>
+      <translation>导出到 GeoPackage</translation>
+    </message>
+    <message>
+      <source>backend default ({0})</source>
+      <translation>后端默认（{0}）</translation>
+    </message>
+    <message>
+      <source> (replaying a recorded answer)</source>
+      <translation>（回放已录制的答案）</translation>
+    </message>
+    <message>
+      <source>Choose a raster layer to read, or capture the canvas.</source>
+      <translation>请选择要读取的栅格图层，或采集画布。</translation>
+    </message>
+    <message>
+      <source>waiting in the backend's queue (position {0})</source>
+      <translation>正在后端队列中等待（第 {0} 位）</translation>
+    </message>
+    <message>
+      <source>{0} note(s) from the backend in the log (GeoReasoner tab).</source>
+      <translation>后端的 {0} 条提示见日志（GeoReasoner 标签页）。</translation>
+    </message>
+    <message>
+      <source>Cannot read the answer store: {0}</source>
+      <translation>无法读取答案库：{0}</translation>
+    </message>
+    <message>
+      <source>{0} file(s) exist already in {1}. Overwrite them?</source>
+      <translation>{1} 中已有 {0} 个文件。是否覆盖？</translation>
+    </message>
+    <message>
+      <source>Backend</source>
+      <translation>后端</translation>
+    </message>
+    <message>
+      <source>URL</source>
+      <translation>URL</translation>
+    </message>
+    <message>
+      <source>Token (authentication config; the token is its password)</source>
+      <translation>令牌（认证配置；令牌即其密码）</translation>
+    </message>
+    <message>
+      <source>Token file of a local backend (empty: the default)</source>
+      <translation>本地后端的令牌文件（留空：默认位置）</translation>
+    </message>
+    <message>
+      <source>Timeout (no data from the backend)</source>
+      <translation>超时（后端无数据）</translation>
+    </message>
+    <message>
+      <source>Capture defaults</source>
+      <translation>采集默认设置</translation>
+    </message>
+    <message>
+      <source>Source</source>
+      <translation>来源</translation>
+    </message>
+    <message>
+      <source>Largest image side</source>
+      <translation>图像最长边</translation>
+    </message>
+    <message>
+      <source>Local backend</source>
+      <translation>本地后端</translation>
+    </message>
+    <message>
+      <source>Python interpreter (of the backend venv)</source>
+      <translation>Python 解释器（后端虚拟环境中的）</translation>
+    </message>
+    <message>
+      <source>hub id or folder (empty: the profile's checkpoint)</source>
+      <translation>Hub 标识或文件夹（留空：配置的默认检查点）</translation>
+    </message>
+    <message>
+      <source>Reasoning model</source>
+      <translation>推理模型</translation>
+    </message>
+    <message>
+      <source>SAM2 model</source>
+      <translation>SAM2 模型</translation>
+    </message>
+    <message>
+      <source>any free port</source>
+      <translation>任意空闲端口</translation>
+    </message>
+    <message>
+      <source>Port</source>
+      <translation>端口</translation>
+    </message>
+    <message>
+      <source>Start</source>
+      <translation>启动</translation>
+    </message>
+    <message>
+      <source>Stop</source>
+      <translation>停止</translation>
+    </message>
+    <message>
+      <source>Log</source>
+      <translation>日志</translation>
+    </message>
+    <message>
+      <source>not running</source>
+      <translation>未运行</translation>
+    </message>
+    <message>
+      <source>running at {0}</source>
+      <translation>运行于 {0}</translation>
+    </message>
+    <message>
+      <source>GeoReasoner: ask the map</source>
+      <translation>GeoReasoner：向地图提问</translation>
+    </message>
+    <message>
+      <source>&amp;GeoReasoner</source>
+      <translation>&amp;GeoReasoner</translation>
+    </message>
+    <message>
+      <source>Ask imagery</source>
+      <translation>询问影像</translation>
+    </message>
+    <message>
+      <source>Asks the GeoReasoner backend a question about a raster (read at native resolution, or at the given ground resolution, over the extent) and returns the answer's boxes, points and contours in the raster's CRS. The backend address and token come from Options &gt; GeoReasoner.</source>
+      <translation>向 GeoReasoner 后端询问关于栅格的问题（在范围内以原始分辨率或给定地面分辨率读取），并以栅格的坐标系返回答案的边框、点和轮廓。后端地址和令牌来自 选项 &gt; GeoReasoner。</translation>
+    </message>
+    <message>
+      <source>Question</source>
+      <translation>问题</translation>
+    </message>
+    <message>
+      <source>Extent (empty: the whole raster)</source>
+      <translation>范围（留空：整个栅格）</translation>
+    </message>
+    <message>
+      <source>Ground resolution, raster units per pixel (0 = native)</source>
+      <translation>地面分辨率，每像素的栅格单位（0 = 原始）</translation>
+    </message>
+    <message>
+      <source>Prompt profile</source>
+      <translation>提示配置</translation>
+    </message>
+    <message>
+      <source>Invalid raster</source>
+      <translation>无效的栅格</translation>
+    </message>
+    <message>
+      <source>Type a question</source>
+      <translation>请输入问题</translation>
+    </message>
+    <message>
+      <source>Asking the backend at {0} about a {1} x {2} px image...</source>
+      <translation>正在向 {0} 的后端询问一幅 {1} x {2} 像素的图像...</translation>
+    </message>
+    <message>
+      <source>Reasoning: {0}</source>
+      <translation>推理：{0}</translation>
+    </message>
+    <message>
+      <source>Cancelled.</source>
+      <translation>已取消。</translation>
+    </message>
+    <message>
+      <source>GeoReasoner: {0}</source>
+      <translation>GeoReasoner：{0}</translation>
+    </message>
+    <message>
+      <source>no answer found</source>
+      <translation>未找到答案</translation>
+    </message>
+    <message>
+      <source>The question failed.</source>
+      <translation>提问失败。</translation>
+    </message>
+    <message>
+      <source>Unexpected error: {0}</source>
+      <translation>意外错误：{0}</translation>
+    </message>
+    <message>
+      <source>The model's answer could not be read ({0}): {1}. Nothing was added. Rephrase the question, or check that the profile matches the model.</source>
+      <translation>无法读取模型的答案（{0}）：{1}。未添加任何内容。请换一种问法，或检查配置是否与模型匹配。</translation>
+    </message>
+    <message>
+      <source>The map shows nothing to ask about: add imagery (a raster layer) to the map first.</source>
+      <translation>地图上没有可提问的内容：请先将影像（栅格图层）添加到地图。</translation>
+    </message>
+    <message>
+      <source>The map canvas is too small to capture.</source>
+      <translation>地图画布太小，无法采集。</translation>
+    </message>
+    <message>
+      <source>The map canvas has no valid extent or CRS to capture.</source>
+      <translation>地图画布没有有效的范围或坐标系，无法采集。</translation>
+    </message>
+    <message>
+      <source>Rendering the map failed.</source>
+      <translation>地图渲染失败。</translation>
+    </message>
+    <message>
+      <source>Choose a raster layer to read (the capture source is set to a raster).</source>
+      <translation>请选择要读取的栅格图层（采集来源已设为栅格）。</translation>
+    </message>
+    <message>
+      <source>The canvas was captured at {0} x {1} pixels (capture size limit).</source>
+      <translation>画布以 {0} x {1} 像素采集（采集尺寸上限）。</translation>
+    </message>
+    <message>
+      <source>The raster {0} does not cover the visible extent.</source>
+      <translation>栅格 {0} 未覆盖当前可见范围。</translation>
+    </message>
+    <message>
+      <source>{0} was read at {1:.3g} map units per pixel instead of its native resolution (capture size limit {2} px).</source>
+      <translation>{0} 以每像素 {1:.3g} 地图单位读取，而非原始分辨率（采集尺寸上限 {2} 像素）。</translation>
+    </message>
+    <message>
+      <source>The raster {0} has no renderer.</source>
+      <translation>栅格 {0} 没有渲染器。</translation>
+    </message>
+    <message>
+      <source>Reading the raster {0} failed.</source>
+      <translation>读取栅格 {0} 失败。</translation>
+    </message>
+    <message>
+      <source>Start one from Settings &gt; Options &gt; GeoReasoner (Local backend &gt; Start), or in a shell: &lt;backend python&gt; -m georeasoner_plugin.backend.cli serve --port 8765</source>
+      <translation>请在 设置 &gt; 选项 &gt; GeoReasoner（本地后端 &gt; 启动）中启动一个后端，或在终端运行：&lt;backend python&gt; -m georeasoner_plugin.backend.cli serve --port 8765</translation>
+    </message>
+    <message>
+      <source>The backend closed the answer stream before answering: it may have crashed or been stopped. Look at its log (Options &gt; GeoReasoner &gt; Local backend log), then start it again.</source>
+      <translation>后端在回答之前关闭了答案流：它可能已崩溃或被停止。请查看其日志（选项 &gt; GeoReasoner &gt; 本地后端日志），然后重新启动。</translation>
+    </message>
+    <message>
+      <source>The backend refused the token. Set the token in Options &gt; GeoReasoner (it is in the backend's token file, whose path the backend prints when it starts).</source>
+      <translation>后端拒绝了令牌。请在 选项 &gt; GeoReasoner 中设置令牌（令牌位于后端的令牌文件中，后端启动时会打印其路径）。</translation>
+    </message>
+    <message>
+      <source>The backend refused the request (its host check). Use the address it printed.</source>
+      <translation>后端拒绝了请求（主机检查）。请使用后端打印的地址。</translation>
+    </message>
+    <message>
+      <source>The image is too large for the backend. Lower the capture size in Options &gt; GeoReasoner.</source>
+      <translation>图像对后端来说太大。请在 选项 &gt; GeoReasoner 中降低采集尺寸。</translation>
+    </message>
+    <message>
+      <source>The backend cannot read the captured image format.</source>
+      <translation>后端无法读取所采集图像的格式。</translation>
+    </message>
+    <message>
+      <source>The backend is busy with other questions; try again in a moment.</source>
+      <translation>后端正忙于其他问题，请稍后再试。</translation>
+    </message>
+    <message>
+      <source>The backend is not ready (models still loading, or they failed to load). Wait, or look at its log.</source>
+      <translation>后端尚未就绪（模型仍在加载，或加载失败）。请等待，或查看其日志。</translation>
+    </message>
+    <message>
+      <source>The backend timed out answering. Try a smaller capture or a lighter model.</source>
+      <translation>后端回答超时。请尝试更小的采集范围或更轻量的模型。</translation>
+    </message>
+    <message>
+      <source>Look at the backend's log.</source>
+      <translation>请查看后端的日志。</translation>
+    </message>
+    <message>
+      <source>The backend answered with something that is not JSON.</source>
+      <translation>后端返回的内容不是 JSON。</translation>
+    </message>
+    <message>
+      <source>The backend closed the connection mid-answer: it may have crashed or been stopped. Look at its log, then start it again.</source>
+      <translation>后端在回答途中关闭了连接：它可能已崩溃或被停止。请查看其日志，然后重新启动。</translation>
+    </message>
+    <message>
+      <source>The backend sent a stream line that is not JSON; are the plugin and the backend the same version?</source>
+      <translation>后端发送的流数据行不是 JSON；插件和后端的版本是否一致？</translation>
+    </message>
+    <message>
+      <source>Backend error {0}: {1}</source>
+      <translation>后端错误 {0}：{1}</translation>
+    </message>
+    <message>
+      <source>The backend at {0} sent nothing for {1:.0f} s: it is stalled or too slow for this request. Raise the timeout in Options &gt; GeoReasoner, or use a smaller capture or a lighter model.</source>
+      <translation>{0} 的后端已 {1:.0f} 秒没有发送任何数据：它已停滞或对本次请求来说太慢。请在 选项 &gt; GeoReasoner 中提高超时，或使用更小的采集范围或更轻量的模型。</translation>
+    </message>
+    <message>
+      <source>The backend's answer does not follow the answer protocol: {0}</source>
+      <translation>后端的答案不符合答案协议：{0}</translation>
+    </message>
+    <message>
+      <source>Lost the connection to the backend at {0} ({1}): it may have crashed or been stopped. Look at its log, then start it again. </source>
+      <translation>与 {0} 的后端失去连接（{1}）：它可能已崩溃或被停止。请查看其日志，然后重新启动。</translation>
+    </message>
+    <message>
+      <source>No GeoReasoner backend answers at {0}. </source>
+      <translation>{0} 没有 GeoReasoner 后端应答。</translation>
+    </message>
+    <message>
+      <source>These files exist already: {0}</source>
+      <translation>这些文件已存在：{0}</translation>
+    </message>
+    <message>
+      <source>Unknown export format {0}</source>
+      <translation>未知的导出格式 {0}</translation>
+    </message>
+    <message>
+      <source>Cannot open {0} of answer {1} in {2}</source>
+      <translation>无法在 {2} 中打开答案 {1} 的 {0}</translation>
+    </message>
+    <message>
+      <source>Export to {0} failed: {1}</source>
+      <translation>导出到 {0} 失败：{1}</translation>
+    </message>
+    <message>
+      <source>The {0} layer of this answer cannot be opened from {1}.</source>
+      <translation>无法从 {1} 打开此答案的 {0} 图层。</translation>
+    </message>
+    <message>
+      <source>object {0}</source>
+      <translation>目标 {0}</translation>
+    </message>
+    <message>
+      <source>Set the backend's Python interpreter (the python of the venv where the GeoReasoner backend is installed) in Options &gt; GeoReasoner.</source>
+      <translation>请在 选项 &gt; GeoReasoner 中设置后端的 Python 解释器（安装了 GeoReasoner 后端的虚拟环境中的 python）。</translation>
+    </message>
+    <message>
+      <source>backend exited with code {0}</source>
+      <translation>后端已退出，代码 {0}</translation>
+    </message>
+    <message>
+      <source>Could not write table {0} to {1}: {2}</source>
+      <translation>无法将表 {0} 写入 {1}：{2}</translation>
+    </message>
+    <message>
+      <source>Could not write the mask raster to {0}: {1}</source>
+      <translation>无法将掩膜栅格写入 {0}：{1}</translation>
+    </message>
+    <message>
+      <source>Could not write the answer to {0}: {1}</source>
+      <translation>无法将答案写入 {0}：{1}</translation>
+    </message>
+  </context>
+</TS>

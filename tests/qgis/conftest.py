@@ -1,0 +1,188 @@
+"""QGIS-side tests: run in QGIS's own Python (.venv-qgis) through pytest-qgis, headless.
+
+`make test-qgis` runs them. Under the backend venv (no qgis module) this folder is not collected.
+The end-to-end fixtures start a real backend subprocess with the backend venv's Python, exactly
+as a user's QGIS does: tiny SAM2 plus the recorded NAIP answer replayed, or tiny models.
+"""
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+try:
+    import qgis.core  # noqa: F401
+except ImportError:  # the backend venv runs the rest of the suite; these tests need QGIS's Python
+    collect_ignore_glob = ["*"]
+
+SHARED_DATA = Path(os.environ.get("GEOREASONER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+NAIP = SHARED_DATA / "naip_nd_2020.tif"
+RECORDED = ROOT / "examples" / "naip_lakes_remotereasoner.txt"
+BACKEND_PY = Path(os.environ.get("GEOREASONER_BACKEND_PYTHON", ROOT / ".venv-backend" / "bin" / "python"))
+TINY_DIR = Path(os.environ.get("GEOREASONER_TINY_DIR", ROOT / ".cache" / "tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def naip_path():
+    if not NAIP.is_file():
+        pytest.skip(f"sample raster {NAIP} is absent (../shared/data beside the repository)")
+    return NAIP
+
+
+def backend_available() -> str:
+    """'' when a backend can be started, else the reason it cannot."""
+    if not BACKEND_PY.exists():
+        return f"backend venv python {BACKEND_PY} is missing (make setup creates it)"
+    if not (ROOT / "georeasoner_plugin" / "backend" / "server.py").is_file():
+        return "georeasoner_plugin/backend/server.py (the HTTP service) is not in this tree yet"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    reason = backend_available()
+    if reason:
+        pytest.skip(reason)
+    if not (TINY_DIR / ".complete").is_file():
+        subprocess.run([str(BACKEND_PY), "-m", "georeasoner_plugin.backend.cli", "make-tiny", str(TINY_DIR)],
+                       cwd=ROOT, check=True, capture_output=True, timeout=600)
+    return {"reasoner": TINY_DIR / "tiny-qwen2.5-vl", "segmenter": TINY_DIR / "tiny-sam2"}
+
+
+def _die_with_parent():
+    """Linux: the backend gets SIGTERM when the test process dies (a crash must not leak servers)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+class Backend:
+    """A live backend subprocess (`cli serve`), its URL, token and log."""
+
+    def __init__(self, args, workdir: Path):
+        self.token_file = workdir / "token"
+        self.log_path = workdir / "backend.log"
+        env = dict(os.environ, PYTHONPATH=str(ROOT), GEOREASONER_TOKEN_FILE=str(self.token_file))
+        env.pop("QT_QPA_PLATFORM", None)
+        self.log = open(self.log_path, "w+", encoding="utf-8")
+        self.proc = subprocess.Popen(
+            [str(BACKEND_PY), "-m", "georeasoner_plugin.backend.cli", "serve", "--host", "127.0.0.1",
+             "--port", "0", "--token-file", str(self.token_file), *args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True, preexec_fn=_die_with_parent)
+        self.url = ""
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                self.url = m.group(1).rstrip("/")
+                break
+        if not self.url:
+            self.stop()
+            raise RuntimeError(f"backend did not start; log:\n{self.log_text()}")
+        self.wait_ready()
+        self.token = self.token_file.read_text().strip()
+
+    def wait_ready(self, timeout=240):
+        import json
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while time.monotonic() < deadline:
+            try:
+                with opener.open(self.url + "/v1/health", timeout=5) as r:
+                    status = json.loads(r.read().decode()).get("status")
+                if status == "ready":
+                    return
+                if status == "error":
+                    raise RuntimeError(f"backend failed to load; log:\n{self.log_text()}")
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"backend exited; log:\n{self.log_text()}")
+            time.sleep(0.3)
+        raise RuntimeError("backend not ready in time")
+
+    def log_text(self):
+        self.log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=20)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def replay_backend(tiny_models, tmp_path_factory):
+    """Tiny SAM2 + the recorded NAIP answer replayed through the real parser and everything after."""
+    backend = Backend(["--reasoner-output", str(RECORDED), "--segmenter", str(tiny_models["segmenter"])],
+                      tmp_path_factory.mktemp("replay-backend"))
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture()
+def tiny_backend(tiny_models, tmp_path):
+    """Tiny random reasoner and SAM2: streams tokens (nonsense) for cancel/kill tests."""
+    backend = Backend(["--reasoner", str(tiny_models["reasoner"]), "--segmenter", str(tiny_models["segmenter"])],
+                      tmp_path)
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture()
+def settings_for(monkeypatch):
+    """Point the plugin's settings at a backend (restored after the test)."""
+    from georeasoner_plugin.toolbelt.settings import Settings
+
+    saved = Settings.load()
+
+    def apply(backend, **changes):
+        values = dict(backend_url=backend.url if backend else "http://127.0.0.1:9",
+                      token_file=str(backend.token_file) if backend else "", authcfg="")
+        values.update(changes)
+        s = Settings.load().replace(**values)
+        s.save()
+        return s
+
+    yield apply
+    saved.save()
+
+
+def wait_until(predicate, timeout=120.0):
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        QCoreApplication.processEvents()
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False

@@ -1,0 +1,103 @@
+"""`make screenshot`: QGIS widgets on a virtual screen (Xvfb) with the GeoReasoner dock answering a
+question over the NAIP image (tiny SAM2 + the recorded RemoteReasoner answer, served by a live
+backend subprocess), saved as a PNG.
+
+    xvfb-run -a .venv-qgis/bin/python tests/qgis/screenshot.py docs/screenshot.png
+"""
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parents[1]))
+
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer  # noqa: E402
+
+app = QgsApplication([], True)
+app.initQgis()
+
+from qgis.gui import QgsLayerTreeMapCanvasBridge, QgsLayerTreeView, QgsMapCanvas  # noqa: E402
+from qgis.core import QgsLayerTreeModel  # noqa: E402
+from qgis.PyQt.QtCore import QCoreApplication, Qt  # noqa: E402
+from qgis.PyQt.QtWidgets import QDockWidget, QMainWindow  # noqa: E402
+
+import conftest  # noqa: E402
+from stub_iface import Iface  # noqa: E402
+
+from georeasoner_plugin.gui.dock import GeoReasonerDock  # noqa: E402
+from georeasoner_plugin.toolbelt.settings import Settings  # noqa: E402
+
+
+def pump(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+
+
+def main(out: Path) -> int:
+    if not conftest.NAIP.is_file():
+        print(f"screenshot: {conftest.NAIP} is absent", file=sys.stderr)
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="georeasoner-shot-"))
+    tiny = conftest.TINY_DIR / "tiny-sam2"
+    if not tiny.is_dir():
+        import subprocess
+        subprocess.run([str(conftest.BACKEND_PY), "-m", "georeasoner_plugin.backend.cli", "make-tiny",
+                        str(conftest.TINY_DIR)], cwd=conftest.ROOT, check=True)
+    backend = conftest.Backend(["--reasoner-output", str(conftest.RECORDED), "--segmenter", str(tiny)], work)
+    try:
+        Settings.load().replace(backend_url=backend.url, token_file=str(backend.token_file), authcfg="",
+                                capture_source="raster", outputs="boxes,points").save()
+        window = QMainWindow()
+        window.setWindowTitle("QGIS 3.40 - GeoReasoner")
+        window.resize(1480, 920)
+        canvas = QgsMapCanvas(window)
+        window.setCentralWidget(canvas)
+        project = QgsProject.instance()
+        view = QgsLayerTreeView(window)
+        view.setModel(QgsLayerTreeModel(project.layerTreeRoot(), window))
+        QgsLayerTreeMapCanvasBridge(project.layerTreeRoot(), canvas, window)
+        layers_dock = QDockWidget("Layers", window)
+        layers_dock.setWidget(view)
+        window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, layers_dock)
+        naip = QgsRasterLayer(str(conftest.NAIP), "naip_nd_2020", "gdal")
+        project.addMapLayer(naip)
+        canvas.setDestinationCrs(naip.crs())
+        canvas.setExtent(naip.extent())
+        iface = Iface(window, canvas)
+        dock = GeoReasonerDock(iface, window)
+        dock.asker.store_path_override = work / "answers.gpkg"
+        window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        window.resizeDocks([layers_dock, dock], [260, 430], Qt.Orientation.Horizontal)
+        window.show()
+        pump(1.0)
+        canvas.setExtent(naip.extent())
+        canvas.refresh()
+        pump(1.5)
+        dock.refresh_info()
+        dock.source.setCurrentIndex(1)  # the raster at native resolution: the recorded answer's own frame
+        dock.raster.setLayer(naip)
+        # Boxes and points only: the tiny random SAM2 of this workplace draws meaningless masks over the
+        # whole image, while the boxes are the recorded RemoteReasoner answer (the four lakes).
+        for granularity, box in dock.output_boxes.items():
+            box.setChecked(granularity in ("boxes", "points"))
+        dock.question.setText("Which lakes could supply irrigation water to the fields around them?")
+        dock.ask()
+        deadline = time.monotonic() + 180
+        while dock.asker.is_busy() and time.monotonic() < deadline:
+            pump(0.1)
+        canvas.refresh()
+        pump(3.0)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        window.grab().save(str(out))
+        print(f"screenshot: {out} ({dock.last_message})")
+        return 0
+    finally:
+        backend.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshot.png")))
