@@ -21,10 +21,16 @@ Frames: the processor's pixel bounds are pinned around the frames of the dataset
 resize is the identity on the already-resized images and the numbers the model writes are in the
 frame the rewards compare against (checked on a sample before training starts).
 
+Questions: ``data.questions: all`` trains on every record (one per question); with
+``one_per_image_per_epoch`` each epoch takes one question per image (records grouped by
+``image_id``), round-robin through a per-image order seeded by (seed, image_id), so an epoch is as
+long as there are images and successive epochs ask an image's other questions.
+
 Resume: checkpoints hold model (or adapter), optimizer, scheduler, RNG states and the step. The
-sampler's shuffle order depends only on (seed, epoch), so the data position after a resume is the
-one an uninterrupted run would have reached, also in later epochs. With ``num_iterations`` > 1 a
-resume in the middle of a generation batch regenerates completions instead of reusing lost ones.
+sampler's shuffle order (and question choice) depends only on (seed, epoch), so the data position
+after a resume is the one an uninterrupted run would have reached, also in later epochs. With
+``num_iterations`` > 1 a resume in the middle of a generation batch regenerates completions instead
+of reusing lost ones.
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ import json
 import logging
 import math
 import os
+import random
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -56,6 +63,9 @@ VLLM_MODES = ("colocate", "server")
 MODEL_DTYPES = ("auto", "bfloat16", "float32")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 REPORTERS = ("tensorboard", "none")
+QUESTIONS_ALL = "all"
+QUESTIONS_ONE_PER_IMAGE = "one_per_image_per_epoch"
+QUESTION_MODES = (QUESTIONS_ALL, QUESTIONS_ONE_PER_IMAGE)
 LATEST = "latest"
 FINAL_DIR = "final"
 CONFIG_SNAPSHOT = "config.yaml"
@@ -83,6 +93,9 @@ class DataSettings:
     image_min_pixels: Optional[int] = None  # override the profile's smart-resize bounds
     image_max_pixels: Optional[int] = None
     shuffle: bool = True
+    # all: every record (one per question) each epoch; one_per_image_per_epoch: one question per
+    # image each epoch, chosen from (seed, epoch, image_id), for data prepared with --questions all.
+    questions: str = QUESTIONS_ALL
 
 
 @dataclass
@@ -336,6 +349,7 @@ def _validate(config: TrainConfig) -> None:
     d.image_max_pixels = _as_int(d.image_max_pixels, s, "data.image_max_pixels", minimum=MIN_FRAME_PIXELS,
                                  allow_none=True)
     d.shuffle = _as_bool(d.shuffle, s, "data.shuffle")
+    d.questions = _as_str(d.questions, s, "data.questions", choices=QUESTION_MODES)
     f.mode = _as_str(f.mode, s, "finetune.mode", choices=FINETUNE_MODES)
     f.lora_r = _as_int(f.lora_r, s, "finetune.lora_r", minimum=1)
     f.lora_alpha = _as_int(f.lora_alpha, s, "finetune.lora_alpha", minimum=1)
@@ -571,6 +585,9 @@ def _record_to_row(record: Mapping[str, Any], profile: Profile, spec: FrameSpec,
     mask = Path(str(record.get("mask") or ""))
     if need_mask and not mask.is_file():
         raise ValueError(f"mask not found: {mask}")
+    question_index = record.get("question_index")
+    if isinstance(question_index, bool) or not isinstance(question_index, int):
+        question_index = -1  # unknown: the file's order decides
     boxes_px, points_px = record["gt_boxes_px"], record["gt_points_px"]
     if not isinstance(boxes_px, list) or not isinstance(points_px, list) or len(points_px) != len(boxes_px):
         raise ValueError("gt_boxes_px and gt_points_px must be lists with one entry per object")
@@ -588,6 +605,9 @@ def _record_to_row(record: Mapping[str, Any], profile: Profile, spec: FrameSpec,
         raise ValueError("malformed ground truth in gt_boxes_px / gt_points_px") from None
     return {
         "id": str(record.get("id", "")),
+        # Questions on one image share it (records without an image_id are grouped by image file).
+        "image_id": str(record.get("image_id") or image),
+        "question_index": question_index,
         "question": " ".join(question.split()),
         "source_image": str(image),
         "mask": str(mask) if need_mask else str(record.get("mask") or ""),
@@ -635,6 +655,26 @@ def load_records(config: TrainConfig) -> Tuple[List[Dict[str, Any]], DatasetRepo
     pixels = [r["frame_width"] * r["frame_height"] for r in rows]
     report.frame_pixels = (min(pixels), max(pixels))
     return rows, report
+
+
+@dataclass
+class ImageGroups:
+    """The rows of each image: ``members[i]`` are row indices of image ``keys[i]``, by question index."""
+    keys: List[str]
+    members: List[List[int]]
+
+    @property
+    def questions(self) -> int:
+        return sum(len(m) for m in self.members)
+
+
+def image_groups(rows: Sequence[Mapping[str, Any]]) -> ImageGroups:
+    """Group rows by image_id, images in order of first appearance, each image's rows by question index."""
+    by_image: Dict[str, List[int]] = {}
+    for index, row in enumerate(rows):
+        by_image.setdefault(str(row["image_id"]), []).append(index)
+    members = [sorted(indices, key=lambda i: (rows[i]["question_index"], i)) for indices in by_image.values()]
+    return ImageGroups(keys=list(by_image), members=members)
 
 
 def frame_image(path: str, frame_width: int, frame_height: int, frame_kind: str):
@@ -926,12 +966,59 @@ def _epoch_seeded_sampler_class():
     return EpochSeededRepeatSampler
 
 
+def _question_per_image_sampler_class():
+    base = _epoch_seeded_sampler_class()
+
+    class QuestionPerImageSampler(base):
+        """Per epoch, one record (question) per image; TRL's chunking and repeats over the images.
+
+        Image i of n questions asks, in epoch e, question ``order_i[e % n]``, where ``order_i`` is a
+        permutation seeded by (seed, image key): successive epochs take different questions until all
+        were asked. The images are shuffled by (seed, epoch) like the records of the parent sampler,
+        so an epoch has ``len(groups.keys)`` prompts and a resumed run takes the same ones.
+        """
+
+        def __init__(self, data_source, groups: ImageGroups, *args, **kwargs):
+            super().__init__(data_source, *args, **kwargs)
+            if len(groups.keys) != len(groups.members) or any(not m for m in groups.members):
+                raise ValueError("every image needs at least one record")
+            if groups.questions != len(data_source):
+                raise ValueError(f"the image groups hold {groups.questions} record(s), the dataset "
+                                 f"{len(data_source)}")
+            self.groups = groups
+            self.num_samples = len(groups.members)  # what the parent shuffles, chunks and counts: images
+            self.question_orders = []
+            for key, members in zip(groups.keys, groups.members, strict=True):
+                order = list(range(len(members)))
+                random.Random(f"{self.seed or 0}:{key}").shuffle(order)
+                self.question_orders.append(order)
+
+        def records_for_epoch(self, epoch: int) -> List[int]:
+            """The record index each image uses in this epoch (in image order)."""
+            return [members[order[epoch % len(members)]]
+                    for members, order in zip(self.groups.members, self.question_orders, strict=True)]
+
+        def __iter__(self):
+            self.set_epoch(self.epoch)  # the same order however often an epoch is iterated
+            chosen = self.records_for_epoch(self.epoch)
+            for image in super().__iter__():
+                yield chosen[image]
+
+    return QuestionPerImageSampler
+
+
 def trainer_class():
     from trl import GRPOTrainer
 
     sampler_class = _epoch_seeded_sampler_class()
+    per_image_class = _question_per_image_sampler_class()
 
     class GeoGRPOTrainer(GRPOTrainer):
+        def __init__(self, *args, image_groups: Optional[ImageGroups] = None, **kwargs):
+            # Set: each epoch takes one question per image (data.questions: one_per_image_per_epoch).
+            self.image_groups = image_groups
+            super().__init__(*args, **kwargs)
+
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             # Qwen2.5-VL saves its weights under the published (legacy) names and renames them on
             # from_pretrained; Trainer's resume calls load_state_dict on the raw file, matches no key
@@ -955,14 +1042,16 @@ def trainer_class():
 
         def _get_train_sampler(self, dataset=None):
             dataset = self.train_dataset if dataset is None else dataset
-            return sampler_class(
-                data_source=dataset,
+            options = dict(
                 mini_repeat_count=self.num_generations,
                 batch_size=self.args.generation_batch_size // self.num_generations,
                 repeat_count=self.num_iterations * self.args.steps_per_generation,
                 shuffle=self.shuffle_dataset,
                 seed=self.args.seed,
             )
+            if self.image_groups is not None:
+                return per_image_class(dataset, self.image_groups, **options)
+            return sampler_class(data_source=dataset, **options)
 
     return GeoGRPOTrainer
 
@@ -1066,7 +1155,8 @@ class TrainResult:
     trainer: Any = None
 
 
-def describe_plan(config: TrainConfig, report: DatasetReport, resume: Optional[str]) -> str:
+def describe_plan(config: TrainConfig, report: DatasetReport, resume: Optional[str],
+                  groups: Optional[ImageGroups] = None) -> str:
     profile = get_profile(config.profile)
     spec = frame_spec_for(config)
     f, g, o = config.finetune, config.generation, config.optimization
@@ -1081,7 +1171,8 @@ def describe_plan(config: TrainConfig, report: DatasetReport, resume: Optional[s
         f"model: {config.model}  ({tuning})",
         (f"profile: {profile.name}  frame: {spec.describe()}; frames here {report.frame_pixels[0]}.."
          f"{report.frame_pixels[1]} px"),
-        f"data: {report.describe()}",
+        f"data: {report.describe()}" + (f"; {groups.questions} question(s) on {len(groups.keys)} image(s), "
+                                        f"one question per image per epoch" if groups is not None else ""),
         f"rewards: {rewards}",
         (f"GRPO: {g.num_generations} generations, temperature {g.temperature:g}, up to {g.max_completion_length} "
          f"tokens, beta {o.beta:g}, lr {o.learning_rate:g}, "
@@ -1116,12 +1207,20 @@ def run_training(config: TrainConfig, *, callbacks: Optional[Sequence[Any]] = No
     # weights are partitioned while loading instead of materialised whole on every GPU.
     reward_functions, reward_weights = build_rewards(config, custom_rewards, segmenter)
     arguments = grpo_arguments(config, reward_weights)
+    groups = None
+    if config.data.questions == QUESTIONS_ONE_PER_IMAGE:
+        groups = image_groups(rows)
+        prompts = arguments.generation_batch_size // arguments.num_generations
+        if len(groups.keys) < prompts:
+            raise DatasetError(f"{report.path}: {len(groups.keys)} image(s), fewer than the {prompts} prompts of one "
+                               f"generation batch: with data.questions: {QUESTIONS_ONE_PER_IMAGE} an epoch has one "
+                               f"prompt per image (lower optimization.per_device_batch_size or use more images)")
     model, processor, peft_config = load_policy(config)
     checkpoint_bounds = pixel_bounds(processor.image_processor)
     pin_processor_frames(processor, report, rows[0], config)
     dataset = build_dataset(rows, config)
     if _main_process():
-        print_plan(describe_plan(config, report, resume))
+        print_plan(describe_plan(config, report, resume, groups))
 
     # transformers 5 takes the TensorBoard folder from the environment only, read when the trainer is built.
     previous = os.environ.get(TENSORBOARD_ENV)
@@ -1129,7 +1228,7 @@ def run_training(config: TrainConfig, *, callbacks: Optional[Sequence[Any]] = No
     try:
         trainer = trainer_class()(model=model, reward_funcs=reward_functions, args=arguments,
                                   train_dataset=dataset, processing_class=processor, peft_config=peft_config,
-                                  callbacks=list(callbacks or []))
+                                  callbacks=list(callbacks or []), image_groups=groups)
         if trainer.accelerator.is_main_process:
             _save_config_snapshot(config)
         trainer.train(resume_from_checkpoint=resume)

@@ -33,6 +33,7 @@ from training.train import (  # noqa: E402
     build_dataset,
     build_rewards,
     config_from_dict,
+    image_groups,
     load_config,
     load_records,
     pin_processor_frames,
@@ -212,6 +213,7 @@ def test_yaml_exponent_without_a_dot_is_a_number(tmp_path):
     ({"trl": {"learning_rate": 1}}, ["trl.learning_rate", "this config's own keys"]),
     ({"logging": {"report_to": ["wandb"]}}, ["logging.report_to", "tensorboard"]),
     ({"epochs": 3}, ["unknown key 'epochs'"]),
+    ({"data": {"questions": "sample"}}, ["data.questions", "all, one_per_image_per_epoch"]),
 ])
 def test_malformed_config_names_the_key(change, expected):
     raw = yaml.safe_load(TINY_CONFIG.read_text())
@@ -315,6 +317,76 @@ def test_shuffle_order_depends_only_on_seed_and_epoch():
     assert orders[0] != orders[1]
 
 
+def per_image_sampler(groups, **options):
+    from training.train import _question_per_image_sampler_class
+
+    return _question_per_image_sampler_class()(list(range(groups.questions)), groups, **options)
+
+
+def test_one_question_per_image_per_epoch_sampler():
+    # Five images with 1, 3, 2, 1 and 2 questions; the file lists an image's questions out of order.
+    rows = [{"image_id": image, "question_index": q} for image, q in
+            [("a", 0), ("b", 2), ("b", 0), ("c", 1), ("b", 1), ("c", 0), ("d", 0), ("e", 0), ("e", 1)]]
+    groups = image_groups(rows)
+    assert groups.keys == ["a", "b", "c", "d", "e"]
+    assert groups.members == [[0], [2, 4, 1], [5, 3], [6], [7, 8]]
+    image_of = {index: key for key, members in zip(groups.keys, groups.members) for index in members}
+
+    # TRL's layout: chunks of batch_size images, each index mini_repeat_count times, each chunk
+    # repeat_count times; 5 images in chunks of 2 -> 2 chunks per epoch, the fifth image waits.
+    sampler = per_image_sampler(groups, mini_repeat_count=2, batch_size=2, repeat_count=3, seed=5)
+    assert len(sampler) == (5 // 2) * 2 * 2 * 3
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert len(order) == len(sampler)
+        chunks = [order[i:i + 12] for i in range(0, len(order), 12)]
+        for chunk in chunks:
+            a, b = chunk[0], chunk[2]
+            assert chunk == [a, a, b, b] * 3
+        firsts = [chunk[i] for chunk in chunks for i in (0, 2)]
+        assert len({image_of[i] for i in firsts}) == 4  # no image twice in an epoch
+
+    # One prompt per generation batch: every image exactly once per epoch, with one of its questions.
+    sampler = per_image_sampler(groups, mini_repeat_count=2, batch_size=1, seed=5)
+    assert len(sampler) == 5 * 2
+    epochs = []
+    for epoch in range(6):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert order == list(sampler)  # iterating again within the epoch changes nothing
+        prompts = order[::2]
+        assert order[1::2] == prompts and sorted(image_of[i] for i in prompts) == groups.keys
+        epochs.append({image_of[i]: i for i in prompts})
+    for members in groups.members:  # successive epochs take an image's questions in turn
+        key = image_of[members[0]]
+        asked = [chosen[key] for chosen in epochs]
+        for start in range(6 - len(members) + 1):
+            assert sorted(asked[start:start + len(members)]) == sorted(members)
+    assert epochs[0]["b"] != epochs[1]["b"] and epochs[0]["e"] != epochs[1]["e"]
+    assert [list(chosen) for chosen in epochs[:2]] != [groups.keys] * 2  # the images are shuffled too
+
+    # Deterministic: a fresh sampler in epoch 4 (a resumed run) takes the same prompts.
+    fresh = per_image_sampler(groups, mini_repeat_count=2, batch_size=1, seed=5)
+    fresh.set_epoch(4)
+    assert {image_of[i]: i for i in list(fresh)[::2]} == epochs[4]
+
+    # With one question per image it is exactly the per-record sampler.
+    from training.train import _epoch_seeded_sampler_class
+
+    single = image_groups([{"image_id": str(i), "question_index": 0} for i in range(7)])
+    options = dict(mini_repeat_count=2, batch_size=3, repeat_count=2, seed=1)
+    ours, theirs = per_image_sampler(single, **options), _epoch_seeded_sampler_class()(list(range(7)), **options)
+    for epoch in range(3):
+        ours.set_epoch(epoch)
+        theirs.set_epoch(epoch)
+        assert list(ours) == list(theirs) and len(ours) == len(theirs)
+    with pytest.raises(ValueError, match="groups hold 2 record"):
+        from training.train import _question_per_image_sampler_class
+
+        _question_per_image_sampler_class()(list(range(3)), image_groups(rows[:2]), mini_repeat_count=2)
+
+
 def test_rewards_see_frame_ground_truth_and_sam2_sees_the_source_image(tiny, tiny_sam, prepared, tmp_path):
     rewards = [{"name": n} for n in ("remotereasoner_iou", "grasp_points")] + [{"name": "mask_iou", "weight": 2}]
     config = tiny_config(tiny, prepared, tmp_path / "run", rewards=rewards, segmenter=str(tiny["segmenter"]))
@@ -403,14 +475,10 @@ def test_two_grpo_steps_per_reward_family(family, mode, tiny, tiny_sam, prepared
         assert any(not torch.equal(weights[n].detach(), base[n]) for n in language)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", ["lora", "full"])
-def test_resume_after_a_stop_matches_an_uninterrupted_run(mode, tiny, prepared, tmp_path):
-    # Two prompts per step over two records: each step is a whole epoch, so the resumed step 2
-    # also checks that the shuffle order of epoch 1 is the uninterrupted run's.
-    changes = dict(rewards=[{"name": "remotereasoner_iou"}, {"name": "varied"}], finetune__mode=mode,
-                   data__max_samples=2, optimization__per_device_batch_size=4, checkpoints__save_steps=1)
-    quiet = {"custom_rewards": CUSTOM, "print_plan": lambda _: None}
+def check_resume(tiny, prepared, tmp_path, changes, custom_rewards=CUSTOM):
+    """Stop after step 1, resume, and compare step 2 with an uninterrupted run's; returns the runs."""
+    changes = dict(changes, checkpoints__save_steps=1)
+    quiet = {"custom_rewards": custom_rewards, "print_plan": lambda _: None}
     straight = run_training(tiny_config(tiny, prepared, tmp_path / "straight", **changes), **quiet)
 
     stopped = run_training(tiny_config(tiny, prepared, tmp_path / "stopped", **changes),
@@ -434,6 +502,68 @@ def test_resume_after_a_stop_matches_an_uninterrupted_run(mode, tiny, prepared, 
     for name in before:
         assert torch.allclose(before[name], after[name], rtol=1e-5, atol=1e-7), name
     assert any(not torch.allclose(p, trainable(stopped.trainer.model)[n]) for n, p in after.items())
+    return straight, stopped, resumed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_resume_after_a_stop_matches_an_uninterrupted_run(mode, tiny, prepared, tmp_path):
+    # Two prompts per step over two records: each step is a whole epoch, so the resumed step 2
+    # also checks that the shuffle order of epoch 1 is the uninterrupted run's.
+    check_resume(tiny, prepared, tmp_path, dict(rewards=[{"name": "remotereasoner_iou"}, {"name": "varied"}],
+                                                finetune__mode=mode, data__max_samples=2,
+                                                optimization__per_device_batch_size=4))
+
+
+class SeenPrompts:
+    """A reward of 0 that notes the step, image and question of every completion it scores."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, completion, *, trainer_state, image_id, question_index, question, **_):
+        self.calls.append((trainer_state.global_step, image_id, question_index, question))
+        return 0.0
+
+
+def test_one_question_per_image_needs_an_image_per_prompt(tiny, prepared, tmp_path):
+    # Three images, four prompts per generation batch: refused before any model loads.
+    config = tiny_config(tiny, prepared, tmp_path / "run", data__questions="one_per_image_per_epoch",
+                         optimization__per_device_batch_size=8)
+    with pytest.raises(DatasetError, match=r"3 image\(s\), fewer than the 4 prompts"):
+        run_training(config, custom_rewards=CUSTOM)
+
+
+def test_records_keep_their_image_and_question(tiny, prepared, tmp_path):
+    rows, _ = load_records(tiny_config(tiny, prepared, tmp_path / "run"))
+    groups = image_groups(rows)
+    assert groups.keys == ["empty", "multi", "ring"]
+    assert [[rows[i]["question_index"] for i in members] for members in groups.members] == [[0], [0, 1], [0]]
+
+
+@pytest.mark.slow
+def test_one_question_per_image_per_epoch_trains_and_resumes(tiny, prepared, tmp_path):
+    # Four records on three images (two questions on "multi"); three prompts per step, so each
+    # step is one epoch, and step 2 (resumed or not) is the next epoch.
+    seen = SeenPrompts()
+    changes = dict(rewards=[{"name": "remotereasoner_iou"}, {"name": "varied"}, {"name": "seen"}],
+                   data__questions="one_per_image_per_epoch", optimization__per_device_batch_size=6)
+    straight, _, _ = check_resume(tiny, prepared, tmp_path, changes, custom_rewards={**CUSTOM, "seen": seen})
+    assert straight.global_step == 2
+    runs = [[]]  # straight (steps 0, 1), then stopped (0) + resumed (1)
+    for call in seen.calls:
+        if runs[-1] and call[0] < runs[-1][-1][0]:
+            runs.append([])
+        runs[-1].append(call)
+    assert len(runs) == 2 and runs[0] == runs[1]  # the resumed run asked what the straight one asked
+    asked = {}
+    for step in (0, 1):
+        calls = [c for c in runs[0] if c[0] == step]
+        assert len(calls) == 6 and calls[1::2] == calls[::2]  # two completions per prompt
+        images = [c[1] for c in calls[::2]]
+        assert sorted(images) == ["empty", "multi", "ring"]  # each image once, all of them
+        asked[step] = {c[1]: c[2] for c in calls[::2]}
+    assert asked[0]["multi"] != asked[1]["multi"]  # the next epoch asks the other question
 
 
 # --------------------------------------------------------------------------- logs, export, serving
