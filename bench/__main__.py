@@ -18,6 +18,8 @@ def parser_on_degenerate_output():
 
 
 def main():
+    from transformers.utils import logging as transformers_logging
+    transformers_logging.disable_progress_bar()  # keep the tables readable
     parser_on_degenerate_output()
     for name in SUITES:
         try:

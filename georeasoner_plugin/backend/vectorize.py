@@ -51,12 +51,19 @@ def mask_to_polygons(mask: np.ndarray, simplify_tolerance: float = 0.0, min_area
     if binary.size == 0:
         return []
     image = np.ascontiguousarray(binary).view(np.uint8)
+    # SAM2 masks are full-image arrays around small objects: work on the foreground's bounding box
+    # only, so the cost follows the object, not the image.
+    x0, y0, box_width, box_height = cv2.boundingRect(image)
+    if not (box_width and box_height):
+        return []
+    image = np.ascontiguousarray(image[y0:y0 + box_height, x0:x0 + box_width])
     traced = []
     for layer in _layers_without_corner_touches(image):
         # Tracing only the bounding box of the foreground keeps the doubled image small.
         left, top, width, height = cv2.boundingRect(layer)
         if width and height:
-            traced.append(_trace_layer(np.ascontiguousarray(layer[top:top + height, left:left + width]), left, top))
+            traced.append(_trace_layer(np.ascontiguousarray(layer[top:top + height, left:left + width]),
+                                       x0 + left, y0 + top))
     if not traced:
         return []
     rings = _Rings.concatenate(traced)
