@@ -11,7 +11,7 @@ PYTHON ?= python3
 BACKEND_VENV ?= .venv-backend
 BACKEND_PY := $(BACKEND_VENV)/bin/python
 STAMP := $(BACKEND_VENV)/.georeasoner-installed
-TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+TORCH_PINS := $(shell $(PYTHON) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["georeasoner"]["torch"]))')
 
 SHARED_DATA ?= ../shared/data
 IMAGE ?= $(SHARED_DATA)/naip_nd_2020.tif

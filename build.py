@@ -29,7 +29,6 @@ EXPECTED_METADATA = ("homepage", "tags", "category", "icon", "changelog", "exper
                      "hasProcessingProvider", "qgisMaximumVersion")
 EXCLUDED_PARTS = {"__pycache__", "tests", "training", ".pytest_cache", ".hypothesis", ".cache"}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".ts", ".orig", ".rej", ".swp")
-TORCH_PINS = ("torch==2.14.1", "torchvision==0.29.1")
 
 
 class BuildError(SystemExit):
@@ -100,11 +99,12 @@ def compile_translations(build_dir: Path) -> list:
 def backend_requirements() -> str:
     data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     extras = data["project"]["optional-dependencies"]["backend"]
+    torch_pins = data["tool"]["georeasoner"]["torch"]
     lines = ["# Backend venv for the GeoReasoner plugin (torch lives here, never inside QGIS):",
              "#   python3 -m venv ~/georeasoner-backend",
              "#   ~/georeasoner-backend/bin/pip install -r requirements-backend.txt",
              "# then name ~/georeasoner-backend/bin/python in Settings > Options > GeoReasoner > Local backend.",
-             *TORCH_PINS, *extras]
+             *torch_pins, *extras]
     return "\n".join(lines) + "\n"
 
 

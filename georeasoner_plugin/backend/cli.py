@@ -318,8 +318,13 @@ def cmd_ask(args) -> int:
         if not (streamed and show_tokens):
             print(answer.raw_output if answer.raw_output else "(the model wrote nothing)", file=sys.stderr)
         problems = "; ".join(answer.parse_problems) or "no answer found"
+        if any("outside the image" in p for p in answer.parse_problems):
+            hint = ("Check that --profile matches the model (each profile has its own coordinate frame) and, "
+                    "with --reasoner-output, that the answer was recorded for this image.")
+        else:
+            hint = "Rephrase the question or check that --profile matches the model."
         raise UserError(f"the model's answer could not be read ({answer.parse_status}): {problems}. "
-                        "Nothing was written. Rephrase the question or check that --profile matches the model.")
+                        f"Nothing was written. {hint}")
 
     crs_wkt = raster.crs_wkt
     written: List[Path] = []

@@ -172,7 +172,8 @@ def resolve_model_dir(model: Union[str, os.PathLike], *, revision: Optional[str]
                              f"config.json and the *.safetensors weights")
     if _looks_like_path(text):
         raise ModelLoadError(f"model directory {text!r} does not exist (and it is not a Hugging Face repo id "
-                             f"of the form owner/name)")
+                             f"of the form owner/name); pass the folder that holds config.json and the "
+                             f"*.safetensors weights, or a hub id such as facebook/sam2.1-hiera-large")
     return check_model_dir(_snapshot(text, revision, MODEL_ALLOW_PATTERNS, "model"), text)
 
 

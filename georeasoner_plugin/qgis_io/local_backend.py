@@ -1,6 +1,7 @@
 """A local backend started from QGIS: a Python interpreter the user names runs `cli serve`."""
 from __future__ import annotations
 
+import os
 import re
 from collections import deque
 from pathlib import Path
@@ -53,7 +54,7 @@ class LocalBackend(QObject):
         process = QProcess(self)
         env = QProcessEnvironment.systemEnvironment()
         path = env.value("PYTHONPATH", "")
-        env.insert("PYTHONPATH", str(PLUGIN_PARENT) + (":" + path if path else ""))
+        env.insert("PYTHONPATH", str(PLUGIN_PARENT) + (os.pathsep + path if path else ""))
         env.remove("QT_QPA_PLATFORM")
         process.setProcessEnvironment(env)
         process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)

@@ -211,3 +211,13 @@ def test_console_entry_point_runs_as_a_process(tmp_path, tiny_models):
     answer = json.loads(proc.stdout)
     assert answer["profile"] == "remotereasoner" and len(answer["objects"]) == 4
     assert "Traceback" not in proc.stderr
+
+
+@needs_data
+def test_answer_recorded_for_another_image_says_so(tmp_path, tiny_models, capsys):
+    recorded = tmp_path / "raw.txt"
+    recorded.write_text("<think>x</think><answer>[[5000,5000,6000,6000]]</answer>")
+    code, _, stderr = run_cli(["ask", NAIP, "lakes", "-o", tmp_path / "a.gpkg", "--reasoner-output", recorded,
+                               "--segmenter", tiny_models["segmenter"]], capsys)
+    assert code == cli.EXIT_FAILED
+    assert "outside the image" in stderr and "recorded for this image" in stderr and "--profile" in stderr
