@@ -7,9 +7,11 @@
     georeasoner serve [--host 127.0.0.1] [--port 8765] [--reasoner M | --reasoner-url URL --reasoner-model NAME
                       | --reasoner-output FILE] [--segmenter M|none] [--token-file PATH]
 
-Exit codes: 0 done (an empty answer is an answer), 1 a runtime problem (unreadable file, model
-missing, unreadable model answer), 2 bad arguments, 3 an internal error (a bug: please report it),
-130 interrupted. Errors are one clear line on stderr, never a traceback (unless --debug).
+Exit codes (sysexits-like, shared with the training CLI; see core/exit_codes.py and the README):
+0 done (an empty answer is an answer), 1 the model's answer could not be read, 64 bad arguments,
+65 unreadable input, 66 missing input, 69 model missing, 70 an internal error (a bug: please
+report it), 73 an output cannot be written, 130 interrupted. Errors are one clear line on stderr,
+never a traceback (unless --debug).
 """
 from __future__ import annotations
 
@@ -22,27 +24,25 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .. import __version__
+from ..core.exit_codes import (EXIT_CANTCREAT, EXIT_CONFIG, EXIT_DATAERR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOINPUT,
+                               EXIT_OK, EXIT_SOFTWARE, EXIT_UNAVAILABLE, EXIT_USAGE, CommandError,
+                               UsageError, run_command)
 from ..core.profiles import DEFAULT_PROFILE, PROFILES, UnknownProfileError, get_profile
 from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_NO_ANSWER
 
 DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-large"
 MAX_RECORDED_OUTPUT_BYTES = 1_000_000
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
-
-class UserError(Exception):
-    """Something the user can fix; the message says how."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILED):
-        super().__init__(message)
-        self.exit_code = exit_code
+EXIT_BUG = EXIT_SOFTWARE  # the name this module used before the codes moved to core
+__all__ = ["main", "build_parser", "output_paths", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_BUG",
+           "EXIT_INTERRUPTED"]
+UserError = CommandError  # something the user can fix, raised here in the CLI only; the message says how
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):  # argparse exits 2 with usage; keep that, but in our one-line style
+    def error(self, message):  # argparse's errors: usage, then our one-line style and EX_USAGE
         self.print_usage(sys.stderr)
-        raise UserError(message, EXIT_USAGE)
+        raise UsageError(message)
 
 
 class Progress:
@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    try:
+
+    def body() -> int:
         args = parser.parse_args(argv)
         if args.command == "ask":
             return cmd_ask(args)
@@ -163,20 +164,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_serve(args)
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    except UserError as exc:
-        print(f"\ngeoreasoner: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("\ngeoreasoner: interrupted; nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except SystemExit as exc:  # argparse --help / --version
-        return int(exc.code or 0)
-    except Exception as exc:  # noqa: BLE001 - the promise is: never a traceback for users
-        if debug:
-            raise
-        print(f"\ngeoreasoner: internal error: {type(exc).__name__}: {exc}\n"
-              f"This is a bug; rerun with --debug for the traceback and report it.", file=sys.stderr)
-        return EXIT_BUG
+
+    return run_command("georeasoner", body, debug=debug, interrupted="interrupted; nothing was written")
 
 
 def _parse_outputs(text: str) -> List[str]:
@@ -215,15 +204,15 @@ def output_paths(out: str) -> Dict[str, Path]:
 def _read_recorded_output(path: str) -> str:
     file = Path(path)
     if not file.is_file():
-        raise UserError(f"--reasoner-output: {path} does not exist or is not a file")
+        raise UserError(f"--reasoner-output: {path} does not exist or is not a file", EXIT_NOINPUT)
     if file.stat().st_size > MAX_RECORDED_OUTPUT_BYTES:
         raise UserError(f"--reasoner-output: {path} is larger than {MAX_RECORDED_OUTPUT_BYTES} bytes; "
-                        "that is not a model answer")
+                        "that is not a model answer", EXIT_DATAERR)
     data = file.read_bytes()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise UserError(f"--reasoner-output: {path} is not UTF-8 text") from None
+        raise UserError(f"--reasoner-output: {path} is not UTF-8 text", EXIT_DATAERR) from None
 
 
 def cmd_ask(args) -> int:
@@ -239,7 +228,7 @@ def cmd_ask(args) -> int:
     paths = output_paths(args.out)
     _refuse_existing(paths, outputs, args.overwrite)
     if not Path(args.image).exists():
-        raise UserError(f"{args.image}: no such file")
+        raise UserError(f"{args.image}: no such file", EXIT_NOINPUT)
     recorded = _read_recorded_output(args.reasoner_output) if args.reasoner_output else None
 
     # Heavy imports only now, so `--help` and argument errors stay instant.
@@ -259,7 +248,7 @@ def cmd_ask(args) -> int:
         with progress.stage("read", f"reading {args.image}"):
             raster = read_raster(args.image, bands=bands, max_size=args.max_size)
     except ImageryError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc), EXIT_DATAERR) from None
     for warning in raster.warnings:
         progress.say(f"warning: {warning}")
 
@@ -281,7 +270,7 @@ def cmd_ask(args) -> int:
                 from .segmenter import Segmenter
                 segmenter = Segmenter(args.segmenter, device=args.device, dtype=args.dtype)
     except ModelLoadError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc), EXIT_UNAVAILABLE) from None
 
     cascade = Cascade(reasoner=reasoner, segmenter=segmenter, profile=profile.name)
     streamed: List[str] = []
@@ -309,7 +298,7 @@ def cmd_ask(args) -> int:
                              valid=raster.valid, on_event=on_event)
         progress.timings["cascade"] = time.perf_counter() - started
     except CascadeError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc), EXIT_DATAERR) from None
 
     answer = result.answer
     answer.warnings.extend(raster.warnings)
@@ -341,7 +330,7 @@ def cmd_ask(args) -> int:
             written.append(_write_answer_json(answer, paths["answer"], args.overwrite))
     except OutputError as exc:
         _remove(all_output_files(written))
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc), EXIT_CANTCREAT) from None
 
     if args.json:
         print(answer.to_json(indent=2))
@@ -362,7 +351,8 @@ def _refuse_existing(paths: Dict[str, Path], outputs: List[str], overwrite: bool
         candidates.append(vectors)
     existing = [str(p) for p in candidates if p.exists()]
     if existing:
-        raise UserError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or choose another -o")
+        raise UserError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or choose another -o",
+                        EXIT_CANTCREAT)
 
 
 def _write_answer_json(answer, path: Path, overwrite: bool) -> Path:
@@ -461,7 +451,7 @@ def cmd_serve(args) -> int:
     try:
         token = load_or_create_token(token_file)
     except TokenFileError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc), EXIT_CONFIG) from None
     try:
         run_server(config, host=args.host, port=args.port, token=token, token_file=token_file,
                    log_level=args.log_level)
@@ -469,7 +459,7 @@ def cmd_serve(args) -> int:
         print("georeasoner: server stopped", file=sys.stderr)
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; choose another --port "
-                        f"(0 picks a free one) or --host") from None
+                        f"(0 picks a free one) or --host", EXIT_UNAVAILABLE) from None
     return EXIT_OK
 
 
