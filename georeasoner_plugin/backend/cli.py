@@ -321,8 +321,9 @@ def cmd_ask(args) -> int:
         with progress.stage("write", f"writing {paths['vectors']}"):
             vector_layers = [o for o in ("boxes", "points", "contours") if o in outputs]
             if vector_layers:
+                # raster: the file's name without suffix, as QGIS names the layer of that file.
                 written += write_vectors(answer, raster.transform, crs_wkt, paths["vectors"], layers=vector_layers,
-                                         overwrite=args.overwrite)
+                                         overwrite=args.overwrite, raster=Path(args.image).stem)
             if "masks" in outputs:
                 union = result.union_mask(answer.image_height, answer.image_width)
                 written.append(write_mask_geotiff(union, raster, paths["mask"], overwrite=args.overwrite))
