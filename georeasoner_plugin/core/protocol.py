@@ -80,7 +80,8 @@ class MaskRLE:
 
     @classmethod
     def encode(cls, rows: Sequence[Sequence[Any]]) -> "MaskRLE":
-        """Encode a mask given as rows of truthy values (slow path; the backend has a numpy one)."""
+        """Encode a mask given as rows of truthy values (pure Python, for small masks; the vectorised
+        codec for both sides is ``georeasoner_plugin.rle``)."""
         height = len(rows)
         width = len(rows[0]) if height else 0
         counts: List[int] = []
@@ -95,14 +96,6 @@ class MaskRLE:
                     current, run = value, 1
         counts.append(run)
         return cls(width, height, counts)
-
-    def decode_rows(self) -> List[List[int]]:
-        flat: List[int] = []
-        value = 0
-        for count in self.counts:
-            flat.extend([value] * count)
-            value = 1 - value
-        return [flat[r * self.width:(r + 1) * self.width] for r in range(self.height)]
 
     def area(self) -> int:
         return sum(self.counts[1::2])
