@@ -14,13 +14,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from ..core.api import (MAX_IMAGE_PIXELS, MAX_QUESTION_CHARS, STAGE_DONE, STAGE_PARSE,  # noqa: F401 - re-exported
+                        STAGE_PREPROCESS, STAGE_REASON, STAGE_SEGMENT, STAGE_VECTORIZE, QuestionError, check_question)
 from ..core.frames import FRAME_FIXED, FrameError, map_objects_to_image
 from ..core.profiles import Profile, get_profile
 from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_OK, PARSE_PARTIAL, Answer, AnswerObject
 from .vectorize import mask_to_polygons, mask_to_rle
 
-MAX_QUESTION_CHARS = 2000
-MAX_IMAGE_PIXELS = 64_000_000
 
 EventCallback = Callable[[str, dict], None]
 
@@ -105,11 +105,11 @@ class Cascade:
         if raw_output is None:
             if self.reasoner is None:
                 raise CascadeError("no reasoning model is loaded; pass a model or a recorded answer")
-            emit("stage", {"stage": "preprocess"})
+            emit("stage", {"stage": STAGE_PREPROCESS})
             started = time.perf_counter()
             model_image = _resize_to_frame(image, frame.frame_width, frame.frame_height, prof.frame.kind)
             timings["preprocess"] = time.perf_counter() - started
-            emit("stage", {"stage": "reason"})
+            emit("stage", {"stage": STAGE_REASON})
             started = time.perf_counter()
             raw_output = self.reasoner.generate(
                 model_image, prof.messages(question), max_new_tokens=options.max_new_tokens,
@@ -122,7 +122,7 @@ class Cascade:
         else:
             reasoner_name = "recorded answer"
 
-        emit("stage", {"stage": "parse"})
+        emit("stage", {"stage": STAGE_PARSE})
         started = time.perf_counter()
         parsed = prof.parse(raw_output)
         mapped, map_warnings = map_objects_to_image(parsed.objects, frame, options.min_box_size)
@@ -150,10 +150,10 @@ class Cascade:
                 raise CascadeError("masks and contours need a segmentation model; none is loaded")
             if stop():
                 raise CancelledError("cancelled before segmentation")
-            emit("stage", {"stage": "segment"})
+            emit("stage", {"stage": STAGE_SEGMENT})
             masks = self._segment(image, objects, prof, valid, timings)
             if "contours" in options.granularities:
-                emit("stage", {"stage": "vectorize"})
+                emit("stage", {"stage": STAGE_VECTORIZE})
                 started = time.perf_counter()
                 for obj, mask in zip(objects, masks):
                     obj.polygons = mask_to_polygons(mask, options.simplify_tolerance, options.min_area)
@@ -176,7 +176,7 @@ class Cascade:
             reasoning=parsed.reasoning, raw_output=raw_output, parse_status=parse_status,
             parse_problems=parse_problems, models=models, granularities=list(options.granularities),
             timings=timings, warnings=warnings)
-        emit("stage", {"stage": "done"})
+        emit("stage", {"stage": STAGE_DONE})
         return CascadeResult(answer=answer, masks=masks)
 
     def _segment(self, image, objects, prof: Profile, valid, timings) -> List[np.ndarray]:
@@ -201,12 +201,12 @@ class Cascade:
 
 
 def _check_question(question: str) -> str:
-    if not isinstance(question, str) or not question.strip():
-        raise CascadeError("the question is empty")
-    question = question.strip()
-    if len(question) > MAX_QUESTION_CHARS:
-        raise CascadeError(f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")
-    return question
+    if not isinstance(question, str):
+        raise CascadeError("the question must be text")
+    try:
+        return check_question(question)  # core/api.py: the same rule the HTTP service applies
+    except QuestionError as exc:
+        raise CascadeError(str(exc)) from None
 
 
 def _check_image(image) -> tuple:

@@ -27,6 +27,8 @@ from .. import __version__
 from ..core.exit_codes import (EXIT_CANTCREAT, EXIT_CONFIG, EXIT_DATAERR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOINPUT,
                                EXIT_OK, EXIT_SOFTWARE, EXIT_UNAVAILABLE, EXIT_USAGE, CommandError,
                                UsageError, run_command)
+from ..core.api import (DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, DEFAULT_QUEUE_SIZE, DEFAULT_TIMEOUT_S,
+                        MAX_IMAGE_PIXELS, TOKEN_FILE_ENV)
 from ..core.profiles import DEFAULT_PROFILE, PROFILES, UnknownProfileError, get_profile
 from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_NO_ANSWER
 
@@ -121,9 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("profiles", help="list the prompt profiles")
 
     serve = sub.add_parser("serve", help="run the HTTP backend (for the QGIS plugin and other clients)")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default 127.0.0.1; anything else is reachable from the network)")
-    serve.add_argument("--port", type=int, default=8765, help="TCP port (0 picks a free one; the URL is printed)")
+    serve.add_argument("--host", default=DEFAULT_HOST,
+                       help=f"address to listen on (default {DEFAULT_HOST}; anything else is reachable from the "
+                            f"network)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
+                       help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one; the URL is printed)")
     serve.add_argument("--profile", default=DEFAULT_PROFILE, help=f"default prompt profile ({', '.join(PROFILES)})")
     serve.add_argument("--reasoner", help="reasoning model: hub id or local folder (default: the profile's checkpoint)")
     serve.add_argument("--adapter", help="LoRA adapter folder applied on top of the reasoner")
@@ -137,12 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reasoner-model", metavar="NAME", help="the model name the --reasoner-url endpoint serves")
     serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     serve.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
-    serve.add_argument("--queue-size", type=int, default=8, help="requests allowed to wait; more get 429")
-    serve.add_argument("--timeout", type=float, default=600.0, help="per-request time limit in seconds, queue included")
-    serve.add_argument("--max-body-bytes", type=int, default=128 * 1024 * 1024, help="largest request body accepted")
-    serve.add_argument("--max-image-pixels", type=int, default=64_000_000, help="largest decoded image accepted")
+    serve.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+                       help=f"requests allowed to wait (default {DEFAULT_QUEUE_SIZE}); more get 429")
+    serve.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                       help=f"per-request time limit in seconds, queue included (default {DEFAULT_TIMEOUT_S:g})")
+    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                       help=f"largest request body accepted (default {DEFAULT_MAX_BODY_BYTES})")
+    serve.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
+                       help=f"largest decoded image accepted (default and ceiling {MAX_IMAGE_PIXELS})")
     serve.add_argument("--token-file", metavar="PATH",
-                       help="bearer token file (default: $GEOREASONER_TOKEN_FILE, else "
+                       help=f"bearer token file (default: ${TOKEN_FILE_ENV}, else "
                             "$XDG_CONFIG_HOME/georeasoner/token or ~/.config/georeasoner/token); created if missing")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     return parser
