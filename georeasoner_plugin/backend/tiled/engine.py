@@ -119,8 +119,8 @@ class TiledEngine:
                     obj.score = float(result.score)
         objects = []
         for obj, parts in zip(answer.objects, polygons):
-            if obj.box is None or (wants_pixels and not parts):
-                continue  # a prompt whose mask is empty (all nodata, or nothing there) is no object
+            if obj.box is None:
+                continue
             objects.append({
                 "box": [obj.box[0] + tile.x, obj.box[1] + tile.y, obj.box[2] + tile.x, obj.box[3] + tile.y],
                 "points": [[p[0] + tile.x, p[1] + tile.y] for p in obj.points],
