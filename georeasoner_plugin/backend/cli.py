@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--overwrite", action="store_true", help="replace existing output files")
     ask.add_argument("--json", action="store_true", help="print the answer as JSON on stdout")
     ask.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    from .tiled.cli_tiled import add_remote_arguments, add_tiled_arguments  # issue 10: whole rasters in tiles
+    add_remote_arguments(ask)
+    add_tiled_arguments(ask)
 
     tiny = sub.add_parser("make-tiny", help="write tiny random models for an offline smoke test")
     tiny.add_argument("directory")
@@ -238,6 +241,9 @@ def cmd_ask(args) -> int:
     if not Path(args.image).exists():
         raise UserError(f"{args.image}: no such file", EXIT_NOINPUT)
     recorded = _read_recorded_output(args.reasoner_output) if args.reasoner_output else None
+    if args.tiles:
+        from .tiled.cli_tiled import cmd_ask_tiled
+        return cmd_ask_tiled(args, progress, outputs, profile.name, recorded, paths, UserError, EXIT_USAGE)
 
     # Heavy imports only now, so `--help` and argument errors stay instant.
     from .cascade import AskOptions, Cascade, CascadeError
@@ -267,7 +273,10 @@ def cmd_ask(args) -> int:
     needs_segmenter = any(o in outputs for o in ("masks", "contours"))
     try:
         with progress.stage("load", "loading models"):
-            if recorded is None:
+            if recorded is None and args.reasoner_url:
+                from .tiled.cli_tiled import remote_reasoner
+                reasoner = remote_reasoner(args, UserError, EXIT_USAGE)
+            elif recorded is None:
                 model = args.reasoner or profile.default_checkpoint
                 if not model:
                     raise UserError(f"profile {profile.name} has no published checkpoint; pass --reasoner "

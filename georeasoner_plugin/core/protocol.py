@@ -112,9 +112,12 @@ class AnswerObject:
     label: Optional[str] = None
     polygons: List[Polygon] = field(default_factory=list)
     mask: Optional[MaskRLE] = None
+    # Tiled answers only: the tiles the object was found in and its score in each,
+    # [{"tile": "r0c1", "score": 0.93}, ...]; absent from the JSON when empty.
+    tiles: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        data = {
             "index": self.index,
             "box": list(self.box) if self.box is not None else None,
             "points": [list(p) for p in self.points],
@@ -123,6 +126,9 @@ class AnswerObject:
             "polygons": [p.to_dict() for p in self.polygons],
             "mask": self.mask.to_dict() if self.mask is not None else None,
         }
+        if self.tiles:
+            data["tiles"] = [dict(t) for t in self.tiles]
+        return data
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "AnswerObject":
@@ -141,6 +147,7 @@ class AnswerObject:
             label=data.get("label"),
             polygons=[Polygon.from_dict(p) for p in _list(data.get("polygons", []), "polygons")],
             mask=MaskRLE.from_dict(data["mask"]) if data.get("mask") else None,
+            tiles=[dict(t) for t in _list(data.get("tiles", []), "tiles")],
         )
 
 
@@ -164,9 +171,12 @@ class Answer:
     answer_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     version: int = PROTOCOL_VERSION
+    # Tiled answers only: one entry per tile asked, {"tile", "window": [x, y, w, h], "reasoning",
+    # "parse_status", "objects"}, and the plan's summary; absent from the JSON when empty.
+    tiles: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        data = {
             "version": self.version,
             "answer_id": self.answer_id,
             "created": self.created,
@@ -182,6 +192,9 @@ class Answer:
             "warnings": list(self.warnings),
             "objects": [o.to_dict() for o in self.objects],
         }
+        if self.tiles:
+            data["tiles"] = [dict(t) for t in self.tiles]
+        return data
 
     def to_json(self, indent: Optional[int] = None) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
@@ -219,6 +232,7 @@ class Answer:
                 answer_id=str(data.get("answer_id") or uuid.uuid4().hex),
                 created=str(data.get("created", "")),
                 version=version,
+                tiles=[dict(t) for t in _list(data.get("tiles", []), "tiles")],
             )
         except ProtocolError:
             raise

@@ -1,0 +1,161 @@
+"""The tiled engine on the synthetic scene: merge correctness, focus, nodata, one tile = no tiling.
+
+Reasoner and segmenter are the rule-based stand-ins of tiled_standins.py (they look at the pixels
+they are given); everything else is real: rasterio windows, the profile's parser and frame
+mapping, the vectorizer, the merge and the journal.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+
+from georeasoner_plugin.backend.cascade import AskOptions, Cascade
+from georeasoner_plugin.backend.tiled.engine import TiledEngine, TiledRequest
+from georeasoner_plugin.backend.tiled.merge import multipolygon
+from georeasoner_plugin.backend.tiled.source import RasterTileSource
+from georeasoner_plugin.backend.vectorize import mask_to_polygons
+from georeasoner_plugin.core.tiling import focus_selection, grow_box, plan_tiles
+
+from tiled_standins import DarkShapeReasoner, Shape, ThresholdSegmenter, draw_shape, scene_labels, scene_shapes, write_scene
+
+QUESTION = "Which dark shapes are in the scene?"
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """The issue's scene: 6000 x 4000 px, EPSG:32633, 30 shapes."""
+    labels = scene_labels(scene_shapes(), 6000, 4000)
+    path = tmp_path_factory.mktemp("scene") / "scene.tif"
+    write_scene(path, labels)
+    return path, labels
+
+
+def truth_geometry(labels: np.ndarray, k: int):
+    rows, cols = np.nonzero(labels == k)
+    r0, c0 = rows.min(), cols.min()
+    crop = labels[r0:rows.max() + 1, c0:cols.max() + 1] == k
+    parts = [shapely.Polygon(p.exterior, p.holes) for p in mask_to_polygons(crop)]
+    return shapely.affinity.translate(shapely.MultiPolygon(parts), c0, r0)
+
+
+def fits_one_tile(shape_bounds, plan) -> bool:
+    x0, y0, x1, y1 = shape_bounds
+    return any(t.x <= x0 and x1 <= t.x + t.width and t.y <= y0 and y1 <= t.y + t.height for t in plan.all_tiles())
+
+
+def test_every_shape_found_once_with_exact_geometry_across_seams(scene):
+    path, labels = scene
+    reasoner, segmenter = DarkShapeReasoner(), ThresholdSegmenter()
+    with RasterTileSource(path) as source:
+        plan = plan_tiles(source.width, source.height, tile_size=1024)
+        result = TiledEngine(reasoner, segmenter).run(source, plan, TiledRequest(QUESTION, concurrency=2))
+        transform = source.plan_transform(plan)
+    answer = result.answer
+    assert (answer.image_width, answer.image_height) == (6000, 4000)
+    assert transform.to_gdal() == (500000.0, 0.5, 0.0, 4_500_000.0, 0.0, -0.5)
+    assert reasoner.calls == plan.grid_size == 35
+    # one segmenter call per tile that has objects, every prompt of the tile in it
+    assert segmenter.calls == sum(1 for t in answer.tiles[1:] if t["objects"]) < 35
+    objects = [(obj, multipolygon(obj)) for obj in answer.objects]
+    assert len(objects) == 30
+
+    crossing = corner = 0
+    for k in range(1, 31):
+        truth = truth_geometry(labels, k)
+        found = [(obj, geom) for obj, geom in objects if geom.intersects(truth)]
+        assert len(found) == 1, f"shape {k} found {len(found)} times"
+        obj, geom = found[0]
+        iou = geom.intersection(truth).area / geom.union(truth).area
+        assert iou >= 0.98, f"shape {k}: IoU {iou:.4f}"
+        assert geom.is_valid
+        # No slivers: a single part with exactly the truth's holes.
+        assert len(geom.geoms) == 1, f"shape {k} has {len(geom.geoms)} parts"
+        assert len(geom.geoms[0].interiors) == len(truth.geoms[0].interiors)
+        bounds = truth.bounds
+        if not fits_one_tile(bounds, plan):
+            crossing += 1
+            assert obj.box == pytest.approx(bounds, abs=1e-9)  # the box follows the merged polygon
+            assert len(obj.tiles) >= 2 and all("score" in t for t in obj.tiles)
+            columns = {t["tile"].split("c")[1] for t in obj.tiles}
+            rows = {t["tile"].split("c")[0] for t in obj.tiles}
+            if len(columns) >= 2 and len(rows) >= 2 and truth.area > 100_000:
+                corner += 1
+    assert crossing == 8 and corner == 1
+    assert len(answer.tiles) == 36  # the plan summary, then one entry per tile with its reasoning
+    assert all(t["reasoning"].startswith("I see") for t in answer.tiles[1:])
+
+
+@pytest.fixture(scope="module")
+def half_scene(tmp_path_factory):
+    """The same layout at half size (3000 x 2000, 512 px tiles: the same seams, a quarter of the pixels)."""
+    labels = scene_labels(scene_shapes(), 3000, 2000, scale=0.5)
+    path = tmp_path_factory.mktemp("half") / "half.tif"
+    write_scene(path, labels, pixel_size=1.0)
+    return path, labels
+
+
+def test_focus_asks_only_tiles_meeting_the_overview_boxes(half_scene):
+    path, labels = half_scene
+    reasoner = DarkShapeReasoner()
+    events = []
+    with RasterTileSource(path) as source:
+        plan = plan_tiles(source.width, source.height, tile_size=512)
+        request = TiledRequest("Which is the largest dark shape?", strategy="focus")
+        result = TiledEngine(reasoner, ThresholdSegmenter()).run(source, plan, request,
+                                                                 on_event=lambda k, d: events.append((k, d)))
+    largest = max(range(1, 31), key=lambda k: (labels == k).sum())
+    truth = truth_geometry(labels, largest)
+    expected = focus_selection(plan, [truth.bounds]).selected
+    assert result.plan.selected == expected and len(expected) == 4  # the corner shape's four tiles
+    assert reasoner.calls == 1 + len(expected)  # the overview, then only the meeting tiles
+    assert reasoner.sizes[0] == (504, 336)  # the overview: the whole scene in one frame
+    focus = [d for k, d in events if k == "focus"][0]
+    assert focus["selected"] == 4 and focus["grid"] == plan.grid_size
+    assert result.answer.reasoning.startswith("I see 1 dark shape")  # the overview's reasoning is kept
+    geoms = [multipolygon(o) for o in result.answer.objects]
+    match = [g for g in geoms if g.intersects(truth)]
+    assert len(match) == 1 and match[0].intersection(truth).area / match[0].union(truth).area >= 0.98
+
+
+def test_nodata_only_tiles_are_not_asked(tmp_path):
+    labels = np.zeros((1200, 2000), dtype=np.uint8)
+    draw_shape(labels, Shape("rect", 300, 300, 100, 100), 1)
+    path = tmp_path / "nodata.tif"
+    write_scene(path, labels, pixel_size=1.0)
+    with rasterio.open(path, "r+") as ds:
+        ds.nodata = 0
+        ds.write(np.zeros((3, 1200, 1000), dtype=np.uint8), window=rasterio.windows.Window(1000, 0, 1000, 1200))
+    reasoner = DarkShapeReasoner()
+    events = []
+    with RasterTileSource(path) as source:
+        plan = plan_tiles(source.width, source.height, tile_size=512, overlap=0.0)
+        result = TiledEngine(reasoner, ThresholdSegmenter()).run(
+            source, plan, TiledRequest(QUESTION), on_event=lambda k, d: events.append((k, d)))
+    skipped = [d for k, d in events if k == "tile" and d["skipped"] == "nodata"]
+    assert result.nodata == len(skipped) == 6 and reasoner.calls == plan.grid_size - 6
+    assert len(result.answer.objects) == 1
+    assert any("nodata" in w for w in result.answer.warnings)
+
+
+def test_one_tile_gives_the_same_objects_as_no_tiling(tmp_path):
+    labels = np.zeros((600, 800), dtype=np.uint8)
+    for n, shape in enumerate([Shape("ring", 200, 200, 160, 160), Shape("triangle", 600, 400, 150, 120),
+                               Shape("lshape", 420, 150, 90, 120)], start=1):
+        draw_shape(labels, shape, n)
+    path = tmp_path / "small.tif"
+    write_scene(path, labels, pixel_size=1.0)
+    with RasterTileSource(path) as source:
+        plan = plan_tiles(source.width, source.height, tile_size=896)
+        assert plan.grid_size == 1
+        tiled = TiledEngine(DarkShapeReasoner(), ThresholdSegmenter()).run(source, plan, TiledRequest(QUESTION)).answer
+        rgb, valid = source.read(plan, plan.tiles[0])
+    whole = Cascade(DarkShapeReasoner(), ThresholdSegmenter()).ask(rgb, QUESTION, options=AskOptions()).answer
+    assert len(tiled.objects) == len(whole.objects) == 3
+    for a, b in zip(tiled.objects, whole.objects):
+        ga = multipolygon(a)
+        gb = shapely.MultiPolygon([shapely.Polygon(p.exterior, p.holes) for p in b.polygons])
+        assert ga.intersection(gb).area / ga.union(gb).area >= 0.99
+        assert a.box == pytest.approx(b.box)
+    assert tiled.reasoning == whole.reasoning
