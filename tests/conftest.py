@@ -35,3 +35,28 @@ def tiny_segmenter(tiny_models):
     from georeasoner_plugin.backend.segmenter import Segmenter
 
     return Segmenter(str(tiny_models["segmenter"]), device="cpu", cache_size=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_models(tmp_path_factory):
+    """{'reasoner_qwen3': dir, 'segmenter_sam3': dir}: tiny random Qwen3-VL and SAM 3 tracker (issue 12).
+
+    Taken from the `make tiny` folder when its manifest lists them (GEOREASONER_TINY_DIR, else
+    .cache/tiny-models), built into a temporary folder otherwise (an older manifest lacks them).
+    """
+    import json
+    import os
+
+    pytest.importorskip("torch")
+    roles = ("reasoner_qwen3", "segmenter_sam3")
+    manifest = Path(os.environ.get("GEOREASONER_TINY_DIR", ROOT / ".cache" / "tiny-models")) / "models.json"
+    try:
+        listed = json.loads(manifest.read_text(encoding="utf-8"))
+        found = {role: Path(listed[role]) for role in roles}
+        if all((path / "config.json").is_file() for path in found.values()):
+            return found
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from georeasoner_plugin.backend.tiny import make_tiny_models
+
+    return make_tiny_models(tmp_path_factory.mktemp("tiny-qwen3-models"), roles=roles)

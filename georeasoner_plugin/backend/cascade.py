@@ -17,7 +17,7 @@ from PIL import Image
 from ..core.api import (MAX_IMAGE_PIXELS, MAX_QUESTION_CHARS, STAGE_DONE, STAGE_PARSE,  # noqa: F401 - re-exported
                         STAGE_PREPROCESS, STAGE_REASON, STAGE_SEGMENT, STAGE_VECTORIZE, QuestionError, check_question)
 from ..core.frames import FRAME_FIXED, FrameError, map_objects_to_image
-from ..core.profiles import Profile, get_profile
+from ..core.profiles import PROFILES, Profile, get_profile
 from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_OK, PARSE_PARTIAL, Answer, AnswerObject
 from .vectorize import mask_to_polygons, mask_to_rle
 
@@ -105,6 +105,7 @@ class Cascade:
         if raw_output is None:
             if self.reasoner is None:
                 raise CascadeError("no reasoning model is loaded; pass a model or a recorded answer")
+            _check_profile_fits_reasoner(prof, self.reasoner)
             emit("stage", {"stage": STAGE_PREPROCESS})
             started = time.perf_counter()
             model_image = _resize_to_frame(image, frame.frame_width, frame.frame_height, prof.frame.kind)
@@ -198,6 +199,16 @@ class Cascade:
             if obj.score is None:
                 obj.score = float(result.score)
         return masks
+
+
+def _check_profile_fits_reasoner(prof: Profile, reasoner) -> None:
+    """A profile made for another model family would resize the image wrongly and misread its numbers."""
+    factor = getattr(reasoner, "frame_factor", None)
+    if factor and factor != prof.frame.factor:
+        family = getattr(getattr(reasoner, "family", None), "name", "the loaded model")
+        fitting = ", ".join(p.name for p in PROFILES.values() if p.frame.factor == factor) or "none"
+        raise CascadeError(f"profile {prof.name!r} is made for another model family than the loaded reasoner "
+                           f"({family}, frames in multiples of {factor} pixels); use one of its profiles: {fitting}")
 
 
 def _check_question(question: str) -> str:

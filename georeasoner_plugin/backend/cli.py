@@ -422,9 +422,9 @@ TINY_MANIFEST = "models.json"
 
 
 def cmd_make_tiny(args) -> int:
-    from .tiny import make_tiny_models
+    from .tiny import ALL_TINY_ROLES, make_tiny_models
     target = Path(args.directory)
-    paths = make_tiny_models(target)
+    paths = make_tiny_models(target, roles=ALL_TINY_ROLES)
     # The manifest names each role's folder; its presence marks a complete build.
     (target / TINY_MANIFEST).write_text(json.dumps({role: str(path) for role, path in paths.items()}, indent=2))
     print("Tiny RANDOM models written (for smoke tests only; their answers are meaningless):")

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -52,6 +52,65 @@ class ModelLoadError(RuntimeError):
     """Weights or settings a user has to fix; the message says what is wrong and what to do."""
 
 
+@dataclass(frozen=True)
+class ModelFamily:
+    """A family of checkpoints that load with one transformers class (picked by config.json's model_type)."""
+
+    name: str  # shown to users: "Qwen2.5-VL", "Qwen3-VL", "SAM2", "SAM 3"
+    class_name: str  # attribute of the transformers package
+    frame_factor: int = 0  # reasoners: patch x merge of the image processor (both sides of a frame are multiples)
+
+    def model_class(self):
+        import transformers
+
+        return getattr(transformers, self.class_name)
+
+
+# Reasoners. Qwen2-VL checkpoints load with the Qwen2.5-VL class as before. Qwen3-VL dense and MoE
+# checkpoints have their own classes (transformers 5.23: Qwen3VLForConditionalGeneration,
+# Qwen3VLMoeForConditionalGeneration); their image processor is the Qwen2-VL one with patch 16 and
+# merge 2, hence frames in multiples of 32.
+QWEN25_FAMILY = ModelFamily("Qwen2.5-VL", "Qwen2_5_VLForConditionalGeneration", frame_factor=28)
+QWEN3_FAMILY = ModelFamily("Qwen3-VL", "Qwen3VLForConditionalGeneration", frame_factor=32)
+QWEN3_MOE_FAMILY = ModelFamily("Qwen3-VL-MoE", "Qwen3VLMoeForConditionalGeneration", frame_factor=32)
+REASONER_FAMILIES: Dict[str, ModelFamily] = {
+    "qwen2_5_vl": QWEN25_FAMILY,
+    "qwen2_vl": QWEN25_FAMILY,
+    "qwen3_vl": QWEN3_FAMILY,
+    "qwen3_vl_moe": QWEN3_MOE_FAMILY,
+}
+# Segmenters. Box and point prompts go through SAM2's model or SAM 3's tracker (same prompt encoder
+# and mask decoder design). facebook/sam3 is a "sam3_video" checkpoint holding the detector and the
+# tracker; Sam3TrackerModel reads its tracker_config and skips the detector weights.
+SAM2_FAMILY = ModelFamily("SAM2", "Sam2Model")
+SAM3_FAMILY = ModelFamily("SAM 3", "Sam3TrackerModel")
+SEGMENTER_FAMILIES: Dict[str, ModelFamily] = {
+    "sam2": SAM2_FAMILY,
+    "sam3_tracker": SAM3_FAMILY,
+    "sam3_video": SAM3_FAMILY,
+}
+
+
+def model_type_of(directory: Path) -> Optional[str]:
+    """config.json's model_type of a model directory (None when it names none)."""
+    return _read_config(Path(directory)).get("model_type")
+
+
+def family_for(model_type: Optional[str], families: Mapping[str, ModelFamily], name: str, role: str) -> ModelFamily:
+    """The family of a checkpoint of this model_type, or a ModelLoadError listing what the role accepts."""
+    family = families.get(model_type or "")
+    if family is None:
+        known = ", ".join(sorted({f"{f.name} ({t})" for t, f in families.items()}))
+        raise ModelLoadError(f"{name!r} is a {model_type!r} checkpoint; the {role} must be one of: {known}")
+    return family
+
+
+def reasoner_family(model: Union[str, os.PathLike], *, revision: Optional[str] = None) -> Tuple[Path, ModelFamily]:
+    """(model directory, family) of a reasoner checkpoint: training and export pick the class with this."""
+    directory = resolve_model_dir(model, revision=revision)
+    return directory, family_for(model_type_of(directory), REASONER_FAMILIES, os.fspath(model), "reasoner")
+
+
 @dataclass
 class LoadedModel:
     model: Any
@@ -61,6 +120,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     adapter_dir: Optional[Path] = None
+    family: Optional[ModelFamily] = None
 
 
 def hub_offline() -> bool:
@@ -264,22 +324,31 @@ def _read_config(directory: Path) -> dict:
         raise ModelLoadError(f"unreadable {directory / 'config.json'}: {error}") from error
 
 
-def load_model_and_processor(model: Union[str, os.PathLike], model_class, *,
+def load_model_and_processor(model: Union[str, os.PathLike], model_class=None, *,
                              expected_model_types: Iterable[str] = (),
                              adapter: Optional[Union[str, os.PathLike]] = None,
                              revision: Optional[str] = None,
                              device: Union[str, torch.device] = "auto",
-                             dtype: Union[str, torch.dtype] = "auto") -> LoadedModel:
+                             dtype: Union[str, torch.dtype] = "auto",
+                             families: Optional[Mapping[str, ModelFamily]] = None,
+                             role: str = "model") -> LoadedModel:
     """Load `model_class` and its AutoProcessor from a hub id or directory, ready for inference.
 
     expected_model_types guards against the wrong checkpoint in the wrong slot (a SAM2 directory given
     as the reasoner); an adapter is applied with peft and merged into the base weights when it can be.
+    With `families` (model_type -> ModelFamily) instead of a class, the checkpoint's config picks it.
     """
     from transformers import AutoProcessor
 
     name = os.fspath(model)
     model_dir = resolve_model_dir(model, revision=revision)
     config = _read_config(model_dir)
+    family = None
+    if families is not None:
+        family = family_for(config.get("model_type"), families, name, role)
+        model_class = family.model_class()
+    if model_class is None:
+        raise ValueError("load_model_and_processor needs model_class or families")
     expected = tuple(expected_model_types)
     if expected and config.get("model_type") not in expected:
         raise ModelLoadError(f"{name!r} is a {config.get('model_type')!r} checkpoint; this slot needs "
@@ -309,7 +378,7 @@ def load_model_and_processor(model: Union[str, os.PathLike], model_class, *,
         loaded = _apply_adapter(loaded, adapter_dir, name, os.fspath(adapter))
     loaded.eval()
     return LoadedModel(model=loaded, processor=processor, name=name, model_dir=model_dir,
-                       device=torch_device, dtype=torch_dtype, adapter_dir=adapter_dir)
+                       device=torch_device, dtype=torch_dtype, adapter_dir=adapter_dir, family=family)
 
 
 def _apply_adapter(base, adapter_dir: Path, base_name: str, adapter_name: str):

@@ -1,4 +1,6 @@
-"""Qwen2.5-VL in-process: one image and chat messages in, the model's raw answer text out.
+"""Qwen2.5-VL / Qwen3-VL in-process: one image and chat messages in, the model's raw answer text out.
+
+The checkpoint's config.json (model_type) picks the class: models.REASONER_FAMILIES.
 
 Frame contract: the caller resizes the image to the profile's model frame (core.frames) before
 calling generate(). The processor is told to keep that size, and the grid it reports is checked
@@ -14,9 +16,10 @@ from typing import Callable, Dict, List, Optional, Union
 import torch
 from transformers.generation import BaseStreamer, StoppingCriteria, StoppingCriteriaList
 
-from ..core.frames import QWEN_PATCH_FACTOR
-from .models import ModelLoadError, load_model_and_processor
+from .models import REASONER_FAMILIES, ModelLoadError, load_model_and_processor
 
+# Checkpoints that load with the Qwen2.5-VL class (kept for callers that name it); every reasoner
+# model_type GeoReasoner loads is a key of models.REASONER_FAMILIES.
 QWEN_VL_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl")
 
 
@@ -78,16 +81,14 @@ class _TextPieceStreamer(BaseStreamer):
 
 
 class Reasoner:
-    """Qwen2.5-VL (optionally with a LoRA adapter) answering about one image at a time."""
+    """Qwen2.5-VL or Qwen3-VL (optionally with a LoRA adapter) answering about one image at a time."""
 
     def __init__(self, model: Union[str, os.PathLike], adapter: Optional[Union[str, os.PathLike]] = None,
                  device: Union[str, torch.device] = "auto", dtype: Union[str, torch.dtype] = "auto",
                  revision: Optional[str] = None):
-        from transformers import Qwen2_5_VLForConditionalGeneration
-
-        loaded = load_model_and_processor(model, Qwen2_5_VLForConditionalGeneration,
-                                          expected_model_types=QWEN_VL_MODEL_TYPES, adapter=adapter,
+        loaded = load_model_and_processor(model, families=REASONER_FAMILIES, role="reasoner", adapter=adapter,
                                           revision=revision, device=device, dtype=dtype)
+        self.family = loaded.family
         self.name = loaded.name
         self.model = loaded.model
         self.processor = loaded.processor
@@ -98,11 +99,13 @@ class Reasoner:
         image_processor = self.processor.image_processor
         self.patch_size = int(image_processor.patch_size)
         self.merge_size = int(image_processor.merge_size)
-        if self.patch_size * self.merge_size != QWEN_PATCH_FACTOR:
-            # core.frames computes every frame with factor 28; another factor would move every answer.
+        self.frame_factor = self.patch_size * self.merge_size
+        if self.frame_factor != self.family.frame_factor:
+            # The profiles' frames use the family's factor (28 for Qwen2.5-VL, 32 for Qwen3-VL); another
+            # factor would make the processor resize every frame and move every answer.
             raise ModelLoadError(
                 f"{self.name}: patch {self.patch_size} x merge {self.merge_size} gives a frame factor of "
-                f"{self.patch_size * self.merge_size}, but GeoReasoner's frames use {QWEN_PATCH_FACTOR}")
+                f"{self.frame_factor}, but {self.family.name} frames use {self.family.frame_factor}")
         self.last_timings: Dict[str, float] = {}
         # generate() keeps per-call state on the model (rope deltas, caches): one request at a time.
         self._lock = threading.Lock()

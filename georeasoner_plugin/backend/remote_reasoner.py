@@ -1,10 +1,12 @@
 """The reasoning step on any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, ...).
 
 Same generate() contract as reasoner.Reasoner, so the cascade cannot tell them apart. The image
-arrives already resized to the profile's model frame (sides multiples of 28) and is sent as a
-lossless PNG: Qwen2.5-VL's processor on the serving side then keeps that size (its smart resize is
-the identity for such an image within its pixel bounds), so the answer's coordinates are in the
-frame the cascade maps back from. SAM2 stays local; only the language model is shared.
+arrives already resized to the profile's model frame (sides multiples of 28 for Qwen2.5-VL, 32 for
+Qwen3-VL) and is sent as a lossless PNG: the processor on the serving side then keeps that size (its
+smart resize is the identity for such an image within its pixel bounds), so the answer's coordinates
+are in the frame the cascade maps back from. Qwen3-VL answers in a 0-1000 frame normalised on both
+axes; the profile's frame maps those back just as well. SAM stays local; only the language model is
+shared.
 """
 from __future__ import annotations
 
@@ -18,7 +20,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..core.frames import QWEN_PATCH_FACTOR
+from ..core.frames import QWEN3_PATCH_FACTOR, QWEN_PATCH_FACTOR
+
+# Frames of the model families a server may run (Qwen2.5-VL: 28, Qwen3-VL: 32). The server's model is
+# not known here; the profile chosen for the request decides which one the image was resized for.
+FRAME_FACTORS = (QWEN_PATCH_FACTOR, QWEN3_PATCH_FACTOR)
 
 API_KEY_ENV = "GEOREASONER_REASONER_API_KEY"
 _ERROR_BODY_LIMIT = 4096
@@ -123,9 +129,10 @@ class RemoteReasoner:
                  should_stop: Optional[Callable[[], bool]] = None) -> str:
         """The model's answer text about `image` (a PIL image already in the model frame)."""
         width, height = image.size
-        if width <= 0 or height <= 0 or width % QWEN_PATCH_FACTOR or height % QWEN_PATCH_FACTOR:
+        if width <= 0 or height <= 0 or not any(width % f == 0 and height % f == 0 for f in FRAME_FACTORS):
             raise RemoteFrameError(f"image is {width} x {height} pixels, not a model frame (both sides must be "
-                                   f"multiples of {QWEN_PATCH_FACTOR}); resize it with the profile's frame first")
+                                   f"multiples of {' or '.join(map(str, FRAME_FACTORS))}); resize it with the "
+                                   f"profile's frame first")
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
         started = time.perf_counter()

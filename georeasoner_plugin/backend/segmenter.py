@@ -1,4 +1,7 @@
-"""SAM2 through transformers' Sam2Model: boxes and points in, full-resolution boolean masks out.
+"""SAM2 (Sam2Model) or SAM 3 (its tracker, Sam3TrackerModel): boxes and points in, full-resolution
+boolean masks out. The checkpoint's config.json (model_type) picks the class: models.SEGMENTER_FAMILIES.
+Both share the design this module relies on: get_image_embeddings() once per image, then one prompt
+encoder + mask decoder batch with every object's box corners (labels 2, 3) and points (label 1).
 
 The vision encoder is the expensive half of SAM2 and depends only on the image, so its output is
 kept in a small LRU cache keyed by the image's content: a follow-up question about the same image
@@ -17,9 +20,10 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .models import ModelLoadError, load_model_and_processor
+from .models import SEGMENTER_FAMILIES, ModelLoadError, load_model_and_processor
 
 SAM2_MODEL_TYPES = ("sam2",)
+SEGMENTER_MODEL_TYPES = tuple(SEGMENTER_FAMILIES)
 
 # Prompt-encoder labels of SAM/SAM2. A box enters as its two corners with labels 2 and 3, exactly as
 # Meta's SAM2 predictor feeds it; -1 is SAM's "not a point" token, used to pad shorter prompts.
@@ -77,16 +81,15 @@ def image_key(image: np.ndarray) -> str:
 
 
 class Segmenter:
-    """SAM2 mask prediction for several objects of one image in a single decoder batch."""
+    """SAM2 / SAM 3 mask prediction for several objects of one image in a single decoder batch."""
 
     def __init__(self, model: Union[str, os.PathLike], device: Union[str, torch.device] = "auto",
                  dtype: Union[str, torch.dtype] = "auto", cache_size: int = 4, revision: Optional[str] = None):
-        from transformers import Sam2Model
-
         if cache_size < 0:
             raise ValueError("cache_size must be >= 0")
-        loaded = load_model_and_processor(model, Sam2Model, expected_model_types=SAM2_MODEL_TYPES,
+        loaded = load_model_and_processor(model, families=SEGMENTER_FAMILIES, role="segmenter",
                                           revision=revision, device=device, dtype=dtype)
+        self.family = loaded.family
         self.name = loaded.name
         self.model = loaded.model
         self.processor = loaded.processor
@@ -109,7 +112,7 @@ class Segmenter:
         target = int(self.processor.target_size)
         if resize_hw != (model_size, model_size) or target != model_size:
             raise ModelLoadError(
-                f"{self.name}: processor and model disagree on SAM2's input size (image resize {resize_hw}, "
+                f"{self.name}: processor and model disagree on {self.family.name}'s input size (image resize {resize_hw}, "
                 f"prompt scale {target}, prompt encoder {model_size}); masks would not line up with the prompts")
 
     # ----------------------------------------------------------------------------------------- cache

@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised stand-ins for Qwen2.5-VL and SAM2, built offline in seconds.
+"""Tiny, randomly initialised stand-ins for Qwen2.5-VL, Qwen3-VL, SAM2 and SAM 3, built offline in seconds.
 
 They exercise the real loading, processing and generation code paths without the 16 GB download:
 tests use them, and `make-tiny` lets a user smoke-test an installation. Random weights answer
@@ -268,10 +268,131 @@ def make_tiny_sam2(out_dir: Union[str, Path]) -> Path:
     return out
 
 
-def make_tiny_models(out_dir: Union[str, Path]) -> Dict[str, Path]:
-    """Both tiny models under out_dir: {'reasoner': <dir>, 'segmenter': <dir>}."""
+# Qwen3-VL: patch 16 x merge 2 (factor 32 of core.frames.QWEN3_PATCH_FACTOR), interleaved M-RoPE and
+# one DeepStack level, as in the released models, at toy widths.
+TINY_QWEN3_VISION = dict(
+    depth=2,
+    hidden_size=32,
+    intermediate_size=64,
+    num_heads=2,
+    patch_size=16,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+    num_position_embeddings=256,  # a 16 x 16 grid of learned positions, interpolated to any image
+    deepstack_visual_indexes=[0],
+)
+TINY_QWEN3_TEXT = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=8192,
+    rms_norm_eps=1e-6,
+    rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [2, 3, 3],
+                     "mrope_interleaved": True},
+)
+# SAM 3's tracker at 224 px (the real one: 1008 px, ViT patch 14, 72 x 72 tokens); the FPN gives
+# 4x, 2x and 1x the token grid, the mask decoder 4x low-resolution masks.
+TINY_SAM3_IMAGE_SIZE = 224
+TINY_SAM3_PATCH = 14
+
+
+def make_tiny_qwen3(out_dir: Union[str, Path]) -> Path:
+    """Write a 2-layer Qwen3-VL with its processor (safetensors) to out_dir; return the directory."""
+    import torch
+    from transformers import GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    from ..core.frames import QWEN3_DEFAULT_MIN_PIXELS, QWEN3_PROCESSOR_MAX_PIXELS
+
     out = Path(out_dir)
-    return {
-        "reasoner": make_tiny_qwen(out / "tiny-qwen2.5-vl"),
-        "segmenter": make_tiny_sam2(out / "tiny-sam2"),
-    }
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_qwen_tokenizer()
+    token_id = tokenizer.convert_tokens_to_ids
+    # transformers maps qwen3_vl to the Qwen2-VL image processor; the checkpoint sets patch 16 and the
+    # [-1, 1] normalisation (mean = std = 0.5).
+    image_processor = Qwen2VLImageProcessor(
+        patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+        size={"shortest_edge": QWEN3_DEFAULT_MIN_PIXELS, "longest_edge": QWEN3_PROCESSOR_MAX_PIXELS})
+    processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                 video_processor=Qwen3VLVideoProcessor(), chat_template=QWEN_CHAT_TEMPLATE)
+    vocab_size = -(-len(tokenizer) // 64) * 64
+    config = Qwen3VLConfig(
+        text_config=dict(TINY_QWEN3_TEXT, vocab_size=vocab_size, bos_token_id=token_id("<|endoftext|>"),
+                         eos_token_id=token_id("<|im_end|>"), pad_token_id=token_id("<|endoftext|>")),
+        vision_config=dict(TINY_QWEN3_VISION, out_hidden_size=TINY_QWEN3_TEXT["hidden_size"]),
+        image_token_id=token_id("<|image_pad|>"),
+        video_token_id=token_id("<|video_pad|>"),
+        vision_start_token_id=token_id("<|vision_start|>"),
+        vision_end_token_id=token_id("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
+    config.architectures = ["Qwen3VLForConditionalGeneration"]
+    torch.manual_seed(TINY_SEED + 2)
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=token_id("<|endoftext|>"),
+        eos_token_id=[token_id("<|im_end|>"), token_id("<|endoftext|>")],
+        pad_token_id=token_id("<|endoftext|>"),
+        do_sample=False,
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    return out
+
+
+def make_tiny_sam3(out_dir: Union[str, Path]) -> Path:
+    """Write a small SAM 3 tracker (Sam3TrackerModel + Sam3TrackerProcessor, safetensors); return the directory."""
+    import torch
+    from transformers import Sam3TrackerConfig, Sam3TrackerModel, Sam3TrackerProcessor
+    from transformers.models.sam3.image_processing_sam3 import Sam3ImageProcessor
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    size = TINY_SAM3_IMAGE_SIZE
+    grid = size // TINY_SAM3_PATCH
+    config = Sam3TrackerConfig(
+        vision_config=dict(
+            model_type="sam3_vision_model",
+            backbone_config=dict(model_type="sam3_vit_model", hidden_size=32, intermediate_size=64,
+                                 num_hidden_layers=2, num_attention_heads=2, image_size=size,
+                                 patch_size=TINY_SAM3_PATCH, window_size=8, global_attn_indexes=[1],
+                                 pretrain_image_size=size),
+            fpn_hidden_size=TINY_SAM_HIDDEN,
+            backbone_feature_sizes=[[4 * grid] * 2, [2 * grid] * 2, [grid] * 2],
+        ),
+        prompt_encoder_config=dict(hidden_size=TINY_SAM_HIDDEN, image_size=size, patch_size=TINY_SAM3_PATCH),
+        mask_decoder_config=dict(hidden_size=TINY_SAM_HIDDEN, mlp_dim=64, num_attention_heads=2,
+                                 iou_head_hidden_dim=32),
+    )
+    config.architectures = ["Sam3TrackerModel"]
+    torch.manual_seed(TINY_SEED + 3)
+    Sam3TrackerModel(config).eval().save_pretrained(out, safe_serialization=True)
+    image_processor = Sam3ImageProcessor(size={"height": size, "width": size},
+                                         mask_size={"height": 4 * grid, "width": 4 * grid})
+    Sam3TrackerProcessor(image_processor=image_processor, target_size=size).save_pretrained(out)
+    return out
+
+
+# Roles of the tiny-model manifest (models.json). "reasoner" and "segmenter" are the Qwen2.5-VL and
+# SAM2 pair every older caller reads; the Qwen3-VL and SAM 3 twins sit beside them.
+TINY_BUILDERS = {
+    "reasoner": ("tiny-qwen2.5-vl", make_tiny_qwen),
+    "segmenter": ("tiny-sam2", make_tiny_sam2),
+    "reasoner_qwen3": ("tiny-qwen3-vl", make_tiny_qwen3),
+    "segmenter_sam3": ("tiny-sam3-tracker", make_tiny_sam3),
+}
+DEFAULT_TINY_ROLES = ("reasoner", "segmenter")
+ALL_TINY_ROLES = tuple(TINY_BUILDERS)
+
+
+def make_tiny_models(out_dir: Union[str, Path], roles=DEFAULT_TINY_ROLES) -> Dict[str, Path]:
+    """Tiny models under out_dir, {role: <dir>}; by default the Qwen2.5-VL reasoner and the SAM2 segmenter."""
+    out = Path(out_dir)
+    unknown = [r for r in roles if r not in TINY_BUILDERS]
+    if unknown:
+        raise ValueError(f"unknown tiny-model role(s) {', '.join(unknown)}; known: {', '.join(TINY_BUILDERS)}")
+    return {role: TINY_BUILDERS[role][1](out / TINY_BUILDERS[role][0]) for role in roles}

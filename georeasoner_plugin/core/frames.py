@@ -4,7 +4,9 @@ A vision-language model never sees the captured image itself but a resized copy,
 pixels of that copy. Each prompt profile owns its frame:
 - Qwen2.5-VL's "smart resize": both sides a multiple of the patch factor (28), the pixel count
   within [min_pixels, max_pixels], the aspect ratio kept as well as possible;
-- a fixed square resize (Seg-Zero, VisionReasoner, Think2Seg-RS use 840 x 840, aspect not kept).
+- a fixed square resize (Seg-Zero, VisionReasoner, Think2Seg-RS use 840 x 840, aspect not kept);
+- Qwen3-VL: the same smart resize with factor 32 (patch 16 x merge 2) for the image it sees, but its
+  boxes and points are written in a 0-1000 frame normalised on both axes, whatever the image size.
 
 Pure Python so QGIS, the backend and training agree on every coordinate.
 """
@@ -24,6 +26,28 @@ QWEN_MAX_ASPECT_RATIO = 200
 
 FRAME_SMART_RESIZE = "smart_resize"
 FRAME_FIXED = "fixed"
+FRAME_QWEN3 = "qwen3"
+
+# Qwen3-VL (issue 12). Its image processor (transformers/models/qwen3_vl, Qwen3VLImageProcessor*)
+# uses patch_size 16 and merge_size 2: both sides of the image it sees are multiples of 32.
+QWEN3_PATCH_FACTOR = 32
+# Its answers do not depend on that size: the Qwen3-VL grounding cookbook (QwenLM/Qwen3-VL,
+# cookbooks/2d_grounding.ipynb, first cell) states the default coordinate system changed from
+# Qwen2.5-VL's absolute pixels to "relative coordinates ranging from 0 to 1000", and its plotting
+# helpers map bbox_2d[0] / 1000 * width and bbox_2d[1] / 1000 * height (points likewise).
+QWEN3_COORDINATE_EXTENT = 1000
+# Released models write the far edge as 999 or 1000 and now and then slightly past 1000 (the
+# cookbook's own outputs show 999 at the edge). Coordinates up to this far outside [0, 1000] are
+# clamped into it; anything further off is a model error and is clipped or dropped like a
+# pixel-frame answer that leaves the image.
+QWEN3_CLAMP_MARGIN = 50
+# The processor's own pixel bounds (transformers 5.23, Qwen3VLImageProcessor: size shortest_edge /
+# longest_edge) are 64 x 32 x 32 .. 16384 x 32 x 32. Our profiles keep the lower bound and cap the
+# upper one at 1280 visual tokens, the budget of the Qwen2.5-VL profiles: a 2048 px capture would
+# otherwise cost 4096 tokens. Answers stay right for any budget since the frame is normalised.
+QWEN3_DEFAULT_MIN_PIXELS = 64 * 32 * 32
+QWEN3_PROCESSOR_MAX_PIXELS = 16384 * 32 * 32
+QWEN3_DEFAULT_MAX_PIXELS = 1280 * 32 * 32
 
 
 class FrameError(ValueError):
@@ -81,30 +105,77 @@ class FrameSpec:
         if self.kind == FRAME_SMART_RESIZE:
             h, w = smart_resize(image_height, image_width, self.factor, self.min_pixels, self.max_pixels)
             return ModelFrame(image_width, image_height, w, h)
+        if self.kind == FRAME_QWEN3:
+            h, w = smart_resize(image_height, image_width, self.factor, self.min_pixels, self.max_pixels)
+            return self.model_frame(image_width, image_height, w, h)
         raise FrameError(f"unknown frame kind {self.kind!r}")
+
+    def model_frame(self, image_width: int, image_height: int, frame_width: int, frame_height: int) -> "ModelFrame":
+        """The ModelFrame of an image already resized to frame_width x frame_height (e.g. read back from a
+        prepared dataset), with this kind's coordinate frame."""
+        if self.kind == FRAME_QWEN3:
+            return ModelFrame(image_width, image_height, frame_width, frame_height,
+                              coord_width=QWEN3_COORDINATE_EXTENT, coord_height=QWEN3_COORDINATE_EXTENT,
+                              clamp_margin=QWEN3_CLAMP_MARGIN)
+        return ModelFrame(image_width, image_height, frame_width, frame_height)
+
+    @property
+    def normalised(self) -> bool:
+        """Whether answers are in a normalised 0-1000 frame rather than pixels of the resized image."""
+        return self.kind == FRAME_QWEN3
 
     def describe(self) -> str:
         if self.kind == FRAME_FIXED:
             return f"fixed {self.fixed_width}x{self.fixed_height} resize"
+        if self.kind == FRAME_QWEN3:
+            return (f"Qwen3-VL smart resize (factor {self.factor}, {self.min_pixels}..{self.max_pixels} pixels); "
+                    f"coordinates normalised 0-{QWEN3_COORDINATE_EXTENT} on both axes")
         return f"Qwen smart resize (factor {self.factor}, {self.min_pixels}..{self.max_pixels} pixels)"
 
 
 @dataclass(frozen=True)
 class ModelFrame:
-    """The resized image the model saw, tied to the captured image it came from."""
+    """The resized image the model saw, tied to the captured image it came from.
+
+    frame_width x frame_height is the image the model sees. Its answers are in pixels of that image,
+    unless coord_width / coord_height say otherwise (Qwen3-VL: 1000 x 1000 whatever the size).
+    """
 
     image_width: int
     image_height: int
     frame_width: int
     frame_height: int
+    coord_width: Optional[float] = None  # extent of the answer's x axis; None: frame_width (pixels)
+    coord_height: Optional[float] = None
+    clamp_margin: float = 0.0  # answer coordinates this far outside [0, extent] are clamped into it
+
+    @property
+    def answer_width(self) -> float:
+        return self.coord_width if self.coord_width is not None else self.frame_width
+
+    @property
+    def answer_height(self) -> float:
+        return self.coord_height if self.coord_height is not None else self.frame_height
 
     @property
     def sx(self) -> float:
-        return self.image_width / self.frame_width
+        return self.image_width / self.answer_width
 
     @property
     def sy(self) -> float:
-        return self.image_height / self.frame_height
+        return self.image_height / self.answer_height
+
+    def clamp_answer(self, values: Sequence[float]) -> Tuple[Tuple[float, ...], bool]:
+        """(values, changed): x, y, x, y ... answer coordinates a little outside [0, extent] moved onto it."""
+        if not self.clamp_margin:
+            return tuple(values), False
+        out, changed = [], False
+        for i, value in enumerate(values):
+            extent = self.answer_width if i % 2 == 0 else self.answer_height
+            if -self.clamp_margin <= value < 0 or extent < value <= extent + self.clamp_margin:
+                value, changed = _clamp(value, 0, extent), True
+            out.append(value)
+        return tuple(out), changed
 
     def to_image(self, x: float, y: float) -> Point:
         return (x * self.sx, y * self.sy)
@@ -177,7 +248,11 @@ def map_objects_to_image(objects, frame: ModelFrame, min_box_size: float = 1.0):
     for number, obj in enumerate(objects, start=1):
         box = None
         if obj.box is not None:
-            raw = frame.box_to_image(obj.box)
+            answer_box, clamped = frame.clamp_answer(obj.box)
+            if clamped:
+                warnings.append(f"object {number}: box {list(obj.box)} reaches past the model's "
+                                f"0-{frame.answer_width:g} frame; clamped to it")
+            raw = frame.box_to_image(answer_box)
             ordered = (min(raw[0], raw[2]), min(raw[1], raw[3]), max(raw[0], raw[2]), max(raw[1], raw[3]))
             box = frame.clip_box(raw)
             if box_is_degenerate(box, min_box_size):
@@ -187,7 +262,7 @@ def map_objects_to_image(objects, frame: ModelFrame, min_box_size: float = 1.0):
                 warnings.append(f"object {number}: box clipped to the image")
         points: List[Point] = []
         for point in obj.points:
-            p = frame.to_image(point[0], point[1])
+            p = frame.to_image(*frame.clamp_answer(point)[0])
             if frame.point_inside(p):
                 points.append(frame.clip_point(p))
             else:

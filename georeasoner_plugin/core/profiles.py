@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence
 
 from .frames import FRAME_FIXED, FRAME_SMART_RESIZE, FrameSpec, box_center, box_iou
+from .frames import FRAME_QWEN3, QWEN3_DEFAULT_MAX_PIXELS, QWEN3_DEFAULT_MIN_PIXELS, QWEN3_PATCH_FACTOR
 from .parsing import ParsedAnswer, ParsedObject, parse_model_output
 
 # SAM prompting styles of the originals.
@@ -158,6 +159,24 @@ def _render_qwen(objects: Sequence[ParsedObject]) -> str:
     return "```json\n" + json.dumps(items, indent=2) + "\n```"
 
 
+def _render_qwen3(objects: Sequence[ParsedObject]) -> str:
+    items = [{"bbox_2d": _ints(o.box), "point_2d": _ints(o.points[0]) if o.points else _center(o.box),
+              "label": o.label or "target"} for o in objects if o.box is not None]
+    return "```json\n" + json.dumps(items, indent=2) + "\n```"
+
+
+def _render_positive_points_label(objects: Sequence[ParsedObject]) -> str:
+    items = []
+    for o in objects:
+        if o.box is None:
+            continue
+        item = {"bbox_2d": _ints(o.box), "positive_points": _two_points(o)}
+        if o.label:
+            item["label"] = o.label
+        items.append(item)
+    return json.dumps(items)
+
+
 _RENDERERS = {
     "box_list": _render_box_list,
     "segzero": _render_segzero,
@@ -165,6 +184,8 @@ _RENDERERS = {
     "think2seg": _render_think2seg,
     "grasp": _render_grasp,
     "qwen": _render_qwen,
+    "qwen3": _render_qwen3,
+    "json_label": _render_positive_points_label,
 }
 
 _SEGZERO_EXAMPLE = ('[{"bbox_2d": [10,100,200,210], "point_2d": [30,110]}, '
@@ -307,6 +328,53 @@ QWEN = _register(Profile(
     points_per_object=0,
     sam_prompting=SAM_BOX_ONLY,
     answer_style="qwen",
+))
+
+# Qwen3-VL family (issue 12): answers in a 0-1000 frame normalised on both axes (core.frames.FRAME_QWEN3).
+QWEN3 = _register(Profile(
+    name="qwen3",
+    title="Qwen3-VL-Instruct (zero-shot grounding, 0-1000 frame)",
+    checkpoints=("Qwen/Qwen3-VL-8B-Instruct", "Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-2B-Instruct",
+                 "Qwen/Qwen3-VL-32B-Instruct", "Qwen/Qwen3-VL-30B-A3B-Instruct", "Qwen/Qwen3-VL-235B-A22B-Instruct"),
+    frame=FrameSpec(FRAME_QWEN3, factor=QWEN3_PATCH_FACTOR, min_pixels=QWEN3_DEFAULT_MIN_PIXELS,
+                    max_pixels=QWEN3_DEFAULT_MAX_PIXELS),
+    # The JSON keys and the relative 0-1000 frame are those of the Qwen3-VL grounding cookbook; the
+    # wording is ours. The label is the short noun phrase --expand instances hands to SAM 3.
+    user_parts=(IMAGE,
+                "Locate every object that answers this request: {question}\n"
+                'Output a JSON list with one entry per object: {"bbox_2d": [x1, y1, x2, y2], "point_2d": [x, y], '
+                '"label": "short noun phrase naming the object"}, where "point_2d" lies on the object. Use '
+                "relative coordinates from 0 to 1000 on both axes. Output [] if there is none."),
+    expects_think=False,
+    points_per_object=1,
+    sam_prompting=SAM_BOX_AND_MODEL_POINTS,
+    answer_style="qwen3",
+    notes="Zero-shot Qwen3-VL; boxes and points in the normalised 0-1000 frame, values past 1000 clamped.",
+))
+
+_GEOREASONER_QWEN3_EXAMPLE = ('[{"bbox_2d": [152,88,493,414], "positive_points": [[319,247],[432,168]], '
+                              '"label": "centre-pivot field"}, {"bbox_2d": [38,563,122,646], '
+                              '"positive_points": [[79,606],[102,625]], "label": "farm pond"}]')
+
+GEOREASONER_QWEN3 = _register(Profile(
+    name="georeasoner-qwen3",
+    title="GeoReasoner on a Qwen3-VL base (ours, trained with training/)",
+    checkpoints=(),
+    frame=FrameSpec(FRAME_QWEN3, factor=QWEN3_PATCH_FACTOR, min_pixels=256 * 32 * 32, max_pixels=1024 * 32 * 32),
+    system_prompt=GEOREASONER.system_prompt,
+    user_parts=(IMAGE,
+                'Question: "{question}"\n'
+                "Reason step by step inside <think> </think>. Then, inside <answer> </answer>, give a JSON "
+                "list with one entry per matching object: \"bbox_2d\" is a tight box [x1, y1, x2, y2], "
+                "\"positive_points\" holds exactly two [x, y] points that lie on the object itself, and "
+                "\"label\" is a short noun phrase naming the object. Coordinates are relative, from 0 to 1000 "
+                "on both axes (0,0 is the top-left corner, 1000,1000 the bottom-right). Answer [] when nothing "
+                "in the image matches.\n"
+                "Example: <think> reasoning </think>\n<answer>" + _GEOREASONER_QWEN3_EXAMPLE + "</answer>"),
+    points_per_object=2,
+    sam_prompting=SAM_BOX_AND_MODEL_POINTS,
+    answer_style="json_label",
+    notes="Our answer format on a Qwen3-VL base; coordinates in the normalised 0-1000 frame.",
 ))
 
 DEFAULT_PROFILE = "remotereasoner"
