@@ -29,6 +29,7 @@ EXPECTED_METADATA = ("homepage", "tags", "category", "icon", "changelog", "exper
                      "hasProcessingProvider", "qgisMaximumVersion")
 EXCLUDED_PARTS = {"__pycache__", "tests", "training", ".pytest_cache", ".hypothesis", ".cache"}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".ts", ".orig", ".rej", ".swp")
+DEMO_FILES = ("naip_lakes_remotereasoner.txt",)
 
 
 class BuildError(SystemExit):
@@ -97,15 +98,11 @@ def compile_translations(build_dir: Path) -> list:
 
 
 def backend_requirements() -> str:
-    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    extras = data["project"]["optional-dependencies"]["backend"]
-    torch_pins = data["tool"]["georeasoner"]["torch"]
-    lines = ["# Backend venv for the GeoReasoner plugin (torch lives here, never inside QGIS):",
-             "#   python3 -m venv ~/georeasoner-backend",
-             "#   ~/georeasoner-backend/bin/pip install -r requirements-backend.txt",
-             "# then name ~/georeasoner-backend/bin/python in Settings > Options > GeoReasoner > Local backend.",
-             *torch_pins, *extras]
-    return "\n".join(lines) + "\n"
+    # One list for the zip and the plugin's installer: core/requirements.py reads pyproject.toml.
+    sys.path.insert(0, str(ROOT))
+    from georeasoner_plugin.core.requirements import requirement_lines
+
+    return "\n".join(requirement_lines((ROOT / "pyproject.toml").read_text(encoding="utf-8"))) + "\n"
 
 
 def included(path: Path) -> bool:
@@ -136,6 +133,8 @@ def build(out_dir: Path, translations: bool = True) -> Path:
         for qm in qms:
             zf.write(qm, f"{PACKAGE}/i18n/{qm.name}")
         zf.writestr(f"{PACKAGE}/requirements-backend.txt", backend_requirements())
+        for name in DEMO_FILES:  # the set-up panel's demo backend replays this recorded answer
+            zf.write(ROOT / "examples" / name, f"{PACKAGE}/examples/{name}")
     check_zip(tmp, v, expect_translations=bool(qms))
     tmp.replace(target)
     return target

@@ -3,6 +3,8 @@
     georeasoner ask IMAGE QUESTION -o OUT [--profile P] [--outputs boxes,points,masks,contours]
                     [--reasoner-output FILE] [--json]
     georeasoner make-tiny DIR
+    georeasoner doctor [--profile P] [--reasoner X] [--segmenter Y] [--json]
+    georeasoner download REPO_ID [--progress-json] [--token-file PATH]
     georeasoner profiles
     georeasoner serve [--host 127.0.0.1] [--port 8765] [--reasoner M | --reasoner-url URL --reasoner-model NAME
                       | --reasoner-output FILE] [--segmenter M|none] [--token-file PATH]
@@ -31,6 +33,7 @@ from ..core.api import (DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, DEFA
                         MAX_IMAGE_PIXELS, TOKEN_FILE_ENV)
 from ..core.profiles import DEFAULT_PROFILE, PROFILES, UnknownProfileError, get_profile
 from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_NO_ANSWER
+from .cli_setup import SETUP_COMMANDS, add_setup_commands
 
 DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-large"
 MAX_RECORDED_OUTPUT_BYTES = 1_000_000
@@ -156,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"bearer token file (default: ${TOKEN_FILE_ENV}, else "
                             "$XDG_CONFIG_HOME/georeasoner/token or ~/.config/georeasoner/token); created if missing")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+
+    add_setup_commands(sub)
     return parser
 
 
@@ -173,6 +178,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_profiles()
         if args.command == "serve":
             return cmd_serve(args)
+        if args.command in SETUP_COMMANDS:
+            return SETUP_COMMANDS[args.command](args)
         parser.print_help(sys.stderr)
         return EXIT_USAGE
 

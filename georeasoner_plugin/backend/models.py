@@ -15,26 +15,9 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Unio
 
 import torch
 
-# What a checkpoint needs at inference time. Pickle formats (*.bin, *.pt, *.pth, *.ckpt) are left out
-# on purpose: they are never loaded, so they are never downloaded either.
-MODEL_ALLOW_PATTERNS = (
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "config.json",
-    "generation_config.json",
-    "preprocessor_config.json",
-    "processor_config.json",
-    "video_preprocessor_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.json",
-    "chat_template.jinja",
-    "*.jinja",
-)
+# What a checkpoint needs at inference time (safetensors only): one list, in core/catalog.py.
+from ..core.catalog import MODEL_ALLOW_PATTERNS  # noqa: E402
+
 ADAPTER_ALLOW_PATTERNS = ("adapter_config.json", "adapter_model.safetensors", "*.safetensors")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
