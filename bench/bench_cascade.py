@@ -24,7 +24,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 from bench.bench_vectorize import blobs_with_holes
-from georeasoner_plugin.backend.cascade import AskOptions, Cascade, _resize_to_frame
+from georeasoner_plugin.backend.cascade import AskOptions, Cascade, resize_to_frame
 from georeasoner_plugin.backend.imagery import read_raster
 from georeasoner_plugin.backend.writers import write_mask_geotiff, write_vectors
 from georeasoner_plugin.backend.vectorize import mask_to_polygons
@@ -142,8 +142,8 @@ def non_model_stages(folder: Path) -> List[Dict[str, object]]:
         best: Dict[str, float] = {}
         for _ in range(3):
             timings = {}
-            _, timings["preprocess"] = _timed(lambda: _resize_to_frame(image, frame.frame_width, frame.frame_height,
-                                                                        profile.frame.kind))
+            _, timings["preprocess"] = _timed(lambda: resize_to_frame(image, frame.frame_width, frame.frame_height,
+                                                                       profile.frame.kind))
             (parsed, mapped), timings["parse"] = _timed(
                 lambda: (lambda p: (p, map_objects_to_image(p.objects, frame)[0]))(profile.parse(raw)))
             polygons, timings["vectorize"] = _timed(lambda: [mask_to_polygons(m) for m in masks])

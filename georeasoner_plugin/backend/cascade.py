@@ -19,6 +19,7 @@ from ..core.api import (MAX_IMAGE_PIXELS, MAX_QUESTION_CHARS, STAGE_DONE, STAGE_
 from ..core.frames import FRAME_FIXED, FrameError, map_objects_to_image
 from ..core.profiles import PROFILES, Profile, get_profile
 from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_OK, PARSE_PARTIAL, Answer, AnswerObject
+from .reasoning import ReasonerProtocol
 from .vectorize import mask_to_polygons, mask_to_rle
 
 
@@ -29,8 +30,9 @@ class CascadeError(ValueError):
     """A request the cascade cannot run, with a message for the user."""
 
 
-class CancelledError(RuntimeError):
-    """The caller asked to stop (client gone, task cancelled)."""
+class AskCancelled(RuntimeError):
+    """The caller asked to stop (client gone, task cancelled). Not asyncio.CancelledError: the server
+    runs the cascade on a worker thread and must tell a stopped question from a cancelled task."""
 
 
 @dataclass
@@ -73,7 +75,7 @@ class CascadeResult:
 class Cascade:
     """Runs questions against one reasoner and one segmenter (either may be absent)."""
 
-    def __init__(self, reasoner=None, segmenter=None, profile: str = "remotereasoner"):
+    def __init__(self, reasoner: Optional[ReasonerProtocol] = None, segmenter=None, profile: str = "remotereasoner"):
         self.reasoner = reasoner
         self.segmenter = segmenter
         self.default_profile = get_profile(profile)
@@ -108,7 +110,7 @@ class Cascade:
             _check_profile_fits_reasoner(prof, self.reasoner)
             emit("stage", {"stage": STAGE_PREPROCESS})
             started = time.perf_counter()
-            model_image = _resize_to_frame(image, frame.frame_width, frame.frame_height, prof.frame.kind)
+            model_image = resize_to_frame(image, frame.frame_width, frame.frame_height, prof.frame.kind)
             timings["preprocess"] = time.perf_counter() - started
             emit("stage", {"stage": STAGE_REASON})
             started = time.perf_counter()
@@ -118,7 +120,7 @@ class Cascade:
                 on_token=(lambda piece: emit("token", {"text": piece})), should_stop=stop)
             timings["reason"] = time.perf_counter() - started
             if stop():
-                raise CancelledError("cancelled during reasoning")
+                raise AskCancelled("cancelled during reasoning")
             reasoner_name = getattr(self.reasoner, "name", "reasoner")
         else:
             reasoner_name = "recorded answer"
@@ -150,7 +152,7 @@ class Cascade:
             if self.segmenter is None:
                 raise CascadeError("masks and contours need a segmentation model; none is loaded")
             if stop():
-                raise CancelledError("cancelled before segmentation")
+                raise AskCancelled("cancelled before segmentation")
             emit("stage", {"stage": STAGE_SEGMENT})
             masks = self._segment(image, objects, prof, valid, timings)
             if "contours" in options.granularities:
@@ -231,10 +233,15 @@ def _check_image(image) -> tuple:
     return height, width
 
 
-def _resize_to_frame(image: np.ndarray, frame_width: int, frame_height: int, frame_kind: str) -> Image.Image:
+def resize_to_frame(image: np.ndarray, frame_width: int, frame_height: int, frame_kind: str) -> Image.Image:
+    """The (H, W, 3) uint8 image as the PIL image a reasoner receives: resized to the profile's model
+    frame (core.frames ModelFrame.frame_width/height) the way that family was trained."""
     pil = Image.fromarray(image)
     if pil.size == (frame_width, frame_height):
         return pil
     # Seg-Zero and Think2Seg resized with bilinear to 840x840; Qwen's processor resizes bicubic.
     resample = Image.BILINEAR if frame_kind == FRAME_FIXED else Image.BICUBIC
     return pil.resize((frame_width, frame_height), resample)
+
+
+_resize_to_frame = resize_to_frame  # the old private name; training still imports it (issue 9 switches)

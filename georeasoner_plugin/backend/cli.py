@@ -31,6 +31,7 @@ from ..core.exit_codes import (EXIT_CANTCREAT, EXIT_CONFIG, EXIT_DATAERR, EXIT_F
                                UsageError, run_command)
 from ..core.api import (DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, DEFAULT_QUEUE_SIZE, DEFAULT_TIMEOUT_S,
                         MAX_IMAGE_PIXELS, TOKEN_FILE_ENV)
+from ..core.files import atomic_write_text
 from ..core.profiles import DEFAULT_PROFILE, PROFILES, UnknownProfileError, get_profile
 from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_NO_ANSWER
 from .cli_setup import SETUP_COMMANDS, add_setup_commands
@@ -382,17 +383,13 @@ def _refuse_existing(paths: Dict[str, Path], outputs: List[str], overwrite: bool
 
 def _write_answer_json(answer, path: Path, overwrite: bool) -> Path:
     from .writers import OutputError
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(answer.to_json(indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        return atomic_write_text(path, answer.to_json(indent=2), overwrite=overwrite)
+    except FileExistsError:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it") from None
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
 
 
 def _remove(paths: List[Path]) -> None:
@@ -433,7 +430,7 @@ def cmd_make_tiny(args) -> int:
     target = Path(args.directory)
     paths = make_tiny_models(target, roles=ALL_TINY_ROLES)
     # The manifest names each role's folder; its presence marks a complete build.
-    (target / TINY_MANIFEST).write_text(json.dumps({role: str(path) for role, path in paths.items()}, indent=2))
+    atomic_write_text(target / TINY_MANIFEST, json.dumps({role: str(path) for role, path in paths.items()}, indent=2))
     print("Tiny RANDOM models written (for smoke tests only; their answers are meaningless):")
     for role, path in paths.items():
         print(f"  {role}: {path}")

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..core.frames import QWEN3_PATCH_FACTOR, QWEN_PATCH_FACTOR
+from .reasoning import FrameMismatchError, check_frame, check_generation
 
 # Frames of the model families a server may run (Qwen2.5-VL: 28, Qwen3-VL: 32). The server's model is
 # not known here; the profile chosen for the request decides which one the image was resized for.
@@ -35,8 +36,8 @@ class RemoteReasonerError(RuntimeError):
     """The endpoint could not be reached or refused the request; the message says which and why."""
 
 
-class RemoteFrameError(ValueError):
-    """The image handed to generate() is not in a model frame."""
+# The image handed to generate() is not in a model frame: the one error both reasoners raise.
+RemoteFrameError = FrameMismatchError
 
 
 def chat_completions_url(url: str) -> str:
@@ -76,7 +77,7 @@ def to_openai_messages(messages: List[Dict], data_url: str) -> List[Dict]:
     return converted
 
 
-def _redacted(url: str) -> str:
+def redacted_url(url: str) -> str:
     """The URL without user:password, for messages and logs."""
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -85,7 +86,7 @@ def _redacted(url: str) -> str:
     return parts._replace(netloc=host).geturl()
 
 
-class RemoteReasoner:
+class RemoteReasoner:  # implements reasoning.ReasonerProtocol
     """Qwen2.5-VL (or a compatible VLM) served elsewhere, spoken to over chat completions with streaming."""
 
     def __init__(self, url: str, model: str, *, api_key: Optional[str] = None, connect_timeout_s: float = 10.0,
@@ -96,7 +97,7 @@ class RemoteReasoner:
         self.base_url = self.endpoint[: -len("/chat/completions")]
         self.model = model.strip()
         self.name = self.model
-        self.display_url = _redacted(self.base_url)
+        self.display_url = redacted_url(self.base_url)
         headers = {"Accept": "text/event-stream, application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -129,12 +130,8 @@ class RemoteReasoner:
                  should_stop: Optional[Callable[[], bool]] = None) -> str:
         """The model's answer text about `image` (a PIL image already in the model frame)."""
         width, height = image.size
-        if width <= 0 or height <= 0 or not any(width % f == 0 and height % f == 0 for f in FRAME_FACTORS):
-            raise RemoteFrameError(f"image is {width} x {height} pixels, not a model frame (both sides must be "
-                                   f"multiples of {' or '.join(map(str, FRAME_FACTORS))}); resize it with the "
-                                   f"profile's frame first")
-        if max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be at least 1")
+        check_frame(width, height, FRAME_FACTORS)
+        check_generation(max_new_tokens, temperature)
         started = time.perf_counter()
         payload = {
             "model": self.model,

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from georeasoner_plugin.backend.cascade import AskOptions, Cascade, CancelledError, CascadeError
+from georeasoner_plugin.backend.cascade import AskCancelled, AskOptions, Cascade, CascadeError
 from georeasoner_plugin.backend.imagery import read_raster
 from georeasoner_plugin.core.protocol import Answer, MaskRLE
 from georeasoner_plugin.rle import rle_to_mask
@@ -141,7 +141,7 @@ def test_bad_requests_get_clear_errors(kwargs, message):
 def test_cancel_during_reasoning(tiny_reasoner):
     cascade = Cascade(reasoner=tiny_reasoner, profile="remotereasoner")
     seen = []
-    with pytest.raises(CancelledError):
+    with pytest.raises(AskCancelled):
         cascade.ask(np.zeros((56, 56, 3), np.uint8), "q", options=AskOptions(max_new_tokens=64),
                     on_event=lambda kind, data: seen.append(kind), should_stop=lambda: "token" in seen)
     assert seen.count("token") <= 3

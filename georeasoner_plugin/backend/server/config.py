@@ -62,7 +62,7 @@ class ServiceConfig:
         if self.replay:
             return None
         if self.reasoner_url:
-            from ..remote_reasoner import _redacted
-            return f"{self.reasoner_model} at {_redacted(self.reasoner_url)}"
+            from ..remote_reasoner import redacted_url
+            return f"{self.reasoner_model} at {redacted_url(self.reasoner_url)}"
         name = self.reasoner or get_profile(self.profile).default_checkpoint
         return f"{name} + adapter {self.adapter}" if self.adapter else name

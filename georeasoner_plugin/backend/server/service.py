@@ -18,7 +18,7 @@ import numpy as np
 from ...core.api import (CODE_LOADING, CODE_QUEUE_FULL, CODE_SHUTTING_DOWN, EVENT_ANSWER, EVENT_QUEUED,
                          EVENT_STAGE, EVENT_TOKEN, STAGE_REASON, STATE_ERROR, STATE_LOADING, STATE_READY)
 from ...core.profiles import get_profile
-from ..cascade import AskOptions, CancelledError, CascadeError
+from ..cascade import AskCancelled, AskOptions, CascadeError
 from .config import ServiceConfig
 from .errors import ApiError, error_event, sentence as _sentence
 
@@ -221,7 +221,7 @@ class Service:
         job.started = time.monotonic()
         try:
             answer = self._ask(job)
-        except CancelledError:
+        except AskCancelled:
             if job.cancelled.is_set():
                 log.info("request %s stopped: the client went away", job.id)
             else:
@@ -260,7 +260,7 @@ class Service:
             on_event("stage", {"stage": STAGE_REASON})
             for piece in re.findall(r"\s*\S+|\s+", raw_output):
                 if job.should_stop():
-                    raise CancelledError("cancelled during replay")
+                    raise AskCancelled("cancelled during replay")
                 on_event("token", {"text": piece})
         result = self.cascade.ask(job.image, job.question, profile=job.profile, options=job.options,
                                   raw_output=raw_output, on_event=on_event, should_stop=job.should_stop)
