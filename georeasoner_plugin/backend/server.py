@@ -902,6 +902,8 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True) -> F
         return schema
 
     app.openapi = openapi
+    from .jobs_routes import install_jobs  # issue 10: tiled jobs (/v1/jobs)
+    install_jobs(app, service)
     return Gate(app, token=token, loopback_only=loopback_only, max_body_bytes=config.max_body_bytes)
 
 
