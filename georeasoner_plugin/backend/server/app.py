@@ -23,6 +23,7 @@ from ...core.api import (API_PREFIX, ASK_PATH, ASK_STREAM_PATH, EVENT_ANSWER, FI
 from ...core.parsing import MAX_OBJECTS
 from ...core.profiles import PROFILES
 from ...core.protocol import PROTOCOL_VERSION
+from ..jobs_routes import install_jobs
 from .errors import ApiError, error_event, error_response, public_event, sentence as _sentence
 from .forms import read_form as _read_form, validate_request as _validate
 from .gate import Gate
@@ -207,4 +208,5 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True) -> F
         return schema
 
     app.openapi = openapi
+    install_jobs(app, service)
     return Gate(app, token=token, loopback_only=loopback_only, max_body_bytes=config.max_body_bytes)

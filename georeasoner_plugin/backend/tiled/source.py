@@ -23,6 +23,11 @@ from ...core.georef import GeoTransform
 from ...core.tiling import Tile, TilePlan
 from ..imagery import ImageryError, _apply_palette, _choose_bands, _georeferencing
 
+# GDAL's block cache defaults to 5 % of the machine's memory and would grow with the raster (1.2 GB
+# on a 24 GB machine over a 20,000^2 scene). Tiles are read once, so a small cache loses nothing.
+# GDAL reads this once, at its first block read; a user's own GDAL_CACHEMAX wins.
+os.environ.setdefault("GDAL_CACHEMAX", "64")
+
 TileImage = Tuple[np.ndarray, Optional[np.ndarray]]  # (H, W, 3) uint8 RGB, (H, W) bool valid or None (all valid)
 OVERVIEW_SIDE = 1024
 
