@@ -59,15 +59,13 @@ def export_model(source: Union[str, os.PathLike], out_dir: Union[str, os.PathLik
                  base: Optional[str] = None, dtype: str = "auto", device: str = "cpu",
                  overwrite: bool = False) -> ExportResult:
     """Merge ``source`` (adapter or full model folder) into a standalone model folder ``out_dir``."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
     from georeasoner_plugin.backend.models import (
+        REASONER_FAMILIES,
         ModelLoadError,
         check_model_dir,
         load_model_and_processor,
         resolve_model_dir,
     )
-    from georeasoner_plugin.backend.reasoner import QWEN_VL_MODEL_TYPES
 
     source_dir, out = Path(source), Path(out_dir)
     if not source_dir.is_dir():
@@ -95,9 +93,9 @@ def export_model(source: Union[str, os.PathLike], out_dir: Union[str, os.PathLik
 
     try:
         chosen_dtype = dtype if dtype != "auto" else _checkpoint_dtype(resolve_model_dir(model_name))
-        loaded = load_model_and_processor(model_name, Qwen2_5_VLForConditionalGeneration,
-                                          expected_model_types=QWEN_VL_MODEL_TYPES, adapter=adapter,
-                                          device=device, dtype=chosen_dtype)
+        # The checkpoint's model_type picks the class (Qwen2.5-VL, Qwen3-VL dense or MoE; issue 12).
+        loaded = load_model_and_processor(model_name, families=REASONER_FAMILIES, role="reasoner",
+                                          adapter=adapter, device=device, dtype=chosen_dtype)
     except ModelLoadError as exc:
         raise ExportError(str(exc)) from None
     from peft import PeftModel

@@ -388,7 +388,8 @@ def answer_prompts(completion, image_width: int, image_height: int, profile=DEFA
 
 def _prompts(parsed: ParsedAnswer, prof: Profile, image_width, image_height, frame_width, frame_height):
     if frame_width and frame_height:
-        frame = ModelFrame(int(image_width), int(image_height), int(frame_width), int(frame_height))
+        # The profile's frame kind keeps Qwen3-VL's 0-1000 answer frame (issue 12).
+        frame = prof.frame.model_frame(int(image_width), int(image_height), int(frame_width), int(frame_height))
     else:
         frame = prof.frame.frame_for(int(image_width), int(image_height))
     mapped, _ = map_objects_to_image(parsed.objects, frame)

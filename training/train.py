@@ -414,7 +414,7 @@ def _validate(config: TrainConfig) -> None:
                     f"has to be complete within a step")
     profile = get_profile(config.profile)
     if d.image_min_pixels is not None or d.image_max_pixels is not None:
-        if profile.frame.kind != FRAME_SMART_RESIZE:
+        if profile.frame.kind != FRAME_SMART_RESIZE and not profile.frame.normalised:  # qwen3: smart resize too
             raise _fail(s, "data.image_max_pixels" if d.image_max_pixels is not None else "data.image_min_pixels",
                         f"profile {profile.name!r} uses a {profile.frame.describe()}; pixel bounds only apply to "
                         f"smart-resize profiles")
@@ -907,24 +907,22 @@ def lora_target_regex(model, config: TrainConfig) -> Union[str, List[str]]:
 
 def load_policy(config: TrainConfig):
     """(model, processor, peft_config or None) for the config's base model."""
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoProcessor
 
-    from georeasoner_plugin.backend.models import ModelLoadError, resolve_model_dir
-    from georeasoner_plugin.backend.reasoner import QWEN_VL_MODEL_TYPES
+    from georeasoner_plugin.backend.models import ModelLoadError, reasoner_family
 
     try:
-        model_dir = resolve_model_dir(config.model)
-        model_type = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
+        # The checkpoint's model_type picks the class (Qwen2.5-VL, Qwen3-VL dense or MoE; issue 12).
+        model_dir, family = reasoner_family(config.model)
     except ModelLoadError as exc:
         raise ConfigError(f"{config.source}: model: {exc}") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{config.source}: model: unreadable config.json in {config.model}: {exc}") from None
-    if model_type not in QWEN_VL_MODEL_TYPES:
-        raise ConfigError(f"{config.source}: model: {config.model!r} is a {model_type!r} checkpoint; the trainer "
-                          f"needs Qwen2.5-VL ({', '.join(QWEN_VL_MODEL_TYPES)})")
+    if family.frame_factor != get_profile(config.profile).frame.factor:
+        fitting = ", ".join(p.name for p in PROFILES.values() if p.frame.factor == family.frame_factor)
+        raise ConfigError(f"{config.source}: profile: {config.profile!r} is made for another model family than "
+                          f"{config.model!r} ({family.name}); use one of: {fitting}")
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
     processor.tokenizer.padding_side = "left"
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+    model = family.model_class().from_pretrained(
         model_dir, dtype=model_dtype(config), attn_implementation=config.finetune.attn_implementation,
         use_safetensors=True, trust_remote_code=False, local_files_only=True)
 

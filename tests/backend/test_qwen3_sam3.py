@@ -251,3 +251,15 @@ def test_service_on_tiny_qwen3_and_sam3(tiny_qwen3_models, tmp_path):
         server.interrupt()
         server.stop()
     assert "Traceback" not in server.log()
+
+
+def test_profiles_command_lists_the_qwen3_profiles_with_their_frames(capsys):
+    from georeasoner_plugin.backend import cli
+
+    assert cli.main(["profiles"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    for name in ("qwen3", "georeasoner-qwen3"):
+        index = next(i for i, line in enumerate(lines) if line.split()[0] == name)
+        assert "coordinates normalised 0-1000" in lines[index + 1] and "factor 32" in lines[index + 1]
+    assert "Qwen/Qwen3-VL-8B-Instruct" in out
