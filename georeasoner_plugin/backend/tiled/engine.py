@@ -27,7 +27,7 @@ from ...core.profiles import SAM_BOX_AND_CENTER, get_profile
 from ...core.protocol import (PARSE_EMPTY, PARSE_INVALID, PARSE_NO_ANSWER, PARSE_OK, PARSE_PARTIAL, Answer,
                               Polygon)
 from ...core.tiling import DEFAULT_FOCUS_MARGIN, STRATEGY_FOCUS, TilePlan, focus_selection
-from ..cascade import AskOptions, Cascade, CancelledError, CascadeError, _resize_to_frame
+from ..cascade import AskCancelled, AskOptions, Cascade, CascadeError, resize_to_frame
 from ..vectorize import mask_to_polygons
 from .journal import Journal, MemoryJournal
 from .merge import merge_records
@@ -90,7 +90,7 @@ class TiledEngine:
             raise CascadeError("no reasoning model is loaded; pass a model, --reasoner-url or a recorded answer")
         height, width = rgb.shape[:2]
         frame = prof.frame.frame_for(width, height)
-        image = _resize_to_frame(rgb, frame.frame_width, frame.frame_height, prof.frame.kind)
+        image = resize_to_frame(rgb, frame.frame_width, frame.frame_height, prof.frame.kind)
         opts = request.options
         return self.reasoner.generate(image, prof.messages(request.question), max_new_tokens=opts.max_new_tokens,
                                       temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed,
@@ -354,4 +354,4 @@ class TiledEngine:
                       tiles=[summary] + tiles)
 
 
-__all__ = ["TiledEngine", "TiledRequest", "TiledResult", "CancelledError"]
+__all__ = ["TiledEngine", "TiledRequest", "TiledResult", "AskCancelled"]
