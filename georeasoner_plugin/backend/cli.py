@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .. import __version__
-from ..core.api import (DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, DEFAULT_QUEUE_SIZE, DEFAULT_TIMEOUT_S,
+from ..core.api import (DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, DEFAULT_HOST, DEFAULT_IMAGE_MEMORY_BYTES,
+                        DEFAULT_KEEP_ALIVE_S, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DECODES,
+                        DEFAULT_PORT, DEFAULT_QUEUE_SIZE, DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_TIMEOUT_S,
                         MAX_IMAGE_PIXELS, TOKEN_FILE_ENV)
 from ..core.profiles import DEFAULT_PROFILE, PROFILES, UnknownProfileError, get_profile
 from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_NO_ANSWER
@@ -149,6 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"largest request body accepted (default {DEFAULT_MAX_BODY_BYTES})")
     serve.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
                        help=f"largest decoded image accepted (default and ceiling {MAX_IMAGE_PIXELS})")
+    serve.add_argument("--image-memory-mb", type=int, default=DEFAULT_IMAGE_MEMORY_BYTES // 2**20,
+                       help="memory for decoded images held at once (decoding, queued, running); beyond it asks "
+                            f"get 503 with Retry-After (default {DEFAULT_IMAGE_MEMORY_BYTES // 2**20})")
+    serve.add_argument("--max-decodes", type=int, default=DEFAULT_MAX_DECODES,
+                       help=f"images decoded at once (default {DEFAULT_MAX_DECODES})")
+    serve.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
+                       help=f"seconds a client has to send its request headers (default {DEFAULT_HEADER_TIMEOUT_S:g})")
+    serve.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S,
+                       help=f"longest pause while a request body is sent, seconds (default {DEFAULT_BODY_TIMEOUT_S:g})")
+    serve.add_argument("--keep-alive", type=float, default=DEFAULT_KEEP_ALIVE_S,
+                       help=f"seconds an idle keep-alive connection stays open (default {DEFAULT_KEEP_ALIVE_S:g})")
+    serve.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                       help=f"open connections at once; more get 503 (default {DEFAULT_MAX_CONNECTIONS}, lowered to "
+                            f"fit the file-descriptor limit)")
+    serve.add_argument("--shutdown-grace", type=float, default=DEFAULT_SHUTDOWN_GRACE_S,
+                       help="on SIGTERM or Ctrl+C, seconds the running request may still take before it is "
+                            f"cancelled with 503 shutting_down (default {DEFAULT_SHUTDOWN_GRACE_S:g})")
     serve.add_argument("--token-file", metavar="PATH",
                        help=f"bearer token file (default: ${TOKEN_FILE_ENV}, else "
                             "$XDG_CONFIG_HOME/georeasoner/token or ~/.config/georeasoner/token); created if missing")
@@ -453,7 +472,10 @@ def cmd_serve(args) -> int:
         recorded_output=recorded, recorded_source=args.reasoner_output, reasoner_url=args.reasoner_url,
         reasoner_model=args.reasoner_model, reasoner_api_key=os.environ.get(API_KEY_ENV) or None,
         device=args.device, dtype=args.dtype, queue_size=args.queue_size, timeout_s=args.timeout,
-        max_body_bytes=args.max_body_bytes, max_image_pixels=args.max_image_pixels)
+        max_body_bytes=args.max_body_bytes, max_image_pixels=args.max_image_pixels,
+        image_memory_bytes=args.image_memory_mb * 2**20, max_decodes=args.max_decodes,
+        header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout, keep_alive_s=args.keep_alive,
+        max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace)
     try:
         config.validate()
         if args.reasoner_url:
