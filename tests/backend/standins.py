@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
 
 import numpy as np
 from PIL import Image
@@ -16,7 +22,12 @@ from PIL import Image
 from georeasoner_plugin.backend.cascade import CancelledError, CascadeResult
 from georeasoner_plugin.core.protocol import Answer
 
+from georeasoner_plugin.core import api
+
 TOKEN = "standin-token-0123456789abcdef"
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = Path(__file__).resolve().parent / "serve_standin.py"
+RECORDED = ROOT / "examples" / "naip_lakes_remotereasoner.txt"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -115,3 +126,54 @@ def read_until_closed(sock: socket.socket, limit: float = 5.0) -> bytes:
         return data + b"<still open>"
     except ConnectionResetError:
         return data + b"<reset>"
+
+
+class StandinServer:
+    def __init__(self, tmp_path: Path, *options: str):
+        self.log_path = tmp_path / "server.log"
+        self.token_file = tmp_path / "token"
+        self._log = open(self.log_path, "w")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop(api.TOKEN_FILE_ENV, None)
+        self.process = subprocess.Popen(
+            [sys.executable, str(SCRIPT), "serve", "--host", "127.0.0.1", "--port", "0", "--token-file",
+             str(self.token_file), "--reasoner-output", str(RECORDED), "--segmenter", "none", *options],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        for line in self.process.stdout:
+            url = api.parse_listening_line(line)
+            if url:
+                self.url = url
+                break
+        else:
+            raise AssertionError(self.log())
+        self.headers = {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
+        while httpx.get(self.url + api.HEALTH_PATH).json()["status"] != "ready":
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def stream(self, question: str, events: list, done: threading.Event) -> threading.Thread:
+        def run():
+            try:
+                with httpx.stream("POST", self.url + api.ASK_STREAM_PATH, headers=self.headers, timeout=30,
+                                  files={"image": ("a.png", png(), "image/png")},
+                                  data={"request": json.dumps({"question": question, "outputs": ["boxes"]})}) as r:
+                    for line in r.iter_lines():
+                        if line:
+                            events.append((time.monotonic(), json.loads(line)))
+            except httpx.HTTPError as exc:
+                events.append((time.monotonic(), {"event": "transport_error", "detail": repr(exc)}))
+            finally:
+                done.set()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process.stdout.close()
+        self._log.close()

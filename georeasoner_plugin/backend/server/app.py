@@ -162,7 +162,13 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True) -> F
             ask_request, question, options = _validate(fields["request"])
             upload = fields["image"].file
             header = await run_in_threadpool(probe_image, upload, config.max_image_pixels)
-            reservation = service.budget.try_reserve(decode_cost(header.width, header.height, header.eight_bit))
+            cost = decode_cost(header.width, header.height, header.eight_bit)
+            if cost > config.image_memory_bytes:
+                raise ApiError(413, "image_too_large", f"decoding this {header.width} x {header.height} image needs "
+                                                       f"about {cost // 2**20} MiB, more than this server's image "
+                                                       f"memory ({config.image_memory_bytes // 2**20} MiB); send a "
+                                                       f"smaller image or start it with a larger --image-memory-mb")
+            reservation = service.budget.try_reserve(cost)
             if reservation is None:
                 retry_after = service.retry_after_s()
                 raise ApiError(503, "images_busy", f"the server holds as many decoded images as its memory budget "
