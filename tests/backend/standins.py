@@ -129,7 +129,7 @@ def read_until_closed(sock: socket.socket, limit: float = 5.0) -> bytes:
 
 
 class StandinServer:
-    def __init__(self, tmp_path: Path, *options: str):
+    def __init__(self, tmp_path: Path, *options: str, fd_limit: int = None):
         self.log_path = tmp_path / "server.log"
         self.token_file = tmp_path / "token"
         self._log = open(self.log_path, "w")
@@ -138,7 +138,8 @@ class StandinServer:
         self.process = subprocess.Popen(
             [sys.executable, str(SCRIPT), "serve", "--host", "127.0.0.1", "--port", "0", "--token-file",
              str(self.token_file), "--reasoner-output", str(RECORDED), "--segmenter", "none", *options],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self._log, text=True)
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self._log, text=True,
+            preexec_fn=(lambda: _limit_fds(fd_limit)) if fd_limit else None)
         for line in self.process.stdout:
             url = api.parse_listening_line(line)
             if url:
@@ -177,3 +178,8 @@ class StandinServer:
             self.process.wait(10)
         self.process.stdout.close()
         self._log.close()
+
+
+def _limit_fds(limit: int) -> None:
+    import resource
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))

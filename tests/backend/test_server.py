@@ -71,7 +71,7 @@ class ServerProcess:
                 return
         raise AssertionError(f"{self.name} server did not print its URL in {timeout} s:\n{self.log()}")
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:  # loading holds the GIL for long stretches; on a loaded 2-core machine health can take seconds

@@ -230,3 +230,63 @@ def test_soak_honest_clients_survive_attackers(tmp_path):
         assert " 500 " not in log and " 502 " not in log
     finally:
         server.close()
+
+
+def test_large_uploads_are_spooled_not_held_in_memory(tmp_path):
+    """Defect 1: six 120 MiB uploads peaked at 934 MiB. Now parts over 8 MiB go to a temporary file."""
+    server = StandinServer(tmp_path, "--queue-size", "8", "--max-body-bytes", str(64 * 2**20))
+    pid = server.process.pid
+    try:
+        base = _kib(_status(pid)["VmRSS"])
+        blob = b"\x89PNG\r\n\x1a\n" + os.urandom(40 * 2**20)  # read whole, then refused as corrupt
+
+        def upload(_):
+            return httpx.post(server.url + api.ASK_PATH, headers=server.headers, timeout=120,
+                              files={"image": ("a.png", blob, "image/png")},
+                              data={"request": json.dumps({"question": "q", "outputs": ["boxes"]})}).status_code
+
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(6) as pool:
+            statuses = list(pool.map(upload, range(6)))
+        assert set(statuses) <= {400}, statuses
+        growth_mb = (_kib(_status(pid)["VmHWM"]) - base) / 1024
+        print(f"\nsix concurrent 40 MiB uploads: peak RSS +{growth_mb:.0f} MiB")
+        assert growth_mb < 120, growth_mb  # held whole, six bodies alone would be 240 MiB
+    finally:
+        server.close()
+
+
+def test_idle_connections_beyond_the_descriptor_limit_do_not_starve_the_server(tmp_path):
+    """Defect 2: 300 idle connections against a 256 descriptor limit made normal requests time out
+    and wrote a traceback per failed accept. Now the cap fits the limit and idle ones time out."""
+    server = StandinServer(tmp_path, "--header-timeout", "1", "--max-connections", "1000", fd_limit=256)
+    host, port = server.url.rsplit("//", 1)[1].rsplit(":", 1)
+    idle = []
+    try:
+        for _ in range(300):
+            try:
+                idle.append(socket.create_connection((host, int(port)), timeout=5))
+            except OSError:
+                break
+        deadline = time.monotonic() + 20
+        answered = None
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(server.url + api.HEALTH_PATH, timeout=5)
+            except httpx.HTTPError:
+                time.sleep(0.2)
+                continue
+            if response.status_code == 200:
+                answered = time.monotonic()
+                break
+            assert response.status_code == 503 and "retry-after" in response.headers, response.text
+            time.sleep(0.2)
+        assert answered is not None, "normal requests never got through"
+    finally:
+        for sock in idle:
+            sock.close()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(30)
+        log = server.log()
+        server.close()
+    assert "Traceback" not in log and len(log) < 200_000, log[-2000:]
