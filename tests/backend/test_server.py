@@ -71,10 +71,13 @@ class ServerProcess:
                 return
         raise AssertionError(f"{self.name} server did not print its URL in {timeout} s:\n{self.log()}")
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status = httpx.get(f"{self.url}{api.HEALTH_PATH}", timeout=5).json()
+            try:  # loading holds the GIL for long stretches; on a loaded 2-core machine health can take seconds
+                status = httpx.get(f"{self.url}{api.HEALTH_PATH}", timeout=30).json()
+            except httpx.TimeoutException:
+                continue
             if status["status"] == "ready":
                 return
             assert status["status"] == "loading", status
