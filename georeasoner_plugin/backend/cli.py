@@ -202,7 +202,7 @@ def output_paths(out: str) -> Dict[str, Path]:
     """Where `ask` writes: vectors, the mask GeoTIFF and the answer JSON."""
     path = Path(out)
     lower = out.lower()
-    if lower.endswith(".gpkg") or lower.endswith(".shp"):
+    if lower.endswith((".gpkg", ".shp")):
         stem = path.with_suffix("")
         return {"vectors": path, "mask": Path(f"{stem}_mask.tif"), "answer": Path(f"{stem}_answer.json")}
     if path.suffix and not path.is_dir():
