@@ -22,20 +22,21 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from .. import __version__
-from ..core.exit_codes import (EXIT_CANTCREAT, EXIT_DATAERR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOINPUT,
+from ..core.exit_codes import (EXIT_CANTCREAT, EXIT_DATAERR, EXIT_FAILED, EXIT_INTERRUPTED,
                                EXIT_OK, EXIT_SOFTWARE, EXIT_UNAVAILABLE, EXIT_USAGE, CommandError,
                                UsageError, run_command)
+from ..core.api import EVENT_STAGE, EVENT_TOKEN, STAGE_DONE, STAGE_PARSE
 from ..core.files import atomic_write_text
 from ..core.profiles import DEFAULT_PROFILE, PROFILES, UnknownProfileError, get_profile
 from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_NO_ANSWER
-from .cli_setup import SETUP_COMMANDS, add_setup_commands
-
+from .cli_ask import (Progress, output_paths, parse_bands, parse_outputs, print_summary, read_recorded_output,
+                      refuse_existing_outputs, remove_files, write_answer_json)
 from .cli_checks import check_input as _check_input, check_writable as _check_writable
 from .cli_serve import DEFAULT_SEGMENTER, add_serve_parser, cmd_serve
-MAX_RECORDED_OUTPUT_BYTES = 1_000_000
+from .cli_setup import SETUP_COMMANDS, add_setup_commands
 
 EXIT_BUG = EXIT_SOFTWARE  # the name this module used before the codes moved to core
 __all__ = ["main", "build_parser", "output_paths", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_BUG",
@@ -47,40 +48,6 @@ class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message):  # argparse's errors: usage, then our one-line style and EX_USAGE
         self.print_usage(sys.stderr)
         raise UsageError(message)
-
-
-class Progress:
-    """Stage lines on stderr so slow steps (model load, generation) show they are alive."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.started: Optional[float] = None
-        self.timings: Dict[str, float] = {}
-
-    def stage(self, name: str, label: str) -> "_Stage":
-        return _Stage(self, name, label)
-
-    def say(self, text: str) -> None:
-        if not self.quiet:
-            print(text, file=sys.stderr, flush=True)
-
-
-class _Stage:
-    def __init__(self, progress: Progress, name: str, label: str):
-        self.progress, self.name, self.label = progress, name, label
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-        if not self.progress.quiet:
-            print(f"... {self.label}", file=sys.stderr, end="", flush=True)
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        elapsed = time.perf_counter() - self.start
-        self.progress.timings[self.name] = elapsed
-        if not self.progress.quiet:
-            print(f" {'done' if exc is None else 'failed'} ({elapsed:.2f} s)", file=sys.stderr, flush=True)
-        return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,57 +121,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     return run_command("georeasoner", body, debug=debug, interrupted="interrupted; nothing was written")
 
 
-def _parse_outputs(text: str) -> List[str]:
-    items = [t.strip().lower() for t in text.split(",") if t.strip()]
-    unknown = [t for t in items if t not in GRANULARITIES]
-    if unknown or not items:
-        raise UserError(f"--outputs takes a comma-separated subset of {','.join(GRANULARITIES)}; "
-                        f"got {text!r}", EXIT_USAGE)
-    return list(dict.fromkeys(items))
-
-
-def _parse_bands(text: Optional[str]):
-    if text is None:
-        return None
-    try:
-        bands = tuple(int(b) for b in text.split(","))
-    except ValueError:
-        raise UserError(f"--bands takes three band numbers like 4,3,2; got {text!r}", EXIT_USAGE) from None
-    if len(bands) != 3 or any(b < 1 for b in bands):
-        raise UserError(f"--bands takes three band numbers (1-based) like 4,3,2; got {text!r}", EXIT_USAGE)
-    return bands
-
-
-def output_paths(out: str) -> Dict[str, Path]:
-    """Where `ask` writes: vectors, the mask GeoTIFF and the answer JSON."""
-    path = Path(out)
-    lower = out.lower()
-    if lower.endswith(".gpkg") or lower.endswith(".shp"):
-        stem = path.with_suffix("")
-        return {"vectors": path, "mask": Path(f"{stem}_mask.tif"), "answer": Path(f"{stem}_answer.json")}
-    if path.suffix and not path.is_dir():
-        raise UserError(f"-o/--out must end in .gpkg or .shp, or be a folder; got {out!r}", EXIT_USAGE)
-    return {"vectors": path, "mask": path / "mask.tif", "answer": path / "answer.json"}
-
-
-def _read_recorded_output(path: str) -> str:
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"--reasoner-output: {path} does not exist or is not a file", EXIT_NOINPUT)
-    if file.stat().st_size > MAX_RECORDED_OUTPUT_BYTES:
-        raise UserError(f"--reasoner-output: {path} is larger than {MAX_RECORDED_OUTPUT_BYTES} bytes; "
-                        "that is not a model answer", EXIT_DATAERR)
-    data = file.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"--reasoner-output: {path} is not UTF-8 text", EXIT_DATAERR) from None
-
-
 def cmd_ask(args) -> int:
     progress = Progress(args.quiet)
-    outputs = _parse_outputs(args.outputs)
-    bands = _parse_bands(args.bands)
+    outputs = parse_outputs(args.outputs)
+    bands = parse_bands(args.bands)
     try:
         profile = get_profile(args.profile)
     except UnknownProfileError as exc:
@@ -212,10 +132,10 @@ def cmd_ask(args) -> int:
     if args.max_size < 64:
         raise UserError("--max-size must be at least 64 pixels", EXIT_USAGE)
     paths = output_paths(args.out)
-    _refuse_existing(paths, outputs, args.overwrite)
+    refuse_existing_outputs(paths, outputs, args.overwrite)
     _check_input(args.image)
     _check_writable(paths)
-    recorded = _read_recorded_output(args.reasoner_output) if args.reasoner_output else None
+    recorded = read_recorded_output(args.reasoner_output) if args.reasoner_output else None
     if args.tiles:
         from .tiled.cli_tiled import cmd_ask_tiled
         return cmd_ask_tiled(args, progress, outputs, profile.name, recorded, paths, UserError, EXIT_USAGE)
@@ -275,12 +195,12 @@ def cmd_ask(args) -> int:
             mid_line[0] = False
 
     def on_event(kind, data):
-        if kind == "token":
+        if kind == EVENT_TOKEN:
             streamed.append(data["text"])
             if show_tokens:  # the reasoning appears as it is written, as in the QGIS dock
                 print(data["text"], end="", file=sys.stderr, flush=True)
                 mid_line[0] = True
-        elif kind == "stage" and data["stage"] not in ("done", "parse"):
+        elif kind == EVENT_STAGE and data["stage"] not in (STAGE_DONE, STAGE_PARSE):
             end_token_line()
             progress.say(f"... {data['stage']}")
 
@@ -320,73 +240,16 @@ def cmd_ask(args) -> int:
                 union = result.union_mask(answer.image_height, answer.image_width)
                 written.append(write_mask_geotiff(union, raster, paths["mask"], overwrite=args.overwrite))
             answer.timings.update({k: v for k, v in progress.timings.items() if k in ("read", "load")})
-            written.append(_write_answer_json(answer, paths["answer"], args.overwrite))
+            written.append(write_answer_json(answer, paths["answer"], args.overwrite))
     except OutputError as exc:
-        _remove(all_output_files(written))
+        remove_files(all_output_files(written))
         raise UserError(str(exc), EXIT_CANTCREAT) from None
 
     if args.json:
         print(answer.to_json(indent=2))
     else:
-        _print_summary(answer, written, raster)
+        print_summary(answer, written, raster)
     return EXIT_OK
-
-
-def _refuse_existing(paths: Dict[str, Path], outputs: List[str], overwrite: bool) -> None:
-    """Fail before minutes of model time, not after: an existing output needs --overwrite."""
-    if overwrite:
-        return
-    candidates = [paths["answer"]]
-    if "masks" in outputs:
-        candidates.append(paths["mask"])
-    vectors = paths["vectors"]
-    if str(vectors).lower().endswith(".gpkg") and any(o in outputs for o in ("boxes", "points", "contours")):
-        candidates.append(vectors)
-    existing = [str(p) for p in candidates if p.exists()]
-    if existing:
-        raise UserError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or choose another -o",
-                        EXIT_CANTCREAT)
-
-
-def _write_answer_json(answer, path: Path, overwrite: bool) -> Path:
-    from .writers import OutputError
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return atomic_write_text(path, answer.to_json(indent=2), overwrite=overwrite)
-    except FileExistsError:
-        raise OutputError(f"{path} already exists; pass --overwrite to replace it") from None
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _remove(paths: List[Path]) -> None:
-    for p in paths:
-        try:
-            p.unlink()
-        except OSError:
-            pass
-
-
-def _print_summary(answer, written: List[Path], raster) -> None:
-    print(f"Question: {answer.question}")
-    print(f"Profile: {answer.profile}   models: {', '.join(f'{k}={v}' for k, v in answer.models.items())}")
-    print("Reasoning:")
-    print("  " + (answer.reasoning.strip().replace("\n", "\n  ") if answer.reasoning.strip() else "(none given)"))
-    print(f"Objects: {len(answer.objects)}  (parse: {answer.parse_status})")
-    for obj in answer.objects:
-        box = ", ".join(f"{v:.1f}" for v in obj.box) if obj.box else "-"
-        area = sum(p.area() for p in obj.polygons)
-        score = f"{obj.score:.3f}" if obj.score is not None else "-"
-        print(f"  #{obj.index}: box [{box}] px, {len(obj.points)} point(s), score {score}, "
-              f"contour area {area:.0f} px")
-    for problem in answer.parse_problems:
-        print(f"  note: {problem}")
-    for warning in answer.warnings:
-        print(f"  warning: {warning}")
-    print(f"CRS: {raster.crs_name or 'none (pixel coordinates)'}")
-    print("Written:")
-    for path in written:
-        print(f"  {path}")
 
 
 TINY_MANIFEST = "models.json"
@@ -410,6 +273,8 @@ def cmd_profiles() -> int:
         print(f"{profile.name:15s} {profile.title}")
         print(f"{'':15s} checkpoint: {checkpoint}; frame: {profile.frame.describe()}")
     return EXIT_OK
+
+
 
 
 if __name__ == "__main__":

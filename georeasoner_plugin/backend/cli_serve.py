@@ -67,7 +67,7 @@ def add_serve_parser(sub) -> None:
 
 def cmd_serve(args, loader=None) -> int:
     """`serve`; `loader` replaces the model loading (tests run the real server on a rule-based cascade)."""
-    from .cli import _read_recorded_output
+    from .cli_ask import read_recorded_output as _read_recorded_output
     from .auth import TokenFileError, load_or_create_token, token_file_path
     from .remote_reasoner import API_KEY_ENV
     from .server import ServiceConfig, run_server

@@ -259,7 +259,7 @@ def ring_signed_area(ring: Iterable[Point]) -> float:
     return total / 2.0
 
 
-def _list(value: Any, what: str) -> list:
+def _list(value: Any, what: str) -> List[Any]:
     if not isinstance(value, (list, tuple)):
         raise ProtocolError(f"{what} must be a list")
     return list(value)
@@ -268,10 +268,10 @@ def _list(value: Any, what: str) -> list:
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProtocolError(f"{what} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
+    number = float(value)
+    if not math.isfinite(number):
         raise ProtocolError(f"{what} must be finite")
-    return value
+    return number
 
 
 def _point(value: Any, what: str) -> Point:
