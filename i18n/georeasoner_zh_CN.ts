@@ -583,5 +583,9 @@
       <source>The backend's tiled answer does not follow the answer protocol: {0}</source>
       <translation>后端的分块回答不符合回答协议:{0}</translation>
     </message>
+    <message>
+      <source>Tile {0} is {1} bytes as PNG, more than the backend accepts ({2}); choose a smaller tile size.</source>
+      <translation>分块 {0} 的 PNG 为 {1} 字节,超过后端可接受的大小({2});请选择更小的分块。</translation>
+    </message>
   </context>
 </TS>

@@ -166,7 +166,13 @@ def ask_tiled(layer: QgsRasterLayer, question: str, client: BackendClient, *, ti
         if is_cancelled():
             cancelled = True
             break
-        jobs.upload(job_id, index, read_tile_png(layer, plan, transform, index, is_cancelled))
+        png = read_tile_png(layer, plan, transform, index, is_cancelled)
+        max_body = int(limits.get("max_body_bytes") or 0)
+        if max_body and len(png) > max_body:
+            jobs.cancel(job_id)
+            raise BackendError(tr("Tile {0} is {1} bytes as PNG, more than the backend accepts ({2}); choose a "
+                                  "smaller tile size.").format(index, len(png), max_body), "plan")
+        jobs.upload(job_id, index, png)
         status = jobs.status(job_id)
         elapsed = time.monotonic() - started
         progress({"event": "tile", "sent": n, "done": status["done"], "total": len(wanted),

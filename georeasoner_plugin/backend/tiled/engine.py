@@ -73,6 +73,13 @@ def _shift_polygon(poly: Polygon, dx: int, dy: int) -> Dict[str, Any]:
             "holes": [[[x + dx, y + dy] for x, y in ring] for ring in poly.holes]}
 
 
+def _box_has_data(valid: np.ndarray, box) -> bool:
+    height, width = valid.shape
+    x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x2, y2 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
+    return x2 > x1 and y2 > y1 and bool(valid[y1:y2, x1:x2].any())
+
+
 class TiledEngine:
     """Runs tiled questions with one reasoner and one segmenter (either may be absent)."""
 
@@ -122,6 +129,8 @@ class TiledEngine:
                                   options=replace(request.options, granularities=("boxes", "points"))).answer
         wants_pixels = any(g in request.options.granularities for g in ("masks", "contours"))
         polygons: List[List[Polygon]] = [[] for _ in answer.objects]
+        on_nodata = [valid is not None and obj.box is not None and not _box_has_data(valid, obj.box)
+                     for obj in answer.objects]
         if wants_pixels and answer.objects:
             if self.segmenter is None:
                 raise CascadeError("masks and contours need a segmentation model; none is loaded")
@@ -132,14 +141,16 @@ class TiledEngine:
             for n, (obj, result) in enumerate(zip(answer.objects, results)):
                 mask = np.asarray(result.mask, dtype=bool)
                 if valid is not None:
+                    segmented = bool(mask.any())
                     mask = mask & valid
+                    on_nodata[n] = on_nodata[n] or (segmented and not mask.any())
                 polygons[n] = mask_to_polygons(mask, opts.simplify_tolerance, opts.min_area)
                 if obj.score is None:
                     obj.score = float(result.score)
         objects = []
-        for obj, parts in zip(answer.objects, polygons):
-            if obj.box is None:
-                continue
+        for obj, parts, nodata in zip(answer.objects, polygons, on_nodata):
+            if obj.box is None or nodata:
+                continue  # an object only where the tile has no data is the model seeing the black fill
             objects.append({
                 "box": [obj.box[0] + tile.x, obj.box[1] + tile.y, obj.box[2] + tile.x, obj.box[3] + tile.y],
                 "points": [[p[0] + tile.x, p[1] + tile.y] for p in obj.points],
