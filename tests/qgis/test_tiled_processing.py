@@ -75,3 +75,21 @@ def test_the_plugin_plans_the_same_windows_as_the_backend(naip_path):
     raster = gdal.Open(str(naip_path))
     assert plan.tiles == plan_tiles(raster.RasterXSize, raster.RasterYSize, tile_size=512).tiles
     assert transform.to_gdal() == pytest.approx(raster.GetGeoTransform())
+
+
+def test_focus_strategy_lets_the_local_backend_read_the_file(provider, replay_backend, settings_for, naip_path,
+                                                             tmp_path):
+    import processing
+
+    settings_for(replay_backend)
+    out = tmp_path / "focus.gpkg"
+    feedback = Recorder()
+    processing.run("georeasoner:ask_imagery_tiled", {
+        "INPUT": str(naip_path), "QUESTION": QUESTION, "TILE_SIZE": 512, "STRATEGY": 1,
+        "BOXES": str(out), "CONTOURS": "TEMPORARY_OUTPUT",
+    }, feedback=feedback)
+    raster = gdal.Open(str(naip_path))
+    grid = plan_tiles(raster.RasterXSize, raster.RasterYSize, tile_size=512).grid_size
+    # The replayed answer keeps one box inside the overview's frame (east edge): two tiles meet it.
+    assert f"focus: 2 of {grid} tiles meet the overview's boxes" in feedback.infos, feedback.infos
+    assert ogr.Open(str(out)).GetLayer(0).GetFeatureCount() >= 1
