@@ -587,5 +587,21 @@
       <source>Tile {0} is {1} bytes as PNG, more than the backend accepts ({2}); choose a smaller tile size.</source>
       <translation>分块 {0} 的 PNG 为 {1} 字节,超过后端可接受的大小({2});请选择更小的分块。</translation>
     </message>
+    <message>
+      <source>The focus strategy needs a backend on this machine (127.0.0.1) and a raster file it can read; use the grid strategy for this layer.</source>
+      <translation>聚焦策略需要本机(127.0.0.1)上的后端以及它能读取的栅格文件;此图层请使用网格策略。</translation>
+    </message>
+    <message>
+      <source>Cancelled: the answer holds the tiles finished before the cancel.</source>
+      <translation>已取消:回答包含取消前完成的分块。</translation>
+    </message>
+    <message>
+      <source>Strategy (focus: an overview first, then only the tiles meeting its boxes; needs a local backend and a raster file)</source>
+      <translation>策略(聚焦:先看概览,再只问与其边框相交的分块;需要本地后端和栅格文件)</translation>
+    </message>
+    <message>
+      <source>The focus strategy asks the whole raster at native resolution; clear the extent and the ground resolution, or use the grid strategy.</source>
+      <translation>聚焦策略以原始分辨率询问整个栅格;请清除范围和地面分辨率,或使用网格策略。</translation>
+    </message>
   </context>
 </TS>

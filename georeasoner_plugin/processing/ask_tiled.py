@@ -21,7 +21,7 @@ from qgis.core import (
 )
 
 from ..core.profiles import PROFILES, get_profile
-from ..core.tiling import DEFAULT_OVERLAP, default_tile_size
+from ..core.tiling import DEFAULT_OVERLAP, STRATEGIES, default_tile_size
 from ..qgis_io.client import BackendClient, BackendError
 from ..qgis_io.store import FEATURE_FIELDS, POINT_FIELDS, fields_of, georeference
 from ..qgis_io.tiled_job import ask_tiled
@@ -39,6 +39,7 @@ class AskTiledAlgorithm(QgsProcessingAlgorithm):
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     PROFILE = "PROFILE"
+    STRATEGY = "STRATEGY"
     BOXES = "BOXES"
     POINTS = "POINTS"
     CONTOURS = "CONTOURS"
@@ -74,6 +75,9 @@ class AskTiledAlgorithm(QgsProcessingAlgorithm):
             DEFAULT_OVERLAP * 100, False, 0.0, 49.0))
         self.addParameter(QgsProcessingParameterEnum(self.PROFILE, tr("Prompt profile"), PROFILE_NAMES,
                                                      defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.STRATEGY, tr("Strategy (focus: an overview first, then only the tiles meeting its boxes; needs a "
+                              "local backend and a raster file)"), STRATEGIES, defaultValue=0))
         self.addParameter(QgsProcessingParameterFeatureSink(self.BOXES, tr("Boxes"),
                                                             QgsProcessing.SourceType.TypeVectorPolygon))
         self.addParameter(QgsProcessingParameterFeatureSink(self.POINTS, tr("Points"),
@@ -103,12 +107,18 @@ class AskTiledAlgorithm(QgsProcessingAlgorithm):
             except BackendError as exc:
                 raise QgsProcessingException(str(exc)) from None
         overlap = self.parameterAsDouble(parameters, self.OVERLAP, context) / 100.0
+        strategy = STRATEGIES[self.parameterAsEnum(parameters, self.STRATEGY, context)]
+        if strategy == "focus" and (extent is not None or resolution):
+            raise QgsProcessingException(tr("The focus strategy asks the whole raster at native resolution; clear "
+                                            "the extent and the ground resolution, or use the grid strategy."))
 
         def on_progress(event):
             kind = event.get("event")
             if kind == "plan":
                 feedback.pushInfo(tr("Asking {0} tile(s) of {1} px ({2}-tile grid)...")
                                   .format(event["total"], event["tile_size"], event["grid"]))
+            elif kind == "progress" and event.get("what") == "focus":
+                feedback.pushInfo(event.get("note", ""))
             elif kind == "tile" and event.get("total"):
                 feedback.setProgress(100.0 * event["done"] / event["total"])
                 eta = event.get("eta_s")
@@ -119,7 +129,7 @@ class AskTiledAlgorithm(QgsProcessingAlgorithm):
         try:
             result = ask_tiled(layer, question, client, tile_size=tile_size, overlap=overlap, resolution=resolution,
                                extent=extent, profile=profile, on_progress=on_progress,
-                               is_cancelled=feedback.isCanceled)
+                               is_cancelled=feedback.isCanceled, strategy=strategy)
         except BackendError as exc:
             raise QgsProcessingException(str(exc)) from None
         for warning in result.warnings:

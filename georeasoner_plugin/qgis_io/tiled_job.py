@@ -130,12 +130,29 @@ class TiledJobClient:
         return self._call("GET", f"/v1/jobs/{job_id}/result")
 
 
+def local_raster_path(layer: QgsRasterLayer, client: BackendClient) -> Optional[str]:
+    """The layer's file when a backend on this machine can read it itself (focus strategy), else None."""
+    from pathlib import Path
+
+    from .client import is_loopback
+    if not is_loopback(client.base_url) or layer.providerType() != "gdal":
+        return None
+    path = layer.source().split("|")[0]
+    return str(Path(path).resolve()) if Path(path).is_file() else None
+
+
 def ask_tiled(layer: QgsRasterLayer, question: str, client: BackendClient, *, tile_size: int, overlap: float,
               resolution: float = 0.0, extent: Optional[QgsRectangle] = None, profile: str = "",
               outputs: Optional[List[str]] = None, on_progress: Optional[ProgressCallback] = None,
-              is_cancelled: Callable[[], bool] = lambda: False) -> TiledJobResult:
-    """Ask over the layer tile by tile; cancel keeps the tiles already answered (result.complete False)."""
+              is_cancelled: Callable[[], bool] = lambda: False, strategy: str = "grid") -> TiledJobResult:
+    """Ask over the layer tile by tile; cancel keeps the tiles already answered (result.complete False).
+
+    strategy "focus" needs a local backend that reads the layer's file itself (the overview is read
+    there): the whole raster at native resolution.
+    """
     progress = on_progress or (lambda event: None)
+    if strategy == "focus":
+        return _ask_focus(layer, question, client, tile_size, overlap, profile, outputs, progress)
     try:
         plan, transform = layer_plan(layer, extent, tile_size, overlap, resolution)
     except TilingError as exc:
@@ -202,3 +219,35 @@ def ask_tiled(layer: QgsRasterLayer, question: str, client: BackendClient, *, ti
     if not math.isclose(georef.pixel_width, transform.pixel_width, rel_tol=1e-9):
         warnings.append(tr("The backend georeferenced the answer differently from the plugin's plan."))
     return TiledJobResult(answer=answer, transform=georef, complete=bool(data.get("complete")), warnings=warnings)
+
+
+def _ask_focus(layer, question, client, tile_size, overlap, profile, outputs, progress) -> TiledJobResult:
+    path = local_raster_path(layer, client)
+    if path is None:
+        raise BackendError(tr("The focus strategy needs a backend on this machine (127.0.0.1) and a raster file it "
+                              "can read; use the grid strategy for this layer."), "plan")
+    jobs = TiledJobClient(client)
+    spec = {"question": question, "outputs": outputs or ["boxes", "points", "contours"], "raster_path": path,
+            "tile_size": tile_size, "overlap": overlap, "strategy": "focus"}
+    if profile:
+        spec["profile"] = profile
+    job = jobs.create(spec)
+    cancelled = False
+    try:
+        jobs.follow(job["job_id"], progress)
+    except BackendError as exc:
+        if exc.kind != "cancelled":
+            raise
+        cancelled = True
+        jobs.cancel(job["job_id"])
+    data = jobs.result(job["job_id"])
+    try:
+        answer = Answer.from_dict(data["answer"])
+    except (ProtocolError, KeyError) as exc:
+        raise BackendError(tr("The backend's tiled answer does not follow the answer protocol: {0}").format(exc),
+                           "protocol") from None
+    warnings = list(answer.warnings)
+    if cancelled:
+        warnings.append(tr("Cancelled: the answer holds the tiles finished before the cancel."))
+    return TiledJobResult(answer=answer, transform=GeoTransform.from_gdal(data["georef"]["transform"]),
+                          complete=bool(data.get("complete")), warnings=warnings)
