@@ -93,3 +93,30 @@ def test_focus_strategy_lets_the_local_backend_read_the_file(provider, replay_ba
     # The replayed answer keeps one box inside the overview's frame (east edge): two tiles meet it.
     assert f"focus: 2 of {grid} tiles meet the overview's boxes" in feedback.infos, feedback.infos
     assert ogr.Open(str(out)).GetLayer(0).GetFeatureCount() >= 1
+
+
+def test_an_extent_in_another_crs_lands_on_the_raster_grid(naip_path):
+    """An EPSG:3857 extent over the UTM raster: the plan's pixels are the raster's own pixels, and the
+    plan covers the requested area to within one pixel."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRectangle
+
+    from georeasoner_plugin.qgis_io.tiled_job import layer_plan
+
+    layer = QgsRasterLayer(str(naip_path), "naip")
+    full = layer.extent()
+    centre = full.center()
+    wanted = QgsRectangle(centre.x() - 150, centre.y() - 100, centre.x() + 150, centre.y() + 100)
+    to_web = QgsCoordinateTransform(layer.crs(), QgsCoordinateReferenceSystem("EPSG:3857"), QgsProject.instance())
+    web_extent = to_web.transformBoundingBox(wanted)
+    back = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:3857"), layer.crs(), QgsProject.instance())
+    in_layer_crs = back.transformBoundingBox(web_extent)  # what parameterAsExtent(..., layer.crs()) gives
+    plan, transform = layer_plan(layer, in_layer_crs, 128, 0.125)
+    gt = gdal.Open(str(naip_path)).GetGeoTransform()
+    col = (transform.origin_x - gt[0]) / gt[1]
+    row = (transform.origin_y - gt[3]) / gt[5]
+    assert abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6
+    assert (transform.pixel_width, transform.pixel_height) == pytest.approx((gt[1], gt[5]))
+    x0, y0 = transform.pixel_to_map(0, 0)
+    x1, y1 = transform.pixel_to_map(plan.width, plan.height)
+    assert abs(x0 - in_layer_crs.xMinimum()) <= gt[1] and abs(x1 - in_layer_crs.xMaximum()) <= gt[1]
+    assert abs(y0 - in_layer_crs.yMaximum()) <= -gt[5] and abs(y1 - in_layer_crs.yMinimum()) <= -gt[5]
