@@ -527,5 +527,81 @@
       <source>Could not write the answer to {0}: {1}</source>
       <translation>无法将答案写入 {0}：{1}</translation>
     </message>
+    <message>
+      <source>Ask imagery over a raster (tiled)</source>
+      <translation>对栅格提问影像(分块)</translation>
+    </message>
+    <message>
+      <source>Asks the GeoReasoner backend a question over a whole raster (or an extent) at native resolution or the given ground resolution: the raster is read tile by tile, each tile is answered, and objects cut by tile edges are merged into one. Returns boxes, points and contours in the raster's CRS. Cancelling keeps the tiles already answered.</source>
+      <translation>以原始分辨率或给定的地面分辨率,就整个栅格(或某一范围)向 GeoReasoner 后端提问:逐块读取栅格,逐块作答,被分块边界切开的目标合并为一个。在栅格的坐标参考系中返回边框、点和轮廓。取消时保留已完成的分块。</translation>
+    </message>
+    <message>
+      <source>Tile size, pixels (0 = the profile's frame)</source>
+      <translation>分块大小,像素(0 = 配置的模型画幅)</translation>
+    </message>
+    <message>
+      <source>Overlap between tiles, %</source>
+      <translation>分块重叠,%</translation>
+    </message>
+    <message>
+      <source>{0} object(s) found over {1} tile(s).</source>
+      <translation>在 {1} 个分块中找到 {0} 个目标。</translation>
+    </message>
+    <message>
+      <source>Asking {0} tile(s) of {1} px ({2}-tile grid)...</source>
+      <translation>正在提问 {0} 个 {1} 像素的分块(共 {2} 块的网格)……</translation>
+    </message>
+    <message>
+      <source>{0} / {1} tiles, {2} object(s) so far{3}</source>
+      <translation>{0} / {1} 个分块,目前 {2} 个目标{3}</translation>
+    </message>
+    <message>
+      <source>, about {0:.0f} s left</source>
+      <translation>,约剩 {0:.0f} 秒</translation>
+    </message>
+    <message>
+      <source>The backend planned other tiles than the plugin; are they the same version?</source>
+      <translation>后端规划的分块与插件不同;两者版本是否一致?</translation>
+    </message>
+    <message>
+      <source>The backend georeferenced the answer differently from the plugin's plan.</source>
+      <translation>后端对回答的地理配准与插件的规划不同。</translation>
+    </message>
+    <message>
+      <source>Reading tile {0} of {1} failed.</source>
+      <translation>读取 {1} 的分块 {0} 失败。</translation>
+    </message>
+    <message>
+      <source>Tiles of {0} px are larger than the backend accepts ({1} pixels); choose a smaller tile size.</source>
+      <translation>{0} 像素的分块超过后端可接受的大小({1} 像素);请选择更小的分块。</translation>
+    </message>
+    <message>
+      <source>Cancelled: the answer holds the {0} of {1} tiles finished before the cancel.</source>
+      <translation>已取消:回答包含取消前完成的 {0} / {1} 个分块。</translation>
+    </message>
+    <message>
+      <source>The backend's tiled answer does not follow the answer protocol: {0}</source>
+      <translation>后端的分块回答不符合回答协议:{0}</translation>
+    </message>
+    <message>
+      <source>Tile {0} is {1} bytes as PNG, more than the backend accepts ({2}); choose a smaller tile size.</source>
+      <translation>分块 {0} 的 PNG 为 {1} 字节,超过后端可接受的大小({2});请选择更小的分块。</translation>
+    </message>
+    <message>
+      <source>The focus strategy needs a backend on this machine (127.0.0.1) and a raster file it can read; use the grid strategy for this layer.</source>
+      <translation>聚焦策略需要本机(127.0.0.1)上的后端以及它能读取的栅格文件;此图层请使用网格策略。</translation>
+    </message>
+    <message>
+      <source>Cancelled: the answer holds the tiles finished before the cancel.</source>
+      <translation>已取消:回答包含取消前完成的分块。</translation>
+    </message>
+    <message>
+      <source>Strategy (focus: an overview first, then only the tiles meeting its boxes; needs a local backend and a raster file)</source>
+      <translation>策略(聚焦:先看概览,再只问与其边框相交的分块;需要本地后端和栅格文件)</translation>
+    </message>
+    <message>
+      <source>The focus strategy asks the whole raster at native resolution; clear the extent and the ground resolution, or use the grid strategy.</source>
+      <translation>聚焦策略以原始分辨率询问整个栅格;请清除范围和地面分辨率,或使用网格策略。</translation>
+    </message>
   </context>
 </TS>

@@ -6,6 +6,7 @@
     GET    /v1/jobs/{id}/events?after=N  progress as NDJSON lines until the job ends
     GET    /v1/jobs/{id}/result          the merged answer (?partial=true while it runs)
     DELETE /v1/jobs/{id}                 cancel; what is done stays in the result
+    (POST /v1/jobs/{id}/tiles/{index} and POST /v1/jobs/{id}/cancel do the same for GET/POST-only clients)
 
 Authentication, Host checks and body limits come from the service's Gate like every other route.
 Wire it with ``install_jobs(app, service)`` where the FastAPI app is built.
@@ -107,6 +108,9 @@ def build_router(manager: JobManager, service) -> APIRouter:
                              "mode": "upload" if job.uploads else "raster", "plan": job.plan.to_dict(),
                              "tiles": [t.to_dict() for t in job.plan.tiles], "georef": georef}, status_code=201)
 
+    # POST as well as PUT: QGIS's network client (qgis_io) speaks GET and POST.
+    @router.post("/{job_id}/tiles/{index}", status_code=202, summary="Upload one tile (POST form)",
+                 include_in_schema=False)
     @router.put("/{job_id}/tiles/{index}", status_code=202, summary="Upload one tile")
     async def upload(job_id: str, index: int, request: Request):
         data = await request.body()
@@ -147,6 +151,8 @@ def build_router(manager: JobManager, service) -> APIRouter:
         return {"state": job.state, "complete": job.state == "done", "answer": job.result.to_dict(),
                 "georef": job.georef, "plan": job.plan.to_dict()}
 
+    @router.post("/{job_id}/cancel", summary="Cancel a job (POST form, for clients without DELETE)",
+                 include_in_schema=False)
     @router.delete("/{job_id}", summary="Cancel a job (finished tiles are kept in its result)")
     async def cancel(job_id: str):
         try:

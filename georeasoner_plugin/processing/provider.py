@@ -5,6 +5,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..toolbelt.i18n import tr
 from .ask_imagery import AskImageryAlgorithm
+from .ask_tiled import AskTiledAlgorithm
 from ..resources_path import icon_path
 
 
@@ -23,3 +24,4 @@ class GeoReasonerProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:
         self.addAlgorithm(AskImageryAlgorithm())
+        self.addAlgorithm(AskTiledAlgorithm())  # issue 10

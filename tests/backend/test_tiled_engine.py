@@ -6,6 +6,8 @@ mapping, the vectorizer, the merge and the journal.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import rasterio
@@ -18,6 +20,7 @@ from georeasoner_plugin.backend.tiled.source import RasterTileSource
 from georeasoner_plugin.backend.vectorize import mask_to_polygons
 from georeasoner_plugin.core.tiling import focus_selection, grow_box, plan_tiles
 
+from openai_double import OpenAIDouble
 from tiled_standins import DarkShapeReasoner, Shape, ThresholdSegmenter, draw_shape, scene_labels, scene_shapes, write_scene
 
 QUESTION = "Which dark shapes are in the scene?"
@@ -159,3 +162,59 @@ def test_one_tile_gives_the_same_objects_as_no_tiling(tmp_path):
         assert ga.intersection(gb).area / ga.union(gb).area >= 0.99
         assert a.box == pytest.approx(b.box)
     assert tiled.reasoning == whole.reasoning
+
+
+def test_journal_ignores_a_torn_last_line_and_refuses_another_run(tmp_path):
+    from georeasoner_plugin.backend.tiled.journal import Journal, JournalError
+
+    path = tmp_path / "out_tiles.jsonl"
+    journal = Journal(path, {"question": "q"}).open()
+    journal.add_tile({"tile": 3, "key": "r0c3", "objects": []})
+    journal.close()
+    with open(path, "a") as handle:
+        handle.write('{"kind": "tile", "tile": 4, "obj')  # killed mid-write
+    again = Journal(path, {"question": "q"}).open()
+    assert set(again.tiles) == {3} and again.resumed == 1
+    assert again.header["answer_id"] == journal.header["answer_id"]
+    again.add_tile({"tile": 5, "key": "r0c5", "objects": []})
+    again.close()
+    assert [json.loads(line)["kind"] for line in path.read_text().splitlines()] == ["header", "tile", "tile"]
+    with pytest.raises(JournalError, match="journal of another run"):
+        Journal(path, {"question": "another"}).open()
+
+
+def test_mask_layer_limits_tiles_and_pixels(half_scene, tmp_path, capsys):
+    import pyogrio.raw
+    from georeasoner_plugin.backend.cli import main
+
+    path, labels = half_scene
+    # A polygon (map coordinates, pixel size 1 m) around the two shapes at (225, 225) and (700, 225).
+    ring = [(500100, 4499900), (500800, 4499900), (500800, 4499650), (500100, 4499650), (500100, 4499900)]
+    mask = tmp_path / "mask.gpkg"
+    pyogrio.raw.write(mask, np.array([shapely.to_wkb(shapely.Polygon(ring))], dtype=object), [], [],
+                      geometry_type="Polygon", crs="EPSG:32633", driver="GPKG")
+    out = tmp_path / "masked.gpkg"
+    with OpenAIDouble(DarkShapeReasoner(), model_name="stand-in") as double:
+        code = main(["ask", str(path), QUESTION, "-o", str(out), "--tiles", "auto", "--tile-size", "512",
+                     "--mask-layer", str(mask), "--outputs", "boxes", "--reasoner-url", double.url,
+                     "--reasoner-model", "stand-in"])
+    out_text, err = capsys.readouterr()
+    assert code == 0, err
+    assert "mask: " in err and "Tiles: 2 asked" in out_text
+    meta, _, geometry, _ = pyogrio.raw.read(out, layer="boxes")
+    boxes = [shapely.from_wkb(g) for g in geometry]
+    inside = shapely.Polygon(ring)
+    assert len(boxes) == 2 and all(inside.contains(b) for b in boxes)
+
+
+def test_in_process_batches_give_the_same_answers_as_one_tile_at_a_time(tiny_reasoner, half_scene):
+    """Tiny Qwen2.5-VL (random weights, greedy): four tiles per generate call answer exactly as one by one."""
+    path, _ = half_scene
+    with RasterTileSource(path) as source:
+        plan = plan_tiles(source.width, source.height, tile_size=128).with_selection(range(6))
+        options = AskOptions(granularities=("boxes",), max_new_tokens=8)
+        one = TiledEngine(tiny_reasoner).run(source, plan, TiledRequest(QUESTION, options=options, concurrency=1))
+        batched = TiledEngine(tiny_reasoner).run(source, plan, TiledRequest(QUESTION, options=options, concurrency=4))
+    assert [r["raw_output"] for r in sorted(one.records, key=lambda r: r["tile"])] == \
+           [r["raw_output"] for r in sorted(batched.records, key=lambda r: r["tile"])]
+    assert tiny_reasoner.last_timings.get("batch", 0) >= 2  # generate really ran with several tiles

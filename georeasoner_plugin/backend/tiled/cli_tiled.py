@@ -44,7 +44,8 @@ def add_remote_arguments(ask) -> None:
                           "reasoner; its API key, if any, is read from GEOREASONER_REASONER_API_KEY")
     ask.add_argument("--reasoner-model", metavar="NAME", help="the model name the --reasoner-url endpoint serves")
     ask.add_argument("--concurrency", type=int, default=1,
-                     help="tiles in flight to the --reasoner-url endpoint at once (match its batch slots)")
+                     help="tiled runs: requests in flight to the --reasoner-url endpoint at once (at least its batch "
+                          "slots), or tiles per batched generate call of an in-process model (default 1)")
 
 
 def remote_reasoner(args, user_error, usage_code):

@@ -29,6 +29,7 @@ from ...core.protocol import (PARSE_EMPTY, PARSE_INVALID, PARSE_NO_ANSWER, PARSE
 from ...core.tiling import DEFAULT_FOCUS_MARGIN, STRATEGY_FOCUS, TilePlan, focus_selection
 from ..cascade import AskCancelled, AskOptions, Cascade, CascadeError, resize_to_frame
 from ..vectorize import mask_to_polygons
+from .batch import generate_batch, supports_batches
 from .journal import Journal, MemoryJournal
 from .merge import merge_records
 
@@ -72,6 +73,13 @@ def _shift_polygon(poly: Polygon, dx: int, dy: int) -> Dict[str, Any]:
             "holes": [[[x + dx, y + dy] for x, y in ring] for ring in poly.holes]}
 
 
+def _box_has_data(valid: np.ndarray, box) -> bool:
+    height, width = valid.shape
+    x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x2, y2 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
+    return x2 > x1 and y2 > y1 and bool(valid[y1:y2, x1:x2].any())
+
+
 class TiledEngine:
     """Runs tiled questions with one reasoner and one segmenter (either may be absent)."""
 
@@ -96,6 +104,24 @@ class TiledEngine:
                                       temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed,
                                       should_stop=stop)
 
+    def _reason_batch(self, prof, request: TiledRequest, images, stop) -> List[str]:
+        """Answers for several tiles, one generate call per frame size."""
+        frames = []
+        for rgb in images:
+            height, width = rgb.shape[:2]
+            frame = prof.frame.frame_for(width, height)
+            frames.append(_resize_to_frame(rgb, frame.frame_width, frame.frame_height, prof.frame.kind))
+        answers: List[Optional[str]] = [None] * len(frames)
+        opts = request.options
+        for size in dict.fromkeys(f.size for f in frames):
+            group = [i for i, f in enumerate(frames) if f.size == size]
+            texts = generate_batch(self.reasoner, [frames[i] for i in group], prof.messages(request.question),
+                                   max_new_tokens=opts.max_new_tokens, temperature=opts.temperature,
+                                   top_p=opts.top_p, seed=opts.seed, should_stop=stop)
+            for i, text in zip(group, texts):
+                answers[i] = text
+        return answers
+
     def _segment(self, prof, request: TiledRequest, tile, rgb, valid, raw: str) -> Dict[str, Any]:
         """Parse the tile's answer, segment all its prompts in one call, vectorise: a journal record."""
         started = time.perf_counter()
@@ -103,6 +129,8 @@ class TiledEngine:
                                   options=replace(request.options, granularities=("boxes", "points"))).answer
         wants_pixels = any(g in request.options.granularities for g in ("masks", "contours"))
         polygons: List[List[Polygon]] = [[] for _ in answer.objects]
+        on_nodata = [valid is not None and obj.box is not None and not _box_has_data(valid, obj.box)
+                     for obj in answer.objects]
         if wants_pixels and answer.objects:
             if self.segmenter is None:
                 raise CascadeError("masks and contours need a segmentation model; none is loaded")
@@ -113,14 +141,16 @@ class TiledEngine:
             for n, (obj, result) in enumerate(zip(answer.objects, results)):
                 mask = np.asarray(result.mask, dtype=bool)
                 if valid is not None:
+                    segmented = bool(mask.any())
                     mask = mask & valid
+                    on_nodata[n] = on_nodata[n] or (segmented and not mask.any())
                 polygons[n] = mask_to_polygons(mask, opts.simplify_tolerance, opts.min_area)
                 if obj.score is None:
                     obj.score = float(result.score)
         objects = []
-        for obj, parts in zip(answer.objects, polygons):
-            if obj.box is None:
-                continue
+        for obj, parts, nodata in zip(answer.objects, polygons, on_nodata):
+            if obj.box is None or nodata:
+                continue  # an object only where the tile has no data is the model seeing the black fill
             objects.append({
                 "box": [obj.box[0] + tile.x, obj.box[1] + tile.y, obj.box[2] + tile.x, obj.box[3] + tile.y],
                 "points": [[p[0] + tile.x, p[1] + tile.y] for p in obj.points],
@@ -181,6 +211,10 @@ class TiledEngine:
         counters = {"asked": 0, "nodata": 0, "objects": sum(len(r.get("objects", [])) for r in done.values())}
         errors: List[BaseException] = []
         concurrency = max(1, int(request.concurrency))
+        # An in-process model takes `concurrency` tiles per generate call (one worker); an endpoint
+        # gets `concurrency` requests at once (that many workers).
+        batching = request.recorded_output is None and concurrency > 1 and supports_batches(self.reasoner)
+        workers = 1 if batching else concurrency
         to_reason: "queue.Queue" = queue.Queue(maxsize=concurrency + 1)
         to_segment: "queue.Queue" = queue.Queue(maxsize=2)
         finished: "queue.Queue" = queue.Queue()
@@ -214,7 +248,7 @@ class TiledEngine:
             except BaseException as exc:  # noqa: BLE001 - reported by the main thread
                 fail(exc)
             finally:
-                for _ in range(concurrency):
+                for _ in range(workers):
                     to_reason.put(_END)
 
         def reasoner_worker():
@@ -236,9 +270,38 @@ class TiledEngine:
                 except BaseException as exc:  # noqa: BLE001
                     fail(exc)
 
+        def batch_worker():
+            ended = False
+            while not ended:
+                first = to_reason.get()
+                if first is _END:
+                    break
+                batch = [first]
+                while len(batch) < concurrency:
+                    try:
+                        item = to_reason.get(timeout=0.05)  # a moment for the reader to fill the batch
+                    except queue.Empty:
+                        break
+                    if item is _END:
+                        ended = True
+                        break
+                    batch.append(item)
+                if stop():
+                    continue
+                try:
+                    t0 = time.perf_counter()
+                    raws = self._reason_batch(prof, request, [rgb for _, rgb, _ in batch], stop)
+                    add_seconds("reason", time.perf_counter() - t0)
+                    for (tile, rgb, valid), raw in zip(batch, raws):
+                        if not stop():
+                            to_segment.put((tile, rgb, valid, raw))
+                except BaseException as exc:  # noqa: BLE001
+                    fail(exc)
+            to_segment.put(_END)
+
         def segment_worker():
             ends = 0
-            while ends < concurrency:
+            while ends < workers:
                 item = to_segment.get()
                 if item is _END:
                     ends += 1
@@ -257,8 +320,8 @@ class TiledEngine:
 
         threads = [threading.Thread(target=reader, name="tiles-read", daemon=True),
                    threading.Thread(target=segment_worker, name="tiles-segment", daemon=True)]
-        threads += [threading.Thread(target=reasoner_worker, name=f"tiles-reason-{i}", daemon=True)
-                    for i in range(concurrency)]
+        threads += [threading.Thread(target=batch_worker if batching else reasoner_worker,
+                                     name=f"tiles-reason-{i}", daemon=True) for i in range(workers)]
         for thread in threads:
             thread.start()
         run_started = time.perf_counter()

@@ -26,6 +26,7 @@ from .journal import MemoryJournal
 
 MAX_JOBS = 8
 MAX_EVENTS_KEPT = 10_000
+HEARTBEAT_S = 15.0
 
 
 class JobError(Exception):
@@ -245,6 +246,7 @@ class JobManager:
         """Events after seq ``after``, waiting for new ones, until the job ends."""
         job = self.get(job_id)
         seen = after
+        quiet_since = time.monotonic()
         while True:
             with job.changed:
                 fresh = [e for e in job.events if e["seq"] > seen]
@@ -254,6 +256,12 @@ class JobManager:
             for event in fresh:
                 seen = event["seq"]
                 yield event
+            if fresh:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > HEARTBEAT_S:
+                # A slow tile must not look like a dead connection to a client's inactivity timeout.
+                quiet_since = time.monotonic()
+                yield {"event": "heartbeat", "seq": seen}
             job.touch()
             if job.finished and not [e for e in job.events if e["seq"] > seen]:
                 return
