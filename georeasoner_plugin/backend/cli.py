@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print the answer as JSON on stdout")
     ask.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
+    _add_expand_options(ask)
+
     tiny = sub.add_parser("make-tiny", help="write tiny random models for an offline smoke test")
     tiny.add_argument("directory")
 
@@ -145,7 +147,29 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bearer token file (default: $GEOREASONER_TOKEN_FILE, else "
                             "$XDG_CONFIG_HOME/georeasoner/token or ~/.config/georeasoner/token); created if missing")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    _add_expand_options(serve)
     return parser
+
+
+def _add_expand_options(parser) -> None:
+    parser.add_argument("--expand", choices=("none", "instances"), default="none",
+                        help="instances: SAM 3 finds every instance of each object's label inside the reasoner's "
+                             "boxes (in the whole image when the question asks for all of something); off by default")
+    parser.add_argument("--instance-model", metavar="M",
+                        help="SAM 3 checkpoint for --expand instances (default: --segmenter, e.g. facebook/sam3)")
+
+
+def _instance_model(args, segmenter: Optional[str]) -> Optional[str]:
+    """The SAM 3 detector to load for --expand instances, or None when expansion is off."""
+    if args.expand != "instances":
+        if args.instance_model:
+            raise UserError("--instance-model only applies with --expand instances", EXIT_USAGE)
+        return None
+    model = args.instance_model or segmenter
+    if not model:
+        raise UserError("--expand instances needs SAM 3: pass --segmenter facebook/sam3 or --instance-model M",
+                        EXIT_USAGE)
+    return model
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -241,6 +265,7 @@ def cmd_ask(args) -> int:
     if not Path(args.image).exists():
         raise UserError(f"{args.image}: no such file")
     recorded = _read_recorded_output(args.reasoner_output) if args.reasoner_output else None
+    instance_model = _instance_model(args, args.segmenter)
 
     # Heavy imports only now, so `--help` and argument errors stay instant.
     from .cascade import AskOptions, Cascade, CascadeError
@@ -280,10 +305,14 @@ def cmd_ask(args) -> int:
             if needs_segmenter:
                 from .segmenter import Segmenter
                 segmenter = Segmenter(args.segmenter, device=args.device, dtype=args.dtype)
+            expander = None
+            if instance_model:
+                from .instances import InstanceFinder
+                expander = InstanceFinder(instance_model, device=args.device, dtype=args.dtype)
     except ModelLoadError as exc:
         raise UserError(str(exc)) from None
 
-    cascade = Cascade(reasoner=reasoner, segmenter=segmenter, profile=profile.name)
+    cascade = Cascade(reasoner=reasoner, segmenter=segmenter, profile=profile.name, expander=expander)
     streamed: List[str] = []
     show_tokens = not (args.quiet or args.json)
     mid_line = [False]  # tokens were printed without a line end yet
@@ -445,7 +474,8 @@ def cmd_serve(args) -> int:
         recorded_output=recorded, recorded_source=args.reasoner_output, reasoner_url=args.reasoner_url,
         reasoner_model=args.reasoner_model, reasoner_api_key=os.environ.get(API_KEY_ENV) or None,
         device=args.device, dtype=args.dtype, queue_size=args.queue_size, timeout_s=args.timeout,
-        max_body_bytes=args.max_body_bytes, max_image_pixels=args.max_image_pixels)
+        max_body_bytes=args.max_body_bytes, max_image_pixels=args.max_image_pixels,
+        instance_model=_instance_model(args, segmenter))
     try:
         config.validate()
         if args.reasoner_url:

@@ -118,6 +118,7 @@ class ServiceConfig:
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_image_pixels: int = MAX_IMAGE_PIXELS
+    instance_model: Optional[str] = None  # --expand instances: SAM 3's detector (issue 12); None: off
 
     @property
     def replay(self) -> bool:
@@ -571,9 +572,14 @@ def load_cascade(config: ServiceConfig):
 
         segmenter = Segmenter(config.segmenter, device=config.device, dtype=config.dtype)
         runtime = runtime or _runtime_of(segmenter)
+    expander = None
+    if config.instance_model:
+        from .instances import InstanceFinder
+
+        expander = InstanceFinder(config.instance_model, device=config.device, dtype=config.dtype)
     # Replay or a remote reasoner without SAM2: no model runs here.
     runtime = runtime or {"device": "none", "dtype": "none"}
-    return Cascade(reasoner=reasoner, segmenter=segmenter, profile=config.profile), runtime
+    return Cascade(reasoner=reasoner, segmenter=segmenter, profile=config.profile, expander=expander), runtime
 
 
 def _runtime_of(model) -> Dict[str, str]:

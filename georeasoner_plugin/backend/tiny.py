@@ -377,6 +377,53 @@ def make_tiny_sam3(out_dir: Union[str, Path]) -> Path:
     return out
 
 
+def make_tiny_sam3_detector(out_dir: Union[str, Path]) -> Path:
+    """Write a small SAM 3 detector (Sam3Model + Sam3Processor with a CLIP tokenizer) for --expand instances."""
+    import torch
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer, Sam3Config, Sam3Model, Sam3Processor
+    from transformers.models.sam3.image_processing_sam3 import Sam3ImageProcessor
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # A character-level CLIP vocabulary (every byte, alone and word-final), no merges: any noun phrase
+    # encodes to real token ids, built offline without training anything.
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    for suffix in ("", "</w>"):
+        for char in alphabet:
+            vocab[char + suffix] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=32)
+    size, hidden = TINY_SAM3_IMAGE_SIZE, TINY_SAM_HIDDEN
+    grid = size // TINY_SAM3_PATCH
+    small = dict(num_attention_heads=2, intermediate_size=64)
+    config = Sam3Config(
+        vision_config=dict(
+            model_type="sam3_vision_model",
+            backbone_config=dict(model_type="sam3_vit_model", hidden_size=32, intermediate_size=64,
+                                 num_hidden_layers=2, num_attention_heads=2, image_size=size,
+                                 patch_size=TINY_SAM3_PATCH, window_size=8, global_attn_indexes=[1],
+                                 pretrain_image_size=size),
+            fpn_hidden_size=hidden,
+            backbone_feature_sizes=[[4 * grid] * 2, [2 * grid] * 2, [grid] * 2],
+        ),
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, projection_dim=32,
+                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32,
+                         bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        geometry_encoder_config=dict(hidden_size=hidden, num_layers=1, **small),
+        detr_encoder_config=dict(hidden_size=hidden, num_layers=1, **small),
+        detr_decoder_config=dict(hidden_size=hidden, num_layers=1, num_queries=20, **small),
+        mask_decoder_config=dict(hidden_size=hidden, num_attention_heads=2),
+    )
+    config.architectures = ["Sam3Model"]
+    torch.manual_seed(TINY_SEED + 4)
+    Sam3Model(config).eval().save_pretrained(out, safe_serialization=True)
+    image_processor = Sam3ImageProcessor(size={"height": size, "width": size},
+                                         mask_size={"height": 4 * grid, "width": 4 * grid})
+    Sam3Processor(image_processor=image_processor, tokenizer=tokenizer, target_size=size).save_pretrained(out)
+    return out
+
+
 # Roles of the tiny-model manifest (models.json). "reasoner" and "segmenter" are the Qwen2.5-VL and
 # SAM2 pair every older caller reads; the Qwen3-VL and SAM 3 twins sit beside them.
 TINY_BUILDERS = {
@@ -384,6 +431,7 @@ TINY_BUILDERS = {
     "segmenter": ("tiny-sam2", make_tiny_sam2),
     "reasoner_qwen3": ("tiny-qwen3-vl", make_tiny_qwen3),
     "segmenter_sam3": ("tiny-sam3-tracker", make_tiny_sam3),
+    "instances_sam3": ("tiny-sam3-detector", make_tiny_sam3_detector),
 }
 DEFAULT_TINY_ROLES = ("reasoner", "segmenter")
 ALL_TINY_ROLES = tuple(TINY_BUILDERS)
