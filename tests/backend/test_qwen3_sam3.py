@@ -340,3 +340,21 @@ def test_expand_options_are_checked(tmp_path, capsys):
     code = cli.main(["serve", "--expand", "instances", "--segmenter", "none", "--reasoner-output",
                      str(QWEN3_RECORDED)])
     assert code == 2 and "--expand instances needs SAM 3" in capsys.readouterr().err
+
+
+def test_qwen3_moe_checkpoints_load_and_answer(tmp_path):
+    """The MoE models load the same way (here a 4-expert tiny one, built on demand, not by make-tiny)."""
+    from transformers import Qwen3VLMoeForConditionalGeneration
+
+    from georeasoner_plugin.backend.cascade import AskOptions, Cascade
+    from georeasoner_plugin.backend.reasoner import Reasoner
+    from georeasoner_plugin.backend.tiny import make_tiny_models
+
+    folder = make_tiny_models(tmp_path, roles=("reasoner_qwen3_moe",))["reasoner_qwen3_moe"]
+    reasoner = Reasoner(str(folder), device="cpu")
+    assert isinstance(reasoner.model, Qwen3VLMoeForConditionalGeneration)
+    assert reasoner.family.name == "Qwen3-VL-MoE" and reasoner.frame_factor == 32
+    image = np.random.default_rng(9).integers(0, 255, (100, 200, 3), dtype=np.uint8)
+    answer = Cascade(reasoner=reasoner, profile="qwen3").ask(
+        image, QUESTION, options=AskOptions(granularities=("boxes", "points"), max_new_tokens=6)).answer
+    assert answer.profile == "qwen3" and reasoner.last_timings["new_tokens"] >= 1
