@@ -117,12 +117,18 @@ class InstanceFinder:
                 order = torch.argsort(result["scores"], descending=True)[:MAX_INSTANCES]
                 found[phrase] = [
                     Instance(mask=result["masks"][i].cpu().numpy().astype(bool, copy=False),
-                             box=tuple(float(v) for v in result["boxes"][i].tolist()),
+                             box=_clip_box(result["boxes"][i].tolist(), width, height),
                              score=float(result["scores"][i]))
                     for i in order.tolist()]
             finished = time.perf_counter()
         self.last_timings = {"encode_s": encoded - started, "decode_s": finished - encoded, "cache_hit": hit}
         return found
+
+
+def _clip_box(box: Sequence[float], width: int, height: int) -> Tuple[float, float, float, float]:
+    """The detector's box, in image pixels, kept on the image (its regressed corners may overshoot)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
 
 
 def _inside(point: Sequence[float], box: Sequence[float]) -> bool:

@@ -308,6 +308,7 @@ def test_instance_expansion(sam3_detector, sam3_segmenter, question, whole):
     expanded = [o for o in answer.objects if o.label == "centre-pivot field"]
     assert len(expanded) == len(expected) and len(answer.objects) == len(expected) + 1
     assert [o.box for o in expanded] == [pytest.approx(i.box) for i in expected]
+    assert all(0 <= o.box[0] <= o.box[2] <= 320 and 0 <= o.box[1] <= o.box[3] <= 240 for o in expanded)
     for obj, instance in zip(expanded, expected):
         assert np.array_equal(result.masks[obj.index], instance.mask) and obj.points == []
     unlabelled = answer.objects[-1]
