@@ -337,10 +337,10 @@ def test_expand_options_are_checked(tmp_path, capsys):
     image = tmp_path / "image.png"
     Image.new("RGB", (64, 64)).save(image)
     code = cli.main(["ask", str(image), "q", "-o", str(tmp_path / "out"), "--instance-model", "x"])
-    assert code == 2 and "only applies with --expand instances" in capsys.readouterr().err
+    assert code == cli.EXIT_USAGE and "only applies with --expand instances" in capsys.readouterr().err
     code = cli.main(["serve", "--expand", "instances", "--segmenter", "none", "--reasoner-output",
                      str(QWEN3_RECORDED)])
-    assert code == 2 and "--expand instances needs SAM 3" in capsys.readouterr().err
+    assert code == cli.EXIT_USAGE and "--expand instances needs SAM 3" in capsys.readouterr().err
 
 
 def test_qwen3_moe_checkpoints_load_and_answer(tmp_path):
