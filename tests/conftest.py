@@ -39,7 +39,8 @@ def tiny_segmenter(tiny_models):
 
 @pytest.fixture(scope="session")
 def tiny_qwen3_models(tmp_path_factory):
-    """{'reasoner_qwen3': dir, 'segmenter_sam3': dir}: tiny random Qwen3-VL and SAM 3 tracker (issue 12).
+    """{'reasoner_qwen3', 'segmenter_sam3', 'instances_sam3': dir}: tiny random Qwen3-VL, SAM 3 tracker
+    and SAM 3 detector (issue 12).
 
     Taken from the `make tiny` folder when its manifest lists them (GEOREASONER_TINY_DIR, else
     .cache/tiny-models), built into a temporary folder otherwise (an older manifest lacks them).
@@ -48,7 +49,7 @@ def tiny_qwen3_models(tmp_path_factory):
     import os
 
     pytest.importorskip("torch")
-    roles = ("reasoner_qwen3", "segmenter_sam3")
+    roles = ("reasoner_qwen3", "segmenter_sam3", "instances_sam3")
     manifest = Path(os.environ.get("GEOREASONER_TINY_DIR", ROOT / ".cache" / "tiny-models")) / "models.json"
     try:
         listed = json.loads(manifest.read_text(encoding="utf-8"))

@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Seq
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from georeasoner_plugin.core.frames import ModelFrame, box_center, box_iou, map_objects_to_image
+from georeasoner_plugin.core.frames import box_center, box_iou, map_objects_to_image
 from georeasoner_plugin.core.parsing import MAX_OUTPUT_CHARS, ParsedAnswer, ParsedObject
 from georeasoner_plugin.core.profiles import (Profile, get_profile)
 from georeasoner_plugin.core.protocol import PARSE_EMPTY, PARSE_OK, PARSE_PARTIAL

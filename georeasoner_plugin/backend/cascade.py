@@ -75,10 +75,13 @@ class CascadeResult:
 class Cascade:
     """Runs questions against one reasoner and one segmenter (either may be absent)."""
 
-    def __init__(self, reasoner: Optional[ReasonerProtocol] = None, segmenter=None, profile: str = "remotereasoner"):
+    def __init__(self, reasoner: Optional[ReasonerProtocol] = None, segmenter=None, profile: str = "remotereasoner",
+                 expander=None):
         self.reasoner = reasoner
         self.segmenter = segmenter
         self.default_profile = get_profile(profile)
+        # instances.InstanceFinder (SAM 3's detector) for --expand instances; None: off (the default).
+        self.expander = expander
 
     def ask(self, image: np.ndarray, question: str, *, profile: Optional[str] = None,
             options: Optional[AskOptions] = None, raw_output: Optional[str] = None,
@@ -147,14 +150,20 @@ class Cascade:
         timings["parse"] = time.perf_counter() - started
 
         masks: List[np.ndarray] = []
+        known_masks: List[Optional[np.ndarray]] = [None] * len(objects)
+        if self.expander is not None and objects:
+            if stop():
+                raise AskCancelled("cancelled before segmentation")
+            emit("stage", {"stage": STAGE_SEGMENT})
+            objects, known_masks = self._expand(image, question, objects, valid, warnings, timings)
         wants_pixels = any(g in options.granularities for g in ("masks", "contours"))
         if wants_pixels and objects:
-            if self.segmenter is None:
+            if self.segmenter is None and any(m is None for m in known_masks):
                 raise CascadeError("masks and contours need a segmentation model; none is loaded")
             if stop():
                 raise AskCancelled("cancelled before segmentation")
             emit("stage", {"stage": STAGE_SEGMENT})
-            masks = self._segment(image, objects, prof, valid, timings)
+            masks = self._segment(image, objects, prof, valid, timings, known_masks)
             if "contours" in options.granularities:
                 emit("stage", {"stage": STAGE_VECTORIZE})
                 started = time.perf_counter()
@@ -174,6 +183,8 @@ class Cascade:
         models = {"reasoner": reasoner_name}
         if wants_pixels and self.segmenter is not None:
             models["segmenter"] = getattr(self.segmenter, "name", "segmenter")
+        if self.expander is not None:
+            models["instances"] = getattr(self.expander, "name", "instances")
         answer = Answer(
             question=question, profile=prof.name, image_width=width, image_height=height, objects=objects,
             reasoning=parsed.reasoning, raw_output=raw_output, parse_status=parse_status,
@@ -182,25 +193,76 @@ class Cascade:
         emit("stage", {"stage": STAGE_DONE})
         return CascadeResult(answer=answer, masks=masks)
 
-    def _segment(self, image, objects, prof: Profile, valid, timings) -> List[np.ndarray]:
+    def _segment(self, image, objects, prof: Profile, valid, timings, known_masks=None) -> List[np.ndarray]:
+        """One mask per object: the known (expanded) ones as they are, the rest in one SAM batch."""
         from .segmenter import SamPrompt  # torch only when segmenting
 
-        prompts = [SamPrompt(box=obj.box, points=list(obj.points)) for obj in objects]
+        known_masks = known_masks or [None] * len(objects)
+        todo = [i for i, known in enumerate(known_masks) if known is None]
+        masks: List[Optional[np.ndarray]] = list(known_masks)
+        if not todo:
+            return masks
+        prompts = [SamPrompt(box=objects[i].box, points=list(objects[i].points)) for i in todo]
         started = time.perf_counter()
         results = self.segmenter.segment(image, prompts, multimask=prof.sam_multimask)
         elapsed = time.perf_counter() - started
         seg_timings = getattr(self.segmenter, "last_timings", {}) or {}
         timings["encode"] = float(seg_timings.get("encode_s", 0.0))
         timings["decode"] = float(seg_timings.get("decode_s", elapsed - timings["encode"]))
-        masks = []
-        for obj, result in zip(objects, results):
+        for i, result in zip(todo, results):
             mask = np.asarray(result.mask, dtype=bool)
             if valid is not None:
                 mask = mask & valid
-            masks.append(mask)
-            if obj.score is None:
-                obj.score = float(result.score)
+            masks[i] = mask
+            if objects[i].score is None:
+                objects[i].score = float(result.score)
         return masks
+
+    def _expand(self, image, question, objects, valid, warnings, timings):
+        """(objects, known masks): each labelled object replaced by SAM 3's instances of its phrase."""
+        from .instances import asks_for_all, clean_phrase, select_instances
+
+        phrases = [clean_phrase(o.label) for o in objects]
+        wanted = [p for p in dict.fromkeys(phrases) if p]
+        if not wanted:
+            warnings.append("instance expansion: the answer names no object (no label), nothing was expanded")
+            return objects, [None] * len(objects)
+        whole = asks_for_all(question)
+        started = time.perf_counter()
+        found = self.expander.find(image, wanted)
+        timings["expand"] = time.perf_counter() - started
+        out_objects: List[AnswerObject] = []
+        out_masks: List[Optional[np.ndarray]] = []
+        done = set()
+        for obj, phrase in zip(objects, phrases):
+            if phrase is None:
+                out_objects.append(obj)
+                out_masks.append(None)
+                continue
+            if phrase in done:
+                continue  # every object of this phrase was handled at its first one
+            done.add(phrase)
+            members = [o for o, p in zip(objects, phrases) if p == phrase]
+            kept = select_instances(found.get(phrase, []), [m.box for m in members if m.box is not None], whole)
+            where = "in the image" if whole else "inside the reasoner's box(es)"
+            if not kept:
+                warnings.append(f"instance expansion: SAM 3 found no {phrase!r} {where}; kept the reasoner's "
+                                f"{len(members)} object(s)")
+                out_objects.extend(members)
+                out_masks.extend([None] * len(members))
+                continue
+            warnings.append(f"instance expansion: {len(members)} {phrase!r} object(s) -> {len(kept)} instance(s) "
+                            f"{where}")
+            for instance in kept:
+                out_objects.append(AnswerObject(index=0, box=instance.box, points=[], label=phrase,
+                                                score=instance.score))
+                out_masks.append(instance.mask & valid if valid is not None else instance.mask)
+        unlabelled = sum(p is None for p in phrases)
+        if unlabelled:
+            warnings.append(f"instance expansion: {unlabelled} object(s) without a label were not expanded")
+        for index, obj in enumerate(out_objects):
+            obj.index = index
+        return out_objects, out_masks
 
 
 def _check_profile_fits_reasoner(prof: Profile, reasoner) -> None:

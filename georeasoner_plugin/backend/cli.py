@@ -89,14 +89,38 @@ def build_parser() -> argparse.ArgumentParser:
     add_remote_arguments(ask)
     add_tiled_arguments(ask)
 
+    _add_expand_options(ask)
+
     tiny = sub.add_parser("make-tiny", help="write tiny random models for an offline smoke test")
     tiny.add_argument("directory")
 
     sub.add_parser("profiles", help="list the prompt profiles")
 
-    add_serve_parser(sub)
+    serve = add_serve_parser(sub)
+    _add_expand_options(serve)
     add_setup_commands(sub)
     return parser
+
+
+def _add_expand_options(parser) -> None:
+    parser.add_argument("--expand", choices=("none", "instances"), default="none",
+                        help="instances: SAM 3 finds every instance of each object's label inside the reasoner's "
+                             "boxes (in the whole image when the question asks for all of something); off by default")
+    parser.add_argument("--instance-model", metavar="M",
+                        help="SAM 3 checkpoint for --expand instances (default: --segmenter, e.g. facebook/sam3)")
+
+
+def _instance_model(args, segmenter: Optional[str]) -> Optional[str]:
+    """The SAM 3 detector to load for --expand instances, or None when expansion is off."""
+    if args.expand != "instances":
+        if args.instance_model:
+            raise UserError("--instance-model only applies with --expand instances", EXIT_USAGE)
+        return None
+    model = args.instance_model or segmenter
+    if not model:
+        raise UserError("--expand instances needs SAM 3: pass --segmenter facebook/sam3 or --instance-model M",
+                        EXIT_USAGE)
+    return model
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -139,6 +163,7 @@ def cmd_ask(args) -> int:
     if args.tiles:
         from .tiled.cli_tiled import cmd_ask_tiled
         return cmd_ask_tiled(args, progress, outputs, profile.name, recorded, paths, UserError, EXIT_USAGE)
+    instance_model = _instance_model(args, args.segmenter)
 
     # Heavy imports only now, so `--help` and argument errors stay instant.
     from .cascade import AskOptions, Cascade, CascadeError
@@ -181,10 +206,14 @@ def cmd_ask(args) -> int:
             if needs_segmenter:
                 from .segmenter import Segmenter
                 segmenter = Segmenter(args.segmenter, device=args.device, dtype=args.dtype)
+            expander = None
+            if instance_model:
+                from .instances import InstanceFinder
+                expander = InstanceFinder(instance_model, device=args.device, dtype=args.dtype)
     except ModelLoadError as exc:
         raise UserError(str(exc), EXIT_UNAVAILABLE) from None
 
-    cascade = Cascade(reasoner=reasoner, segmenter=segmenter, profile=profile.name)
+    cascade = Cascade(reasoner=reasoner, segmenter=segmenter, profile=profile.name, expander=expander)
     streamed: List[str] = []
     show_tokens = not (args.quiet or args.json)
     mid_line = [False]  # tokens were printed without a line end yet

@@ -15,7 +15,7 @@ from ..core.profiles import DEFAULT_PROFILE, PROFILES, UnknownProfileError
 DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-large"
 
 
-def add_serve_parser(sub) -> None:
+def add_serve_parser(sub):
     serve = sub.add_parser("serve", help="run the HTTP backend (for the QGIS plugin and other clients)")
     serve.add_argument("--host", default=DEFAULT_HOST,
                        help=f"address to listen on (default {DEFAULT_HOST}; anything else is reachable from the "
@@ -64,9 +64,11 @@ def add_serve_parser(sub) -> None:
                        help=f"bearer token file (default: ${TOKEN_FILE_ENV}, else "
                             "$XDG_CONFIG_HOME/georeasoner/token or ~/.config/georeasoner/token); created if missing")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    return serve
 
 def cmd_serve(args, loader=None) -> int:
     """`serve`; `loader` replaces the model loading (tests run the real server on a rule-based cascade)."""
+    from .cli import _instance_model
     from .cli_ask import read_recorded_output as _read_recorded_output
     from .auth import TokenFileError, load_or_create_token, token_file_path
     from .remote_reasoner import API_KEY_ENV
@@ -82,7 +84,8 @@ def cmd_serve(args, loader=None) -> int:
         max_body_bytes=args.max_body_bytes, max_image_pixels=args.max_image_pixels,
         image_memory_bytes=args.image_memory_mb * 2**20, max_decodes=args.max_decodes,
         header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout, keep_alive_s=args.keep_alive,
-        max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace)
+        max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace,
+        instance_model=_instance_model(args, segmenter))
     try:
         config.validate()
         if args.reasoner_url:

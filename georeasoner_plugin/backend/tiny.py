@@ -4,7 +4,8 @@ They exercise the real loading, processing and generation code paths without the
 tests use them, and `make-tiny` lets a user smoke-test an installation. Random weights answer
 nonsense; what matters is that every shape, token id and file format is the real one.
 
-Everything is seeded, so two builds give the same tokenizer and the same weights.
+Everything is seeded, so two builds give the same tokenizer and the same weights. The SAM 3 tracker
+and detector builders live in tiny_sam3.py.
 """
 from __future__ import annotations
 
@@ -293,16 +294,12 @@ TINY_QWEN3_TEXT = dict(
     rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [2, 3, 3],
                      "mrope_interleaved": True},
 )
-# SAM 3's tracker at 224 px (the real one: 1008 px, ViT patch 14, 72 x 72 tokens); the FPN gives
-# 4x, 2x and 1x the token grid, the mask decoder 4x low-resolution masks.
-TINY_SAM3_IMAGE_SIZE = 224
-TINY_SAM3_PATCH = 14
-
-
-def make_tiny_qwen3(out_dir: Union[str, Path]) -> Path:
-    """Write a 2-layer Qwen3-VL with its processor (safetensors) to out_dir; return the directory."""
+TINY_QWEN3_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
+def make_tiny_qwen3(out_dir: Union[str, Path], moe: bool = False) -> Path:
+    """Write a 2-layer Qwen3-VL (moe: Qwen3-VL-MoE, 4 experts) with its processor to out_dir; return it."""
     import torch
-    from transformers import GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+    import transformers
+    from transformers import GenerationConfig, Qwen3VLProcessor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
@@ -320,8 +317,10 @@ def make_tiny_qwen3(out_dir: Union[str, Path]) -> Path:
     processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                  video_processor=Qwen3VLVideoProcessor(), chat_template=QWEN_CHAT_TEMPLATE)
     vocab_size = -(-len(tokenizer) // 64) * 64
-    config = Qwen3VLConfig(
-        text_config=dict(TINY_QWEN3_TEXT, vocab_size=vocab_size, bos_token_id=token_id("<|endoftext|>"),
+    family = "Qwen3VLMoe" if moe else "Qwen3VL"
+    text = dict(TINY_QWEN3_TEXT, **(TINY_QWEN3_MOE if moe else {}))
+    config = getattr(transformers, f"{family}Config")(
+        text_config=dict(text, vocab_size=vocab_size, bos_token_id=token_id("<|endoftext|>"),
                          eos_token_id=token_id("<|im_end|>"), pad_token_id=token_id("<|endoftext|>")),
         vision_config=dict(TINY_QWEN3_VISION, out_hidden_size=TINY_QWEN3_TEXT["hidden_size"]),
         image_token_id=token_id("<|image_pad|>"),
@@ -330,9 +329,9 @@ def make_tiny_qwen3(out_dir: Union[str, Path]) -> Path:
         vision_end_token_id=token_id("<|vision_end|>"),
         tie_word_embeddings=False,
     )
-    config.architectures = ["Qwen3VLForConditionalGeneration"]
+    config.architectures = [f"{family}ForConditionalGeneration"]
     torch.manual_seed(TINY_SEED + 2)
-    model = Qwen3VLForConditionalGeneration(config).eval()
+    model = getattr(transformers, f"{family}ForConditionalGeneration")(config).eval()
     model.generation_config = GenerationConfig(
         bos_token_id=token_id("<|endoftext|>"),
         eos_token_id=[token_id("<|im_end|>"), token_id("<|endoftext|>")],
@@ -344,49 +343,25 @@ def make_tiny_qwen3(out_dir: Union[str, Path]) -> Path:
     return out
 
 
-def make_tiny_sam3(out_dir: Union[str, Path]) -> Path:
-    """Write a small SAM 3 tracker (Sam3TrackerModel + Sam3TrackerProcessor, safetensors); return the directory."""
-    import torch
-    from transformers import Sam3TrackerConfig, Sam3TrackerModel, Sam3TrackerProcessor
-    from transformers.models.sam3.image_processing_sam3 import Sam3ImageProcessor
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    size = TINY_SAM3_IMAGE_SIZE
-    grid = size // TINY_SAM3_PATCH
-    config = Sam3TrackerConfig(
-        vision_config=dict(
-            model_type="sam3_vision_model",
-            backbone_config=dict(model_type="sam3_vit_model", hidden_size=32, intermediate_size=64,
-                                 num_hidden_layers=2, num_attention_heads=2, image_size=size,
-                                 patch_size=TINY_SAM3_PATCH, window_size=8, global_attn_indexes=[1],
-                                 pretrain_image_size=size),
-            fpn_hidden_size=TINY_SAM_HIDDEN,
-            backbone_feature_sizes=[[4 * grid] * 2, [2 * grid] * 2, [grid] * 2],
-        ),
-        prompt_encoder_config=dict(hidden_size=TINY_SAM_HIDDEN, image_size=size, patch_size=TINY_SAM3_PATCH),
-        mask_decoder_config=dict(hidden_size=TINY_SAM_HIDDEN, mlp_dim=64, num_attention_heads=2,
-                                 iou_head_hidden_dim=32),
-    )
-    config.architectures = ["Sam3TrackerModel"]
-    torch.manual_seed(TINY_SEED + 3)
-    Sam3TrackerModel(config).eval().save_pretrained(out, safe_serialization=True)
-    image_processor = Sam3ImageProcessor(size={"height": size, "width": size},
-                                         mask_size={"height": 4 * grid, "width": 4 * grid})
-    Sam3TrackerProcessor(image_processor=image_processor, target_size=size).save_pretrained(out)
-    return out
-
-
 # Roles of the tiny-model manifest (models.json). "reasoner" and "segmenter" are the Qwen2.5-VL and
 # SAM2 pair every older caller reads; the Qwen3-VL and SAM 3 twins sit beside them.
 TINY_BUILDERS = {
     "reasoner": ("tiny-qwen2.5-vl", make_tiny_qwen),
     "segmenter": ("tiny-sam2", make_tiny_sam2),
     "reasoner_qwen3": ("tiny-qwen3-vl", make_tiny_qwen3),
-    "segmenter_sam3": ("tiny-sam3-tracker", make_tiny_sam3),
+    "segmenter_sam3": ("tiny-sam3-tracker", lambda out: _tiny_sam3().make_tiny_sam3(out)),
+    "instances_sam3": ("tiny-sam3-detector", lambda out: _tiny_sam3().make_tiny_sam3_detector(out)),
+    # Built on demand only (tests); not part of make-tiny.
+    "reasoner_qwen3_moe": ("tiny-qwen3-vl-moe", lambda out: make_tiny_qwen3(out, moe=True)),
 }
 DEFAULT_TINY_ROLES = ("reasoner", "segmenter")
-ALL_TINY_ROLES = tuple(TINY_BUILDERS)
+ALL_TINY_ROLES = ("reasoner", "segmenter", "reasoner_qwen3", "segmenter_sam3", "instances_sam3")
+
+
+def _tiny_sam3():
+    from . import tiny_sam3  # imports this module's constants, so it is loaded after them
+
+    return tiny_sam3
 
 
 def make_tiny_models(out_dir: Union[str, Path], roles=DEFAULT_TINY_ROLES) -> Dict[str, Path]:

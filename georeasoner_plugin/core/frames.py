@@ -31,8 +31,10 @@ FRAME_SMART_RESIZE = "smart_resize"
 FRAME_FIXED = "fixed"
 FRAME_QWEN3 = "qwen3"
 
-# Qwen3-VL (issue 12). Its image processor (transformers/models/qwen3_vl, Qwen3VLImageProcessor*)
-# uses patch_size 16 and merge_size 2: both sides of the image it sees are multiples of 32.
+# Qwen3-VL (issue 12). transformers 5.23 maps qwen3_vl to the Qwen2-VL image processor
+# (models/auto/image_processing_auto.py) with the checkpoint's patch_size 16 and merge_size 2 (the
+# defaults of models/qwen3_vl's own video processor and vision config): both sides of the image it
+# sees are multiples of 32, by the same smart_resize arithmetic (qwen2_vl/image_processing_qwen2_vl.py).
 QWEN3_PATCH_FACTOR = 32
 # Its answers do not depend on that size: the Qwen3-VL grounding cookbook (QwenLM/Qwen3-VL,
 # cookbooks/2d_grounding.ipynb, first cell) states the default coordinate system changed from
@@ -44,10 +46,11 @@ QWEN3_COORDINATE_EXTENT = 1000
 # clamped into it; anything further off is a model error and is clipped or dropped like a
 # pixel-frame answer that leaves the image.
 QWEN3_CLAMP_MARGIN = 50
-# The processor's own pixel bounds (transformers 5.23, Qwen3VLImageProcessor: size shortest_edge /
-# longest_edge) are 64 x 32 x 32 .. 16384 x 32 x 32. Our profiles keep the lower bound and cap the
-# upper one at 1280 visual tokens, the budget of the Qwen2.5-VL profiles: a 2048 px capture would
-# otherwise cost 4096 tokens. Answers stay right for any budget since the frame is normalised.
+# Pixel bounds: the released checkpoints' preprocessor_config.json sets them (size shortest_edge /
+# longest_edge; not readable offline here, so the tiny model writes 64 x 32 x 32 .. 16384 x 32 x 32
+# and the reasoner pins the bounds to each frame anyway). Our profiles take 64 x 32 x 32 as the lower
+# bound and cap the upper one at 1280 visual tokens, the budget of the Qwen2.5-VL profiles: a 2048 px
+# capture would otherwise cost 4096 tokens. Answers stay right for any budget: the frame is normalised.
 QWEN3_DEFAULT_MIN_PIXELS = 64 * 32 * 32
 QWEN3_PROCESSOR_MAX_PIXELS = 16384 * 32 * 32
 QWEN3_DEFAULT_MAX_PIXELS = 1280 * 32 * 32

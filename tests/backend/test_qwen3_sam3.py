@@ -231,7 +231,8 @@ def test_service_on_tiny_qwen3_and_sam3(tiny_qwen3_models, tmp_path):
     from test_server import ServerProcess, ask, png_bytes  # the harness of the service tests
 
     server = ServerProcess("qwen3", ["--reasoner", tiny_qwen3_models["reasoner_qwen3"], "--segmenter",
-                                     tiny_qwen3_models["segmenter_sam3"], "--profile", "qwen3", "--device", "cpu"],
+                                     tiny_qwen3_models["segmenter_sam3"], "--profile", "qwen3", "--device", "cpu",
+                                     "--expand", "instances", "--instance-model", tiny_qwen3_models["instances_sam3"]],
                            tmp_path)
     try:
         server.wait_listening()
@@ -247,6 +248,7 @@ def test_service_on_tiny_qwen3_and_sam3(tiny_qwen3_models, tmp_path):
         assert response.status_code == 200, response.text
         answer = Answer.from_dict(response.json())
         assert answer.profile == "qwen3" and (answer.image_width, answer.image_height) == (160, 96)
+        assert answer.models["instances"] == str(tiny_qwen3_models["instances_sam3"])  # --expand instances
     finally:
         server.interrupt()
         server.stop()
@@ -263,3 +265,97 @@ def test_profiles_command_lists_the_qwen3_profiles_with_their_frames(capsys):
         index = next(i for i, line in enumerate(lines) if line.split()[0] == name)
         assert "coordinates normalised 0-1000" in lines[index + 1] and "factor 32" in lines[index + 1]
     assert "Qwen/Qwen3-VL-8B-Instruct" in out
+
+
+# ------------------------------------------------------------------------ instance expansion
+@pytest.fixture(scope="module")
+def sam3_detector(tiny_qwen3_models):
+    from georeasoner_plugin.backend.instances import InstanceFinder
+
+    # Random weights score every proposal near 0.25: threshold 0 keeps them all, so the selection
+    # rules (inside the reasoner's boxes, or the whole image) have many instances to work on.
+    return InstanceFinder(str(tiny_qwen3_models["instances_sam3"]), device="cpu", threshold=0.0)
+
+
+EXPAND_ANSWER = ('```json\n[{"bbox_2d": [0, 0, 500, 1000], "point_2d": [250, 500], "label": "centre-pivot field"},'
+                 ' {"bbox_2d": [600, 100, 900, 400], "point_2d": [750, 250]}]\n```')
+
+
+def _centre_inside(box, boxes):
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return any(b[0] <= cx <= b[2] and b[1] <= cy <= b[3] for b in boxes)
+
+
+@pytest.mark.parametrize("question, whole", [("Which field is irrigated?", False),
+                                             ("Show all centre-pivot fields", True)])
+def test_instance_expansion(sam3_detector, sam3_segmenter, question, whole):
+    from georeasoner_plugin.backend.cascade import Cascade
+    from georeasoner_plugin.backend.instances import asks_for_all
+
+    assert asks_for_all(question) is whole
+    image = np.random.default_rng(6).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    sam3_detector.clear_cache()
+    found = sam3_detector.find(image, ["centre-pivot field"])["centre-pivot field"]
+    assert found and all(i.mask.shape == (240, 320) for i in found)
+    assert sam3_detector.last_timings["cache_hit"] is False
+    expected = [i for i in found if i.mask.any() and (whole or _centre_inside(i.box, [(0, 0, 160, 240)]))]
+    assert expected and (whole or len(expected) < len(found) or all(i.box[0] < 160 for i in found))
+
+    cascade = Cascade(segmenter=sam3_segmenter, profile="qwen3", expander=sam3_detector)
+    result = cascade.ask(image, question, raw_output=EXPAND_ANSWER)
+    answer = result.answer
+    assert sam3_detector.last_timings["cache_hit"] is True  # the image was encoded once
+    expanded = [o for o in answer.objects if o.label == "centre-pivot field"]
+    assert len(expanded) == len(expected) and len(answer.objects) == len(expected) + 1
+    assert [o.box for o in expanded] == [pytest.approx(i.box) for i in expected]
+    assert all(0 <= o.box[0] <= o.box[2] <= 320 and 0 <= o.box[1] <= o.box[3] <= 240 for o in expanded)
+    for obj, instance in zip(expanded, expected):
+        assert np.array_equal(result.masks[obj.index], instance.mask) and obj.points == []
+    unlabelled = answer.objects[-1]
+    assert unlabelled.label is None and unlabelled.box == pytest.approx((192.0, 24.0, 288.0, 96.0))
+    assert result.masks[unlabelled.index].shape == (240, 320)  # segmented by the tracker from its box
+    assert any("-> %d instance(s)" % len(expected) in w for w in answer.warnings)
+    assert any("without a label" in w for w in answer.warnings)
+    assert answer.models["instances"] == sam3_detector.name
+
+
+def test_expansion_that_finds_nothing_keeps_the_reasoners_objects(tiny_qwen3_models, sam3_segmenter):
+    from georeasoner_plugin.backend.cascade import Cascade
+    from georeasoner_plugin.backend.instances import InstanceFinder
+
+    strict = InstanceFinder(str(tiny_qwen3_models["instances_sam3"]), device="cpu", threshold=1.0)
+    image = np.random.default_rng(7).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    answer = Cascade(segmenter=sam3_segmenter, profile="qwen3", expander=strict).ask(
+        image, "Which field?", raw_output=EXPAND_ANSWER).answer
+    assert [o.label for o in answer.objects] == ["centre-pivot field", None]
+    assert any("found no 'centre-pivot field'" in w for w in answer.warnings)
+
+
+def test_expand_options_are_checked(tmp_path, capsys):
+    from georeasoner_plugin.backend import cli
+
+    image = tmp_path / "image.png"
+    Image.new("RGB", (64, 64)).save(image)
+    code = cli.main(["ask", str(image), "q", "-o", str(tmp_path / "out"), "--instance-model", "x"])
+    assert code == cli.EXIT_USAGE and "only applies with --expand instances" in capsys.readouterr().err
+    code = cli.main(["serve", "--expand", "instances", "--segmenter", "none", "--reasoner-output",
+                     str(QWEN3_RECORDED)])
+    assert code == cli.EXIT_USAGE and "--expand instances needs SAM 3" in capsys.readouterr().err
+
+
+def test_qwen3_moe_checkpoints_load_and_answer(tmp_path):
+    """The MoE models load the same way (here a 4-expert tiny one, built on demand, not by make-tiny)."""
+    from transformers import Qwen3VLMoeForConditionalGeneration
+
+    from georeasoner_plugin.backend.cascade import AskOptions, Cascade
+    from georeasoner_plugin.backend.reasoner import Reasoner
+    from georeasoner_plugin.backend.tiny import make_tiny_models
+
+    folder = make_tiny_models(tmp_path, roles=("reasoner_qwen3_moe",))["reasoner_qwen3_moe"]
+    reasoner = Reasoner(str(folder), device="cpu")
+    assert isinstance(reasoner.model, Qwen3VLMoeForConditionalGeneration)
+    assert reasoner.family.name == "Qwen3-VL-MoE" and reasoner.frame_factor == 32
+    image = np.random.default_rng(9).integers(0, 255, (100, 200, 3), dtype=np.uint8)
+    answer = Cascade(reasoner=reasoner, profile="qwen3").ask(
+        image, QUESTION, options=AskOptions(granularities=("boxes", "points"), max_new_tokens=6)).answer
+    assert answer.profile == "qwen3" and reasoner.last_timings["new_tokens"] >= 1

@@ -16,7 +16,6 @@ pytest.importorskip("torch")
 pytest.importorskip("trl")
 rasterio = pytest.importorskip("rasterio")
 
-import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 

@@ -30,6 +30,7 @@ class ServiceConfig:
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_image_pixels: int = MAX_IMAGE_PIXELS
+    instance_model: Optional[str] = None  # --expand instances: SAM 3's detector (issue 12); None: off
     image_memory_bytes: int = DEFAULT_IMAGE_MEMORY_BYTES
     max_decodes: int = DEFAULT_MAX_DECODES
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S

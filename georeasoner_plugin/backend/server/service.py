@@ -396,7 +396,12 @@ def load_cascade(config: ServiceConfig):
         runtime = runtime or _runtime_of(segmenter)
     # Replay or a remote reasoner without SAM2: no model runs here.
     runtime = runtime or {"device": "none", "dtype": "none"}
-    return Cascade(reasoner=reasoner, segmenter=segmenter, profile=config.profile), runtime
+    expander = None
+    if config.instance_model:
+        from ..instances import InstanceFinder
+
+        expander = InstanceFinder(config.instance_model, device=config.device, dtype=config.dtype)
+    return Cascade(reasoner=reasoner, segmenter=segmenter, profile=config.profile, expander=expander), runtime
 
 
 def _runtime_of(model) -> Dict[str, str]:
