@@ -333,7 +333,7 @@ def cmd_ask(args) -> int:
             vector_layers = [o for o in ("boxes", "points", "contours") if o in outputs]
             if vector_layers:
                 written += write_vectors(answer, raster.transform, crs_wkt, paths["vectors"], layers=vector_layers,
-                                         overwrite=args.overwrite)
+                                         overwrite=args.overwrite, raster=os.path.basename(raster.source_path))
             if "masks" in outputs:
                 union = result.union_mask(answer.image_height, answer.image_width)
                 written.append(write_mask_geotiff(union, raster, paths["mask"], overwrite=args.overwrite))
