@@ -3,7 +3,8 @@
 #   make demo MODELS=tiny     the whole chain on tiny random models (meaningless answer)
 #   make lint                 ruff check + mypy --strict on core/ (seconds); make test runs it first
 #   make test                 the whole test suite
-#   make bench                per-stage timings and the vectorizer comparison
+#   make bench                CPU tables with their targets, and the regression check against bench/baseline.json
+#   make bench-gpu            the models at real size (random weights, bf16) on a CUDA GPU: table + out/bench-gpu.json
 #   make plugin-zip           dist/georeasoner_plugin-<version>.zip for QGIS
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -24,7 +25,7 @@ TINY_DIR ?= .cache/tiny-models
 PYTEST_ARGS ?=
 export GEOREASONER_REASONER GEOREASONER_SEGMENTER
 
-.PHONY: help setup demo lint test test-backend bench tiny clean
+.PHONY: help setup demo lint test test-backend bench bench-gpu tiny clean
 
 include mk/qgis.mk
 
@@ -32,7 +33,8 @@ help:
 	@echo "make demo [IMAGE=... QUESTION=... PROFILE=... MODELS=published|tiny OUT=...]"
 	@echo "make lint      ruff check and mypy --strict on core/ (seconds)"
 	@echo "make test      lint, then the whole test suite (sets everything up first)"
-	@echo "make bench     print per-stage timings and the vectorizer comparison"
+	@echo "make bench     CPU stage timings with their targets + regression check (bench/baseline.json)"
+	@echo "make bench-gpu the models at real size on a CUDA GPU (BENCH_GPU_ARGS=--dry-run: tiny, on the CPU)"
 	@echo "make test-backend | test-qgis | plugin-zip | screenshot   parts of the above"
 
 setup: $(STAMP)
@@ -76,6 +78,10 @@ test-backend: $(STAMP)
 
 bench: $(STAMP)
 	$(BACKEND_PY) -m bench
+
+BENCH_GPU_ARGS ?=
+bench-gpu: $(STAMP)
+	$(BACKEND_PY) -m bench gpu $(BENCH_GPU_ARGS)
 
 clean:
 	rm -rf out .cache .pytest_cache .hypothesis dist build *.egg-info

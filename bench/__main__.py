@@ -1,5 +1,11 @@
-"""`make bench`: every benchmark table of the project."""
+"""`make bench` / `make bench-gpu`: every benchmark of the project.
+
+    python -m bench                 CPU tables (targets beside the figures), then the regression check
+    python -m bench cpu [--update-baseline]
+    python -m bench gpu [--dry-run] [--json PATH] [--parts ...]   models at real size on a CUDA GPU
+"""
 import importlib
+import sys
 import time
 
 from georeasoner_plugin.core.parsing import parse_model_output
@@ -17,9 +23,14 @@ def parser_on_degenerate_output():
         print(f"| {label} | {(time.perf_counter() - started) * 1000:.1f} |")
 
 
-def main():
+def cpu(argv):
     from transformers.utils import logging as transformers_logging
+
+    from bench import regression
+
     transformers_logging.disable_progress_bar()  # keep the tables readable
+    update = "--update-baseline" in argv
+    regression.main(update=update)  # interleaved medians of the CPU stages, against bench/baseline.json
     parser_on_degenerate_output()
     for name in SUITES:
         try:
@@ -32,5 +43,20 @@ def main():
         module.run()
 
 
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "gpu":
+        from bench import bench_gpu
+
+        return bench_gpu.main(argv[1:])
+    if argv and argv[0] == "cpu":
+        argv = argv[1:]
+    if argv and argv[0] not in ("--update-baseline",):
+        print(__doc__)
+        return 2
+    cpu(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

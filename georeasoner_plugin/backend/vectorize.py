@@ -176,16 +176,18 @@ class _Rings:
         for hole, owner in zip(holes.tolist(), self.parent[holes].tolist()):
             holes_by_part.setdefault(owner, []).append(hole)
 
-        corners = list(zip(self.points[:, 0].astype(float).tolist(), self.points[:, 1].astype(float).tolist()))
-        bounds = list(zip(starts.tolist(), (starts + self.lengths).tolist()))
-
-        def closed(i: int) -> list:
-            start, end = bounds[i]
-            ring = corners[start:end]
-            ring.append(corners[start])
-            return ring
-
-        return [Polygon(closed(i), [closed(h) for h in holes_by_part.get(i, ())]) for i in parts.tolist()]
+        # Every ring closed (first corner repeated) in one gather, converted to Python floats in
+        # one pass; each ring is then a plain list slice (no per-ring numpy call or append).
+        closed_lengths = self.lengths + 1
+        closed_starts = np.cumsum(closed_lengths) - closed_lengths
+        ring = np.repeat(np.arange(self.lengths.size), closed_lengths)
+        position = np.arange(int(closed_lengths.sum())) - closed_starts[ring]
+        source = starts[ring] + np.where(position == self.lengths[ring], 0, position)
+        gathered = self.points[source].astype(float)
+        corners = list(zip(gathered[:, 0].tolist(), gathered[:, 1].tolist()))
+        bounds = list(zip(closed_starts.tolist(), (closed_starts + closed_lengths).tolist()))
+        return [Polygon(corners[slice(*bounds[i])], [corners[slice(*bounds[h])] for h in holes_by_part.get(i, ())])
+                for i in parts.tolist()]
 
 
 def _trace_layer(layer: np.ndarray, left: int, top: int) -> "_Rings":

@@ -20,17 +20,20 @@ import pyogrio.raw
 import rasterio
 import shapely
 from affine import Affine
+import rasterio.errors
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from shapely.geometry import MultiPolygon as ShapelyMultiPolygon
 from shapely.geometry import Polygon as ShapelyPolygon
 from shapely.geometry.polygon import orient
 
+from ..core.fields import feature_attributes, fields_for
 from ..core.georef import GeoTransform
 from ..core.protocol import Answer, Polygon
 from .attributes import area_function, layer_columns
+from .gpkg import GpkgLayer, write_geopackage
 
-__all__ = ["OutputError", "LAYERS", "write_vectors", "write_mask_geotiff", "vector_targets", "all_output_files"]
+__all__ = ["OutputError", "LAYERS", "MAX_MASK_PIXELS", "write_vectors", "write_mask_geotiff", "vector_targets", "all_output_files"]
 
 LAYERS = ("boxes", "points", "contours")
 _GEOMETRY_TYPES = {"boxes": "Polygon", "points": "Point", "contours": "MultiPolygon"}
@@ -40,6 +43,8 @@ _STALE_SHAPEFILE_SIDECARS = (".qix", ".sbn", ".sbx", ".shp.xml", ".qmd")
 _STALE_RASTER_SIDECARS = (".aux.xml", ".ovr", ".msk")
 _MASK_NODATA = 255
 _MASK_BLOCK = 512
+# 2^34 pixels (a 131,072 x 131,072 scene): beyond this a full-resolution mask is refused (clip first).
+MAX_MASK_PIXELS = 2**34
 
 
 class OutputError(RuntimeError):
@@ -64,14 +69,12 @@ def write_vectors(answer: Answer, transform: GeoTransform, crs_wkt: Optional[str
                   layers: Sequence[str] = LAYERS, overwrite: bool = False, raster: str = "") -> List[Path]:
     """Write the answer's boxes, points and contours in map coordinates.
 
-    The attributes are ``core.fields``' (answer id, question, object index, label, score, profile,
-    reasoner, segmenter, source, ``raster`` (the source raster's name), created, area in m²; points
-    add point number and role).
-
     ``out_path`` ending in .gpkg: one GeoPackage with one layer per granularity. Ending in .shp:
     ``<stem>_boxes.shp`` etc. beside it. A folder (existing, ending with '/', or without a suffix):
     ``boxes.shp`` etc. inside it (created if missing). Empty layers are written with their fields.
-    Returns the files a user opens: the GeoPackage, or the .shp of each layer.
+    Returns the files a user opens: the GeoPackage, or the .shp of each layer. Attributes are
+    core.fields' (``raster`` names the source raster). A GeoPackage is written in one transaction
+    as GeoPackage 1.2 (backend/gpkg.py); shapefiles go through GDAL (pyogrio).
     """
     layers = tuple(layers)
     unknown = [layer for layer in layers if layer not in LAYERS]
@@ -91,10 +94,17 @@ def write_vectors(answer: Answer, transform: GeoTransform, crs_wkt: Optional[str
     created_folder = _make_folder(folder)
     try:
         with _Staging(folder) as staging:
-            for layer in layers:
+            if driver == "GPKG":
+                name = targets[layers[0]].name
+                try:
+                    write_geopackage(staging.path(name), [_geopackage_layer(layer, answer, features[layer], crs_wkt,
+                                                                            raster) for layer in layers], crs_wkt)
+                except Exception as exc:  # sqlite3 errors, text that is not valid Unicode...
+                    raise OutputError(f"could not write {name}: {exc}") from exc
+            for layer in layers if driver != "GPKG" else ():
                 staged = staging.path(targets[layer].name)
                 try:
-                    _write_layer(staged, layer, driver, answer, features[layer], crs_wkt, raster)
+                    _write_shapefile(staged, layer, answer, features[layer], crs_wkt, raster)
                 except Exception as exc:  # pyogrio's own error types, text that is not valid Unicode...
                     raise OutputError(f"could not write the {layer} layer of {targets[layer].name}: {exc}") from exc
             produced = {staging.path(m.name): m for m in members if staging.path(m.name).exists()}
@@ -122,32 +132,45 @@ def write_mask_geotiff(mask: np.ndarray, raster, path, overwrite: bool = False) 
     """Write a mask on the grid of ``raster`` (a RasterImage) as a GeoTIFF on the *source* grid.
 
     uint8, 1 = target, 0 = background, 255 (nodata) where the raster has no data; tiled and
-    DEFLATE-compressed. A mask of a decimated read is upsampled (nearest) to the source
-    resolution block by block, so the full-resolution mask never exists in memory at once.
+    DEFLATE-compressed. A mask of a decimated read is upsampled (nearest) to the source resolution
+    block by block, so the full-resolution mask never exists in memory. Blocks that are entirely
+    nodata are not written at all (a sparse GeoTIFF: GDAL reads a missing block as nodata), so a
+    huge, mostly empty scene costs what its data covers; blocks entirely background share one
+    array. Sources larger than MAX_MASK_PIXELS are refused with what to do instead.
     """
     mask = np.asarray(mask)
     if mask.shape != (raster.height, raster.width):
         raise ValueError(f"the mask is {mask.shape[1]} x {mask.shape[0]} pixels but the raster was read as "
                          f"{raster.width} x {raster.height}")
+    width, height = raster.source_width, raster.source_height
+    if width * height > MAX_MASK_PIXELS:
+        raise OutputError(f"the source raster is {width} x {height} pixels; a mask at its full resolution would hold "
+                          f"{width * height:,} pixels, more than the {MAX_MASK_PIXELS:,} this writer accepts. Clip "
+                          f"the raster to the area of interest (e.g. gdal_translate -projwin) or ask on a "
+                          f"resampled copy (gdalwarp -tr)")
     target = Path(os.fspath(path))
     _refuse_existing([target], overwrite)
-    codes = np.where(mask.astype(bool), 1, 0).astype(np.uint8)
+    codes = mask.astype(bool).view(np.uint8).copy()
     if raster.valid is not None:
         codes[~raster.valid] = _MASK_NODATA
+    # Per read-grid pixel: 1 where the code is not nodata / not background. Summed-area tables
+    # answer "is this block all nodata / all background?" in O(1) per block.
+    has_data = _summed_area(codes != _MASK_NODATA)
+    has_target = _summed_area(codes == 1)
 
-    width, height = raster.source_width, raster.source_height
     # Source pixel c has its centre at c + 0.5; the read-grid pixel holding that centre is its
     # nearest neighbour (how GDAL samples a decimated nearest read too).
     scale_x, scale_y = raster.width / width, raster.height / height
     profile = {
         "driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
-        "nodata": _MASK_NODATA, "compress": "deflate", "tiled": True,
+        "nodata": _MASK_NODATA, "compress": "deflate", "tiled": True, "SPARSE_OK": "TRUE",
         "blockxsize": _MASK_BLOCK, "blockysize": _MASK_BLOCK, "BIGTIFF": "IF_SAFER",
     }
     if raster.crs_wkt:
         profile["crs"] = raster.crs_wkt
     if raster.source_transform != GeoTransform.identity():  # pixel space: no geotransform at all
         profile["transform"] = Affine.from_gdal(*raster.source_transform.to_gdal())
+    background = np.zeros((_MASK_BLOCK, _MASK_BLOCK), np.uint8)
     created_folder = _make_folder(target.parent)
     try:
         with _Staging(target.parent) as staging:
@@ -160,18 +183,42 @@ def write_mask_geotiff(mask: np.ndarray, raster, path, overwrite: bool = False) 
                     rows = min(_MASK_BLOCK, height - row)
                     src_rows = np.minimum(((np.arange(row, row + rows) + 0.5) * scale_y).astype(np.int64),
                                           raster.height - 1)
+                    r0, r1 = int(src_rows[0]), int(src_rows[-1]) + 1
                     for col in range(0, width, _MASK_BLOCK):
                         cols = min(_MASK_BLOCK, width - col)
+                        c0 = min(int((col + 0.5) * scale_x), raster.width - 1)
+                        c1 = min(int((col + cols - 0.5) * scale_x), raster.width - 1) + 1
+                        window = Window(col, row, cols, rows)
+                        if not _box_sum(has_data, r0, r1, c0, c1):
+                            continue  # all nodata: left out of the sparse file
+                        if not _box_sum(has_target, r0, r1, c0, c1) and \
+                                _box_sum(has_data, r0, r1, c0, c1) == (r1 - r0) * (c1 - c0):
+                            out.write(background[:rows, :cols], 1, window=window)
+                            continue
                         src_cols = np.minimum(((np.arange(col, col + cols) + 0.5) * scale_x).astype(np.int64),
                                               raster.width - 1)
-                        out.write(codes[np.ix_(src_rows, src_cols)], 1, window=Window(col, row, cols, rows))
+                        out.write(codes[np.ix_(src_rows, src_cols)], 1, window=window)
             stale = [target.with_name(target.name + ext) for ext in _STALE_RASTER_SIDECARS]
             staging.commit({staged: target}, overwrite, stale)
+    except rasterio.errors.RasterioIOError as exc:
+        if created_folder:
+            shutil.rmtree(created_folder, ignore_errors=True)
+        raise OutputError(f"could not write {target.name} ({exc}); check the free space in {target.parent}") from exc
     except BaseException:
         if created_folder:
             shutil.rmtree(created_folder, ignore_errors=True)
         raise
     return target
+
+
+def _summed_area(flags: np.ndarray) -> np.ndarray:
+    table = np.zeros((flags.shape[0] + 1, flags.shape[1] + 1), np.int64)
+    np.cumsum(np.cumsum(flags, axis=0, dtype=np.int64), axis=1, out=table[1:, 1:])
+    return table
+
+
+def _box_sum(table: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> int:
+    return int(table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0])
 
 
 def _features(answer: Answer, transform: GeoTransform) -> Dict[str, list]:
@@ -189,41 +236,64 @@ def _features(answer: Answer, transform: GeoTransform) -> Dict[str, list]:
 
 
 def _map_polygon(polygon: Polygon, transform: GeoTransform):
-    mapped = transform.polygon_to_map(polygon)
-    exterior = _closed_ring(mapped.exterior)
+    exterior = _map_ring(polygon.exterior, transform)
     if exterior is None:
         return None
-    holes = [ring for ring in (_closed_ring(h) for h in mapped.holes) if ring is not None]
+    holes = [ring for ring in (_map_ring(h, transform) for h in polygon.holes) if ring is not None]
     return shapely.Polygon(exterior, holes)
 
 
-def _closed_ring(ring: List[Tuple[float, float]]):
-    """The ring closed, or None when it has fewer than three distinct vertices (no area)."""
-    if len(set(ring)) < 3:
+def _map_ring(ring: List[Tuple[float, float]], transform: GeoTransform) -> Optional[np.ndarray]:
+    """The ring in map coordinates, closed, or None when it has fewer than three distinct vertices.
+
+    The same arithmetic as GeoTransform.pixel_to_map, in the same order, on numpy arrays (bit-for-bit
+    the same values; a Python loop per vertex cost more than the GeoPackage write itself)."""
+    if len(set(map(tuple, ring))) < 3:
         return None
-    return ring if ring[0] == ring[-1] else ring + [ring[0]]
+    pixels = np.asarray(ring, dtype=np.float64)
+    if not np.array_equal(pixels[0], pixels[-1]):
+        pixels = np.vstack([pixels, pixels[:1]])
+    col, row = pixels[:, 0], pixels[:, 1]
+    t = transform
+    return np.column_stack([t.origin_x + col * t.pixel_width + row * t.row_rotation,
+                            t.origin_y + col * t.column_rotation + row * t.pixel_height])
 
 
-def _write_layer(path: Path, layer: str, driver: str, answer: Answer, features: list,
-                 crs_wkt: Optional[str], raster: str = "") -> None:
-    shapefile = driver != "GPKG"
-    geometries = [geometry for geometry, _, _ in features]
-    if geometries:
-        # The orientation each format expects: counter-clockwise exteriors for GeoPackage (OGC
-        # simple features), clockwise for shapefiles. Reordering leaves every vertex value as is.
-        geometries = [_orient(g, exterior_clockwise=shapefile) for g in geometries]
-    wkb = np.array([shapely.to_wkb(g) for g in geometries], dtype=object)
+def _attributes(answer: Answer, layer: str, features: list, crs_wkt: Optional[str], raster: str) -> List[dict]:
+    """core.fields' values of every feature of one layer (ellipsoidal area in m² where the CRS allows)."""
+    area = area_function(crs_wkt)
+    return [feature_attributes(answer, obj, raster=raster, point_no=point_index,
+                               area_m2=area(geometry) if layer != "points" else None)
+            for geometry, point_index, obj in features]
 
-    # The columns and their values are core.fields' (one schema for the CLI and the QGIS store).
-    names, field_data, masks, tz_offsets = layer_columns(
-        layer, answer, features, shapefile=shapefile, area=area_function(crs_wkt), raster=raster)
+
+def _geometries(features: list, exterior_clockwise: bool) -> list:
+    # The orientation each format expects: counter-clockwise exteriors for GeoPackage (OGC simple
+    # features), clockwise for shapefiles. Reordering leaves every vertex value as is.
+    return [_orient(geometry, exterior_clockwise) for geometry, _, _ in features]
+
+
+def _geopackage_layer(layer: str, answer: Answer, features: list, crs_wkt: Optional[str], raster: str) -> GpkgLayer:
+    schema = fields_for(layer)
+    rows = []
+    for values in _attributes(answer, layer, features, crs_wkt, raster):
+        created = values["created"]
+        values["created"] = created.strftime("%Y-%m-%dT%H:%M:%S.") + f"{created.microsecond // 1000:03d}Z"
+        rows.append([values[f.name] for f in schema])
+    return GpkgLayer(layer, _GEOMETRY_TYPES[layer].upper(), [(f.name, f.kind) for f in schema],
+                     _geometries(features, exterior_clockwise=False), rows)
+
+
+def _write_shapefile(path: Path, layer: str, answer: Answer, features: list, crs_wkt: Optional[str],
+                     raster: str) -> None:
+    wkb = np.array([shapely.to_wkb(g) for g in _geometries(features, exterior_clockwise=True)], dtype=object)
+    names, field_data, masks, _ = layer_columns(layer, answer, features, shapefile=True,
+                                                area=area_function(crs_wkt), raster=raster)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="'crs' was not provided")  # pixel space, on purpose
-        pyogrio.raw.write(
-            str(path), wkb, field_data, names, field_mask=masks, layer=None if shapefile else layer,
-            driver=driver, geometry_type=_GEOMETRY_TYPES[layer], crs=crs_wkt,
-            encoding="UTF-8" if shapefile else None, promote_to_multi=layer == "contours",
-            gdal_tz_offsets=tz_offsets or None)
+        pyogrio.raw.write(str(path), wkb, field_data, names, field_mask=masks,
+                          driver="ESRI Shapefile", geometry_type=_GEOMETRY_TYPES[layer], crs=crs_wkt,
+                          encoding="UTF-8", promote_to_multi=layer == "contours")
 
 
 def _orient(geometry, exterior_clockwise: bool):

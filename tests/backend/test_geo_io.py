@@ -575,6 +575,7 @@ def test_shapefile_set_and_geopackage_layers(tmp_path):
     assert list(fields["point_no"]) == [0, 1, 0] and list(fields["obj_index"]) == [0, 0, 1]
     assert list(fields["point_role"]) == ["centre", "edge", "centre"]
     assert set(fields["reasoner"]) == {"tiny-qwen"} and set(fields["segmenter"]) == {"tiny-sam2"}
+    assert list(pyogrio.read_info(gpkg, layer="points")["fields"]) == field_names("points")
     folder = write_vectors(answer, transform, wkt, str(tmp_path / "folder") + "/", layers=("contours",))
     assert folder == [tmp_path / "folder" / "contours.shp"] and folder[0].exists()
     suffixless = write_vectors(answer, transform, wkt, tmp_path / "nested" / "run1", layers=("boxes",))
