@@ -1,6 +1,7 @@
 # GeoReasoner: every target sets up what it needs (apt, venvs, pip) and is idempotent.
 #   make demo                 ask the NAIP sample a question (published weights, or tiny models)
 #   make demo MODELS=tiny     the whole chain on tiny random models (meaningless answer)
+#   make lint                 ruff check + mypy --strict on core/ (seconds); make test runs it first
 #   make test                 the whole test suite
 #   make bench                per-stage timings and the vectorizer comparison
 #   make plugin-zip           dist/georeasoner_plugin-<version>.zip for QGIS
@@ -23,13 +24,14 @@ TINY_DIR ?= .cache/tiny-models
 PYTEST_ARGS ?=
 export GEOREASONER_REASONER GEOREASONER_SEGMENTER
 
-.PHONY: help setup demo test test-backend bench tiny clean
+.PHONY: help setup demo lint test test-backend bench tiny clean
 
 include mk/qgis.mk
 
 help:
 	@echo "make demo [IMAGE=... QUESTION=... PROFILE=... MODELS=published|tiny OUT=...]"
-	@echo "make test      run the whole test suite (sets everything up first)"
+	@echo "make lint      ruff check and mypy --strict on core/ (seconds)"
+	@echo "make test      lint, then the whole test suite (sets everything up first)"
 	@echo "make bench     print per-stage timings and the vectorizer comparison"
 	@echo "make test-backend | test-qgis | plugin-zip | screenshot   parts of the above"
 
@@ -57,8 +59,16 @@ demo: $(STAMP)
 	@$(BACKEND_PY) -m georeasoner_plugin.backend.demo --image "$(IMAGE)" --question "$(QUESTION)" \
 	  --profile $(PROFILE) --models $(MODELS) --out "$(OUT)" --tiny-dir "$(TINY_DIR)"
 
-# Backend, training and core tests in the backend venv, then the plugin tests in QGIS's Python.
-test: test-backend
+# Fast static checks: ruff's lint rules on every file, mypy --strict on core/ ([tool.ruff] and
+# [tool.mypy] in pyproject.toml). `ruff format` is configured but not enforced yet.
+lint: $(STAMP)
+	$(BACKEND_PY) -m ruff check .
+	$(BACKEND_PY) -m mypy
+
+# Lint first, then backend, training and core tests in the backend venv, then the plugin tests in
+# QGIS's Python.
+test: lint
+	@$(MAKE) --no-print-directory test-backend
 	@$(MAKE) --no-print-directory test-qgis
 
 test-backend: $(STAMP)

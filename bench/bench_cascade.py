@@ -24,12 +24,12 @@ import rasterio
 from rasterio.enums import Resampling
 
 from bench.bench_vectorize import blobs_with_holes
-from georeasoner_plugin.backend.cascade import AskOptions, Cascade, _resize_to_frame
+from georeasoner_plugin.backend.cascade import AskOptions, Cascade, resize_to_frame
 from georeasoner_plugin.backend.imagery import read_raster
 from georeasoner_plugin.backend.writers import write_mask_geotiff, write_vectors
 from georeasoner_plugin.backend.vectorize import mask_to_polygons
 from georeasoner_plugin.core.frames import map_objects_to_image
-from georeasoner_plugin.core.georef import GeoTransform, answer_to_map
+from georeasoner_plugin.core.georef import GeoTransform
 from georeasoner_plugin.core.profiles import get_profile
 from georeasoner_plugin.core.protocol import Answer, AnswerObject
 
@@ -59,6 +59,17 @@ def _timed(function):
     return value, time.perf_counter() - started
 
 
+def _georeference(answer: Answer, transform: GeoTransform) -> list:
+    """Every vertex of the answer mapped to the CRS, as the writers do before building geometries."""
+    mapped: list = []
+    for obj in answer.objects:
+        if obj.box is not None:
+            mapped.append(transform.box_to_map_ring(obj.box))
+        mapped += [transform.pixel_to_map(col, row) for col, row in obj.points]
+        mapped += [transform.polygon_to_map(polygon) for polygon in obj.polygons]
+    return mapped
+
+
 def naip_stages(models: Dict[str, Path], folder: Path) -> List[Dict[str, object]]:
     from georeasoner_plugin.backend.reasoner import Reasoner
     from georeasoner_plugin.backend.segmenter import Segmenter
@@ -73,7 +84,7 @@ def naip_stages(models: Dict[str, Path], folder: Path) -> List[Dict[str, object]
                                                                          granularities=("boxes",)))
         result = cascade.ask(raster.rgb, QUESTION, raw_output=RECORDED, valid=raster.valid)
         answer = result.answer
-        _, georef_s = _timed(lambda: answer_to_map(answer, raster.transform))
+        _, georef_s = _timed(lambda: _georeference(answer, raster.transform))
         out = folder / f"x{factor}.gpkg"
 
         def write():
@@ -131,15 +142,15 @@ def non_model_stages(folder: Path) -> List[Dict[str, object]]:
         best: Dict[str, float] = {}
         for _ in range(3):
             timings = {}
-            _, timings["preprocess"] = _timed(lambda: _resize_to_frame(image, frame.frame_width, frame.frame_height,
-                                                                        profile.frame.kind))
+            _, timings["preprocess"] = _timed(lambda: resize_to_frame(image, frame.frame_width, frame.frame_height,
+                                                                       profile.frame.kind))
             (parsed, mapped), timings["parse"] = _timed(
                 lambda: (lambda p: (p, map_objects_to_image(p.objects, frame)[0]))(profile.parse(raw)))
             polygons, timings["vectorize"] = _timed(lambda: [mask_to_polygons(m) for m in masks])
             answer = Answer(question="q", profile=profile.name, image_width=size, image_height=size,
                             objects=[AnswerObject(index=i, box=m.box, points=profile.sam_points(m.box, m.points),
                                                   polygons=polys) for i, (m, polys) in enumerate(zip(mapped, polygons))])
-            _, timings["georeference"] = _timed(lambda: answer_to_map(answer, transform))
+            _, timings["georeference"] = _timed(lambda: _georeference(answer, transform))
             _, timings["write"] = _timed(lambda: write_vectors(answer, transform, None, folder / f"n{size}.gpkg",
                                                                overwrite=True))
             for key, value in timings.items():

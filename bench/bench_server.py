@@ -34,10 +34,11 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from georeasoner_plugin.core.api import ASK_PATH, HEALTH_PATH, MAX_IMAGE_PIXELS, parse_listening_line
+
 ROOT = Path(__file__).resolve().parents[1]
 NAIP = ROOT.parent / "shared" / "data" / "naip_nd_2020.tif"
 RECORDED = ROOT / "examples" / "naip_lakes_remotereasoner.txt"
-LISTENING = "GeoReasoner backend listening on "
 QUESTION = "Which lakes could supply irrigation water to the fields around them?"
 
 
@@ -50,13 +51,14 @@ class _Server:
              "--token-file", str(self.token_file), *args],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         for line in self.process.stdout:
-            if line.startswith(LISTENING):
-                self.url = line[len(LISTENING):].strip()
+            url = parse_listening_line(line)
+            if url:
+                self.url = url
                 break
         else:
             raise RuntimeError("the benchmark server did not start")
         deadline = time.monotonic() + 180
-        while httpx.get(f"{self.url}/v1/health").json()["status"] != "ready":
+        while httpx.get(f"{self.url}{HEALTH_PATH}").json()["status"] != "ready":
             if time.monotonic() > deadline:
                 raise RuntimeError("the benchmark server did not load its models")
             time.sleep(0.1)
@@ -96,7 +98,7 @@ def _client() -> httpx.Client:
 
 def _post(client: httpx.Client, server: _Server, data: bytes, request: dict, mime: str = "image/png") -> float:
     started = time.perf_counter()
-    response = client.post(f"{server.url}/v1/ask", headers=server.headers,
+    response = client.post(f"{server.url}{ASK_PATH}", headers=server.headers,
                            files={"image": ("capture", data, mime)}, data={"request": json.dumps(request)})
     elapsed = time.perf_counter() - started
     if response.status_code != 200:
@@ -150,9 +152,9 @@ def _overhead(server: _Server, array: np.ndarray, fmt: str, repeat: int) -> Dict
     with _client() as client:
         steps = {
             "in_process": lambda: cascade.ask(array, QUESTION, options=options, raw_output=recorded),
-            "decode": lambda: decode_image(data, 64_000_000),
+            "decode": lambda: decode_image(data, MAX_IMAGE_PIXELS),
             "http": lambda: _post(client, server, data, request, mime),
-            "upload": lambda: client.post(f"{server.url}/v1/ask", headers=server.headers,
+            "upload": lambda: client.post(f"{server.url}{ASK_PATH}", headers=server.headers,
                                           files={"image": ("capture", data, mime)}, data={"request": json.dumps(refused)}),
         }
         for step in steps.values():  # warm-up

@@ -1,4 +1,4 @@
-"""The torch side of GeoReasoner: models, cascade, CLI and (later) the HTTP service.
+"""The torch side of GeoReasoner: models, the cascade, the CLI and the HTTP service.
 
 Never imported inside QGIS: QGIS ships its own numpy and native libraries.
 """

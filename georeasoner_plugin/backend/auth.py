@@ -13,24 +13,14 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-TOKEN_FILE_ENV = "GEOREASONER_TOKEN_FILE"
-MIN_TOKEN_CHARS = 16
+from ..core.api import MIN_TOKEN_CHARS, TOKEN_FILE_ENV, config_dir, token_file_path  # noqa: F401 - the one rule
+
+__all__ = ["TOKEN_FILE_ENV", "MIN_TOKEN_CHARS", "TokenFileError", "config_dir", "token_file_path",
+           "load_or_create_token", "bearer_matches"]
 
 
 class TokenFileError(RuntimeError):
     """The token file cannot be used; the message says how to fix it."""
-
-
-def config_dir() -> Path:
-    """$XDG_CONFIG_HOME/georeasoner, else ~/.config/georeasoner."""
-    base = os.environ.get("XDG_CONFIG_HOME", "").strip()
-    return (Path(base) if base else Path.home() / ".config") / "georeasoner"
-
-
-def token_file_path(explicit: Optional[str] = None) -> Path:
-    """--token-file, else $GEOREASONER_TOKEN_FILE, else the config directory's `token`."""
-    chosen = explicit or os.environ.get(TOKEN_FILE_ENV, "").strip()
-    return Path(chosen).expanduser() if chosen else config_dir() / "token"
 
 
 def load_or_create_token(path: Path) -> str:

@@ -14,13 +14,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from ..core.api import (MAX_IMAGE_PIXELS, MAX_QUESTION_CHARS, STAGE_DONE, STAGE_PARSE,  # noqa: F401 - re-exported
+                        STAGE_PREPROCESS, STAGE_REASON, STAGE_SEGMENT, STAGE_VECTORIZE, QuestionError, check_question)
 from ..core.frames import FRAME_FIXED, FrameError, map_objects_to_image
 from ..core.profiles import Profile, get_profile
 from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_OK, PARSE_PARTIAL, Answer, AnswerObject
+from .reasoning import ReasonerProtocol
 from .vectorize import mask_to_polygons, mask_to_rle
 
-MAX_QUESTION_CHARS = 2000
-MAX_IMAGE_PIXELS = 64_000_000
 
 EventCallback = Callable[[str, dict], None]
 
@@ -29,8 +30,9 @@ class CascadeError(ValueError):
     """A request the cascade cannot run, with a message for the user."""
 
 
-class CancelledError(RuntimeError):
-    """The caller asked to stop (client gone, task cancelled)."""
+class AskCancelled(RuntimeError):
+    """The caller asked to stop (client gone, task cancelled). Not asyncio.CancelledError: the server
+    runs the cascade on a worker thread and must tell a stopped question from a cancelled task."""
 
 
 @dataclass
@@ -73,7 +75,7 @@ class CascadeResult:
 class Cascade:
     """Runs questions against one reasoner and one segmenter (either may be absent)."""
 
-    def __init__(self, reasoner=None, segmenter=None, profile: str = "remotereasoner"):
+    def __init__(self, reasoner: Optional[ReasonerProtocol] = None, segmenter=None, profile: str = "remotereasoner"):
         self.reasoner = reasoner
         self.segmenter = segmenter
         self.default_profile = get_profile(profile)
@@ -105,11 +107,11 @@ class Cascade:
         if raw_output is None:
             if self.reasoner is None:
                 raise CascadeError("no reasoning model is loaded; pass a model or a recorded answer")
-            emit("stage", {"stage": "preprocess"})
+            emit("stage", {"stage": STAGE_PREPROCESS})
             started = time.perf_counter()
-            model_image = _resize_to_frame(image, frame.frame_width, frame.frame_height, prof.frame.kind)
+            model_image = resize_to_frame(image, frame.frame_width, frame.frame_height, prof.frame.kind)
             timings["preprocess"] = time.perf_counter() - started
-            emit("stage", {"stage": "reason"})
+            emit("stage", {"stage": STAGE_REASON})
             started = time.perf_counter()
             raw_output = self.reasoner.generate(
                 model_image, prof.messages(question), max_new_tokens=options.max_new_tokens,
@@ -117,12 +119,12 @@ class Cascade:
                 on_token=(lambda piece: emit("token", {"text": piece})), should_stop=stop)
             timings["reason"] = time.perf_counter() - started
             if stop():
-                raise CancelledError("cancelled during reasoning")
+                raise AskCancelled("cancelled during reasoning")
             reasoner_name = getattr(self.reasoner, "name", "reasoner")
         else:
             reasoner_name = "recorded answer"
 
-        emit("stage", {"stage": "parse"})
+        emit("stage", {"stage": STAGE_PARSE})
         started = time.perf_counter()
         parsed = prof.parse(raw_output)
         mapped, map_warnings = map_objects_to_image(parsed.objects, frame, options.min_box_size)
@@ -149,11 +151,11 @@ class Cascade:
             if self.segmenter is None:
                 raise CascadeError("masks and contours need a segmentation model; none is loaded")
             if stop():
-                raise CancelledError("cancelled before segmentation")
-            emit("stage", {"stage": "segment"})
+                raise AskCancelled("cancelled before segmentation")
+            emit("stage", {"stage": STAGE_SEGMENT})
             masks = self._segment(image, objects, prof, valid, timings)
             if "contours" in options.granularities:
-                emit("stage", {"stage": "vectorize"})
+                emit("stage", {"stage": STAGE_VECTORIZE})
                 started = time.perf_counter()
                 for obj, mask in zip(objects, masks):
                     obj.polygons = mask_to_polygons(mask, options.simplify_tolerance, options.min_area)
@@ -176,7 +178,7 @@ class Cascade:
             reasoning=parsed.reasoning, raw_output=raw_output, parse_status=parse_status,
             parse_problems=parse_problems, models=models, granularities=list(options.granularities),
             timings=timings, warnings=warnings)
-        emit("stage", {"stage": "done"})
+        emit("stage", {"stage": STAGE_DONE})
         return CascadeResult(answer=answer, masks=masks)
 
     def _segment(self, image, objects, prof: Profile, valid, timings) -> List[np.ndarray]:
@@ -201,12 +203,12 @@ class Cascade:
 
 
 def _check_question(question: str) -> str:
-    if not isinstance(question, str) or not question.strip():
-        raise CascadeError("the question is empty")
-    question = question.strip()
-    if len(question) > MAX_QUESTION_CHARS:
-        raise CascadeError(f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}")
-    return question
+    if not isinstance(question, str):
+        raise CascadeError("the question must be text")
+    try:
+        return check_question(question)  # core/api.py: the same rule the HTTP service applies
+    except QuestionError as exc:
+        raise CascadeError(str(exc)) from None
 
 
 def _check_image(image) -> tuple:
@@ -220,10 +222,15 @@ def _check_image(image) -> tuple:
     return height, width
 
 
-def _resize_to_frame(image: np.ndarray, frame_width: int, frame_height: int, frame_kind: str) -> Image.Image:
+def resize_to_frame(image: np.ndarray, frame_width: int, frame_height: int, frame_kind: str) -> Image.Image:
+    """The (H, W, 3) uint8 image as the PIL image a reasoner receives: resized to the profile's model
+    frame (core.frames ModelFrame.frame_width/height) the way that family was trained."""
     pil = Image.fromarray(image)
     if pil.size == (frame_width, frame_height):
         return pil
     # Seg-Zero and Think2Seg resized with bilinear to 840x840; Qwen's processor resizes bicubic.
     resample = Image.BILINEAR if frame_kind == FRAME_FIXED else Image.BICUBIC
     return pil.resize((frame_width, frame_height), resample)
+
+
+_resize_to_frame = resize_to_frame  # the old private name; training still imports it (issue 9 switches)

@@ -7,9 +7,11 @@
     georeasoner serve [--host 127.0.0.1] [--port 8765] [--reasoner M | --reasoner-url URL --reasoner-model NAME
                       | --reasoner-output FILE] [--segmenter M|none] [--token-file PATH]
 
-Exit codes: 0 done (an empty answer is an answer), 1 a runtime problem (unreadable file, model
-missing, unreadable model answer), 2 bad arguments, 3 an internal error (a bug: please report it),
-130 interrupted. Errors are one clear line on stderr, never a traceback (unless --debug).
+Exit codes (sysexits-like, shared with the training CLI; see core/exit_codes.py and the README):
+0 done (an empty answer is an answer), 1 the model's answer could not be read, 64 bad arguments,
+65 unreadable input, 66 missing input, 69 model missing, 70 an internal error (a bug: please
+report it), 73 an output cannot be written, 130 interrupted. Errors are one clear line on stderr,
+never a traceback (unless --debug).
 """
 from __future__ import annotations
 
@@ -22,27 +24,28 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .. import __version__
+from ..core.exit_codes import (EXIT_CANTCREAT, EXIT_CONFIG, EXIT_DATAERR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOINPUT,
+                               EXIT_OK, EXIT_SOFTWARE, EXIT_UNAVAILABLE, EXIT_USAGE, CommandError,
+                               UsageError, run_command)
+from ..core.api import (DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, DEFAULT_QUEUE_SIZE, DEFAULT_TIMEOUT_S,
+                        MAX_IMAGE_PIXELS, TOKEN_FILE_ENV)
+from ..core.files import atomic_write_text
 from ..core.profiles import DEFAULT_PROFILE, PROFILES, UnknownProfileError, get_profile
 from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_NO_ANSWER
 
 DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-large"
 MAX_RECORDED_OUTPUT_BYTES = 1_000_000
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
-
-class UserError(Exception):
-    """Something the user can fix; the message says how."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILED):
-        super().__init__(message)
-        self.exit_code = exit_code
+EXIT_BUG = EXIT_SOFTWARE  # the name this module used before the codes moved to core
+__all__ = ["main", "build_parser", "output_paths", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_BUG",
+           "EXIT_INTERRUPTED"]
+UserError = CommandError  # something the user can fix, raised here in the CLI only; the message says how
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):  # argparse exits 2 with usage; keep that, but in our one-line style
+    def error(self, message):  # argparse's errors: usage, then our one-line style and EX_USAGE
         self.print_usage(sys.stderr)
-        raise UserError(message, EXIT_USAGE)
+        raise UsageError(message)
 
 
 class Progress:
@@ -121,9 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("profiles", help="list the prompt profiles")
 
     serve = sub.add_parser("serve", help="run the HTTP backend (for the QGIS plugin and other clients)")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default 127.0.0.1; anything else is reachable from the network)")
-    serve.add_argument("--port", type=int, default=8765, help="TCP port (0 picks a free one; the URL is printed)")
+    serve.add_argument("--host", default=DEFAULT_HOST,
+                       help=f"address to listen on (default {DEFAULT_HOST}; anything else is reachable from the "
+                            f"network)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
+                       help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one; the URL is printed)")
     serve.add_argument("--profile", default=DEFAULT_PROFILE, help=f"default prompt profile ({', '.join(PROFILES)})")
     serve.add_argument("--reasoner", help="reasoning model: hub id or local folder (default: the profile's checkpoint)")
     serve.add_argument("--adapter", help="LoRA adapter folder applied on top of the reasoner")
@@ -137,12 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reasoner-model", metavar="NAME", help="the model name the --reasoner-url endpoint serves")
     serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     serve.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
-    serve.add_argument("--queue-size", type=int, default=8, help="requests allowed to wait; more get 429")
-    serve.add_argument("--timeout", type=float, default=600.0, help="per-request time limit in seconds, queue included")
-    serve.add_argument("--max-body-bytes", type=int, default=128 * 1024 * 1024, help="largest request body accepted")
-    serve.add_argument("--max-image-pixels", type=int, default=64_000_000, help="largest decoded image accepted")
+    serve.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+                       help=f"requests allowed to wait (default {DEFAULT_QUEUE_SIZE}); more get 429")
+    serve.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                       help=f"per-request time limit in seconds, queue included (default {DEFAULT_TIMEOUT_S:g})")
+    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                       help=f"largest request body accepted (default {DEFAULT_MAX_BODY_BYTES})")
+    serve.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
+                       help=f"largest decoded image accepted (default and ceiling {MAX_IMAGE_PIXELS})")
     serve.add_argument("--token-file", metavar="PATH",
-                       help="bearer token file (default: $GEOREASONER_TOKEN_FILE, else "
+                       help=f"bearer token file (default: ${TOKEN_FILE_ENV}, else "
                             "$XDG_CONFIG_HOME/georeasoner/token or ~/.config/georeasoner/token); created if missing")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     return parser
@@ -151,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    try:
+
+    def body() -> int:
         args = parser.parse_args(argv)
         if args.command == "ask":
             return cmd_ask(args)
@@ -163,20 +173,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_serve(args)
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    except UserError as exc:
-        print(f"\ngeoreasoner: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("\ngeoreasoner: interrupted; nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except SystemExit as exc:  # argparse --help / --version
-        return int(exc.code or 0)
-    except Exception as exc:  # noqa: BLE001 - the promise is: never a traceback for users
-        if debug:
-            raise
-        print(f"\ngeoreasoner: internal error: {type(exc).__name__}: {exc}\n"
-              f"This is a bug; rerun with --debug for the traceback and report it.", file=sys.stderr)
-        return EXIT_BUG
+
+    return run_command("georeasoner", body, debug=debug, interrupted="interrupted; nothing was written")
 
 
 def _parse_outputs(text: str) -> List[str]:
@@ -204,7 +202,7 @@ def output_paths(out: str) -> Dict[str, Path]:
     """Where `ask` writes: vectors, the mask GeoTIFF and the answer JSON."""
     path = Path(out)
     lower = out.lower()
-    if lower.endswith(".gpkg") or lower.endswith(".shp"):
+    if lower.endswith((".gpkg", ".shp")):
         stem = path.with_suffix("")
         return {"vectors": path, "mask": Path(f"{stem}_mask.tif"), "answer": Path(f"{stem}_answer.json")}
     if path.suffix and not path.is_dir():
@@ -215,15 +213,15 @@ def output_paths(out: str) -> Dict[str, Path]:
 def _read_recorded_output(path: str) -> str:
     file = Path(path)
     if not file.is_file():
-        raise UserError(f"--reasoner-output: {path} does not exist or is not a file")
+        raise UserError(f"--reasoner-output: {path} does not exist or is not a file", EXIT_NOINPUT)
     if file.stat().st_size > MAX_RECORDED_OUTPUT_BYTES:
         raise UserError(f"--reasoner-output: {path} is larger than {MAX_RECORDED_OUTPUT_BYTES} bytes; "
-                        "that is not a model answer")
+                        "that is not a model answer", EXIT_DATAERR)
     data = file.read_bytes()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise UserError(f"--reasoner-output: {path} is not UTF-8 text") from None
+        raise UserError(f"--reasoner-output: {path} is not UTF-8 text", EXIT_DATAERR) from None
 
 
 def cmd_ask(args) -> int:
@@ -239,7 +237,7 @@ def cmd_ask(args) -> int:
     paths = output_paths(args.out)
     _refuse_existing(paths, outputs, args.overwrite)
     if not Path(args.image).exists():
-        raise UserError(f"{args.image}: no such file")
+        raise UserError(f"{args.image}: no such file", EXIT_NOINPUT)
     recorded = _read_recorded_output(args.reasoner_output) if args.reasoner_output else None
 
     # Heavy imports only now, so `--help` and argument errors stay instant.
@@ -259,7 +257,7 @@ def cmd_ask(args) -> int:
         with progress.stage("read", f"reading {args.image}"):
             raster = read_raster(args.image, bands=bands, max_size=args.max_size)
     except ImageryError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc), EXIT_DATAERR) from None
     for warning in raster.warnings:
         progress.say(f"warning: {warning}")
 
@@ -281,7 +279,7 @@ def cmd_ask(args) -> int:
                 from .segmenter import Segmenter
                 segmenter = Segmenter(args.segmenter, device=args.device, dtype=args.dtype)
     except ModelLoadError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc), EXIT_UNAVAILABLE) from None
 
     cascade = Cascade(reasoner=reasoner, segmenter=segmenter, profile=profile.name)
     streamed: List[str] = []
@@ -309,7 +307,7 @@ def cmd_ask(args) -> int:
                              valid=raster.valid, on_event=on_event)
         progress.timings["cascade"] = time.perf_counter() - started
     except CascadeError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc), EXIT_DATAERR) from None
 
     answer = result.answer
     answer.warnings.extend(raster.warnings)
@@ -332,8 +330,9 @@ def cmd_ask(args) -> int:
         with progress.stage("write", f"writing {paths['vectors']}"):
             vector_layers = [o for o in ("boxes", "points", "contours") if o in outputs]
             if vector_layers:
+                # raster: the file's name without suffix, as QGIS names the layer of that file.
                 written += write_vectors(answer, raster.transform, crs_wkt, paths["vectors"], layers=vector_layers,
-                                         overwrite=args.overwrite)
+                                         overwrite=args.overwrite, raster=Path(args.image).stem)
             if "masks" in outputs:
                 union = result.union_mask(answer.image_height, answer.image_width)
                 written.append(write_mask_geotiff(union, raster, paths["mask"], overwrite=args.overwrite))
@@ -341,7 +340,7 @@ def cmd_ask(args) -> int:
             written.append(_write_answer_json(answer, paths["answer"], args.overwrite))
     except OutputError as exc:
         _remove(all_output_files(written))
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc), EXIT_CANTCREAT) from None
 
     if args.json:
         print(answer.to_json(indent=2))
@@ -362,22 +361,19 @@ def _refuse_existing(paths: Dict[str, Path], outputs: List[str], overwrite: bool
         candidates.append(vectors)
     existing = [str(p) for p in candidates if p.exists()]
     if existing:
-        raise UserError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or choose another -o")
+        raise UserError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or choose another -o",
+                        EXIT_CANTCREAT)
 
 
 def _write_answer_json(answer, path: Path, overwrite: bool) -> Path:
     from .writers import OutputError
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(answer.to_json(indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        return atomic_write_text(path, answer.to_json(indent=2), overwrite=overwrite)
+    except FileExistsError:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it") from None
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
 
 
 def _remove(paths: List[Path]) -> None:
@@ -418,7 +414,7 @@ def cmd_make_tiny(args) -> int:
     target = Path(args.directory)
     paths = make_tiny_models(target)
     # The manifest names each role's folder; its presence marks a complete build.
-    (target / TINY_MANIFEST).write_text(json.dumps({role: str(path) for role, path in paths.items()}, indent=2))
+    atomic_write_text(target / TINY_MANIFEST, json.dumps({role: str(path) for role, path in paths.items()}, indent=2))
     print("Tiny RANDOM models written (for smoke tests only; their answers are meaningless):")
     for role, path in paths.items():
         print(f"  {role}: {path}")
@@ -461,7 +457,7 @@ def cmd_serve(args) -> int:
     try:
         token = load_or_create_token(token_file)
     except TokenFileError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc), EXIT_CONFIG) from None
     try:
         run_server(config, host=args.host, port=args.port, token=token, token_file=token_file,
                    log_level=args.log_level)
@@ -469,7 +465,7 @@ def cmd_serve(args) -> int:
         print("georeasoner: server stopped", file=sys.stderr)
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; choose another --port "
-                        f"(0 picks a free one) or --host") from None
+                        f"(0 picks a free one) or --host", EXIT_UNAVAILABLE) from None
     return EXIT_OK
 
 

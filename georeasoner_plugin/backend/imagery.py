@@ -348,6 +348,6 @@ def _crs_name(crs) -> Optional[str]:
         authority = crs.to_authority()
         if authority:
             return f"{authority[0]}:{authority[1]}"
-    except Exception:  # an unusual CRS without an authority is still usable through its WKT
+    except Exception:  # noqa: BLE001 - an unusual CRS without an authority is still usable through its WKT
         pass
     return None

@@ -16,12 +16,12 @@ from transformers.generation import BaseStreamer, StoppingCriteria, StoppingCrit
 
 from ..core.frames import QWEN_PATCH_FACTOR
 from .models import ModelLoadError, load_model_and_processor
+from .reasoning import FrameMismatchError, check_frame, check_generation
 
 QWEN_VL_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl")
 
 
-class FrameMismatchError(ValueError):
-    """The image is not in the model frame, or the processor did not keep it."""
+__all__ = ["FrameMismatchError", "Reasoner"]  # FrameMismatchError: reasoning.py's, the one for both reasoners
 
 
 class _StopWhenAsked(StoppingCriteria):
@@ -77,7 +77,7 @@ class _TextPieceStreamer(BaseStreamer):
             self.on_token(piece)
 
 
-class Reasoner:
+class Reasoner:  # implements reasoning.ReasonerProtocol
     """Qwen2.5-VL (optionally with a LoRA adapter) answering about one image at a time."""
 
     def __init__(self, model: Union[str, os.PathLike], adapter: Optional[Union[str, os.PathLike]] = None,
@@ -108,11 +108,7 @@ class Reasoner:
         self._lock = threading.Lock()
 
     def _check_frame(self, width: int, height: int) -> None:
-        factor = self.patch_size * self.merge_size
-        if width % factor or height % factor or width <= 0 or height <= 0:
-            raise FrameMismatchError(
-                f"image is {width} x {height} pixels, not a model frame: both sides must be positive multiples "
-                f"of {factor}. Resize it to FrameSpec.frame_for(...) before calling the reasoner.")
+        check_frame(width, height, (self.patch_size * self.merge_size,))
 
     def prepare_inputs(self, image, messages: List[Dict]):
         """Tokenised prompt and pixel patches for this image, kept at its exact size (the frame)."""
@@ -155,10 +151,7 @@ class Reasoner:
                  on_token: Optional[Callable[[str], None]] = None,
                  should_stop: Optional[Callable[[], bool]] = None) -> str:
         """The model's answer (new text only, special tokens removed) about `image` (already in the frame)."""
-        if max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be at least 1")
-        if temperature < 0:
-            raise ValueError("temperature must be >= 0 (0 = greedy)")
+        check_generation(max_new_tokens, temperature)
         with self._lock:
             started = time.perf_counter()
             inputs = self.prepare_inputs(image, messages).to(self.device)

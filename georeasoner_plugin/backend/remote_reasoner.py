@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..core.frames import QWEN_PATCH_FACTOR
+from .reasoning import FrameMismatchError
 
 API_KEY_ENV = "GEOREASONER_REASONER_API_KEY"
 _ERROR_BODY_LIMIT = 4096
@@ -29,8 +30,8 @@ class RemoteReasonerError(RuntimeError):
     """The endpoint could not be reached or refused the request; the message says which and why."""
 
 
-class RemoteFrameError(ValueError):
-    """The image handed to generate() is not in a model frame."""
+# The image handed to generate() is not in a model frame: the one error both reasoners raise.
+RemoteFrameError = FrameMismatchError
 
 
 def chat_completions_url(url: str) -> str:
@@ -70,7 +71,7 @@ def to_openai_messages(messages: List[Dict], data_url: str) -> List[Dict]:
     return converted
 
 
-def _redacted(url: str) -> str:
+def redacted_url(url: str) -> str:
     """The URL without user:password, for messages and logs."""
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -79,7 +80,7 @@ def _redacted(url: str) -> str:
     return parts._replace(netloc=host).geturl()
 
 
-class RemoteReasoner:
+class RemoteReasoner:  # implements reasoning.ReasonerProtocol
     """Qwen2.5-VL (or a compatible VLM) served elsewhere, spoken to over chat completions with streaming."""
 
     def __init__(self, url: str, model: str, *, api_key: Optional[str] = None, connect_timeout_s: float = 10.0,
@@ -90,7 +91,7 @@ class RemoteReasoner:
         self.base_url = self.endpoint[: -len("/chat/completions")]
         self.model = model.strip()
         self.name = self.model
-        self.display_url = _redacted(self.base_url)
+        self.display_url = redacted_url(self.base_url)
         headers = {"Accept": "text/event-stream, application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"

@@ -44,7 +44,7 @@ class SegmentResult:
 
 
 class CacheInfo(NamedTuple):
-    """Embedding-cache counters; read as info.hits or info["hits"] (the server reports it as JSON)."""
+    """Counters of the image-embedding cache (Segmenter.cache_info()); read as info.hits or info["hits"]."""
 
     hits: int
     misses: int
@@ -57,9 +57,6 @@ class CacheInfo(NamedTuple):
                 raise KeyError(key)
             return getattr(self, key)
         return tuple.__getitem__(self, key)
-
-    def as_dict(self) -> Dict[str, int]:
-        return dict(self._asdict())
 
 
 @dataclass

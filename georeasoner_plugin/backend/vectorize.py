@@ -1,4 +1,4 @@
-"""Binary masks -> polygons with holes (on pixel corners), and masks <-> run-length encoding.
+"""Binary masks -> polygons with holes (on pixel corners); run lengths come from ``georeasoner_plugin.rle``.
 
 Protocol convention: pixel (col, row) covers [col, col+1) x [row, row+1) and polygon vertices lie
 on pixel corners, so a polygon rasterised back (pixel centre inside) gives the very same mask and
@@ -31,7 +31,8 @@ import numpy as np
 import shapely
 from shapely.geometry.polygon import orient
 
-from ..core.protocol import MaskRLE, Polygon
+from ..core.protocol import Polygon
+from ..rle import as_binary_mask, mask_to_rle, rle_to_mask  # re-exported: the one run-length codec lives there
 
 __all__ = ["mask_to_polygons", "mask_to_rle", "rle_to_mask"]
 
@@ -45,7 +46,7 @@ def mask_to_polygons(mask: np.ndarray, simplify_tolerance: float = 0.0, min_area
     applies topology-preserving Douglas-Peucker, which only drops vertices, so the rest stay on
     pixel corners. Holes, then parts, smaller than ``min_area`` pixels are dropped.
     """
-    binary = _as_binary(mask)
+    binary = as_binary_mask(mask)
     if simplify_tolerance < 0 or min_area < 0:
         raise ValueError("simplify_tolerance and min_area must not be negative")
     if binary.size == 0:
@@ -71,37 +72,6 @@ def mask_to_polygons(mask: np.ndarray, simplify_tolerance: float = 0.0, min_area
     if simplify_tolerance > 0 and polygons:
         polygons = _simplify(polygons, simplify_tolerance)
     return polygons
-
-
-def mask_to_rle(mask: np.ndarray) -> MaskRLE:
-    """Row-major run lengths, starting with a (possibly empty) run of zeros."""
-    binary = _as_binary(mask)
-    height, width = binary.shape
-    flat = binary.ravel()
-    if flat.size == 0:
-        return MaskRLE(width, height, [0])
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    edges = np.concatenate(([0], changes, [flat.size]))
-    counts = np.diff(edges)
-    if flat[0]:
-        counts = np.concatenate(([0], counts))
-    return MaskRLE(width, height, counts.tolist())
-
-
-def rle_to_mask(rle: MaskRLE) -> np.ndarray:
-    """The (height, width) bool mask of a run-length encoding."""
-    counts = np.asarray(rle.counts, dtype=np.int64)
-    if counts.ndim != 1 or (counts < 0).any() or int(counts.sum()) != rle.width * rle.height:
-        raise ValueError(f"run lengths do not add up to {rle.width} x {rle.height} pixels")
-    values = (np.arange(counts.size) % 2).astype(bool)
-    return np.repeat(values, counts).reshape(rle.height, rle.width)
-
-
-def _as_binary(mask: np.ndarray) -> np.ndarray:
-    array = np.asarray(mask)
-    if array.ndim != 2:
-        raise ValueError(f"a mask is a 2-D array, got shape {array.shape}")
-    return array if array.dtype == bool else array != 0
 
 
 def _layers_without_corner_touches(image: np.ndarray) -> List[np.ndarray]:

@@ -28,6 +28,7 @@ from shapely.geometry.polygon import orient
 
 from ..core.georef import GeoTransform
 from ..core.protocol import Answer, Polygon
+from .attributes import area_function, layer_columns
 
 __all__ = ["OutputError", "LAYERS", "write_vectors", "write_mask_geotiff", "vector_targets", "all_output_files"]
 
@@ -37,7 +38,6 @@ _SHAPEFILE_MEMBERS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 # Derived files of an older shapefile / GeoTIFF that would describe stale data after an overwrite.
 _STALE_SHAPEFILE_SIDECARS = (".qix", ".sbn", ".sbx", ".shp.xml", ".qmd")
 _STALE_RASTER_SIDECARS = (".aux.xml", ".ovr", ".msk")
-_DBF_TEXT_BYTES = 254  # dBASE limit for a character field
 _MASK_NODATA = 255
 _MASK_BLOCK = 512
 
@@ -61,8 +61,12 @@ def vector_targets(out_path, layers: Sequence[str] = LAYERS) -> Tuple[str, Dict[
 
 
 def write_vectors(answer: Answer, transform: GeoTransform, crs_wkt: Optional[str], out_path,
-                  layers: Sequence[str] = LAYERS, overwrite: bool = False) -> List[Path]:
+                  layers: Sequence[str] = LAYERS, overwrite: bool = False, raster: str = "") -> List[Path]:
     """Write the answer's boxes, points and contours in map coordinates.
+
+    The attributes are ``core.fields``' (answer id, question, object index, label, score, profile,
+    reasoner, segmenter, source, ``raster`` (the source raster's name), created, area in m²; points
+    add point number and role).
 
     ``out_path`` ending in .gpkg: one GeoPackage with one layer per granularity. Ending in .shp:
     ``<stem>_boxes.shp`` etc. beside it. A folder (existing, ending with '/', or without a suffix):
@@ -90,7 +94,7 @@ def write_vectors(answer: Answer, transform: GeoTransform, crs_wkt: Optional[str
             for layer in layers:
                 staged = staging.path(targets[layer].name)
                 try:
-                    _write_layer(staged, layer, driver, answer, features[layer], crs_wkt)
+                    _write_layer(staged, layer, driver, answer, features[layer], crs_wkt, raster)
                 except Exception as exc:  # pyogrio's own error types, text that is not valid Unicode...
                     raise OutputError(f"could not write the {layer} layer of {targets[layer].name}: {exc}") from exc
             produced = {staging.path(m.name): m for m in members if staging.path(m.name).exists()}
@@ -201,7 +205,7 @@ def _closed_ring(ring: List[Tuple[float, float]]):
 
 
 def _write_layer(path: Path, layer: str, driver: str, answer: Answer, features: list,
-                 crs_wkt: Optional[str]) -> None:
+                 crs_wkt: Optional[str], raster: str = "") -> None:
     shapefile = driver != "GPKG"
     geometries = [geometry for geometry, _, _ in features]
     if geometries:
@@ -210,50 +214,16 @@ def _write_layer(path: Path, layer: str, driver: str, answer: Answer, features: 
         geometries = [_orient(g, exterior_clockwise=shapefile) for g in geometries]
     wkb = np.array([shapely.to_wkb(g) for g in geometries], dtype=object)
 
-    names = ["answer_id", "question", "object"] + (["point"] if layer == "points" else []) + \
-            ["score", "label", "profile", "model", "created"]
-    records = [_record(answer, obj, point_index) for _, point_index, obj in features]
-    field_data, masks = [], []
-    for name in names:
-        values = [record[name] for record in records]
-        if name in ("object", "point"):
-            field_data.append(np.array(values, dtype=np.int32))
-            masks.append(None)
-        elif name == "score":
-            field_data.append(np.array([np.nan if v is None else v for v in values], dtype=np.float64))
-            masks.append(np.array([v is None for v in values], dtype=bool))
-        else:
-            if shapefile:
-                values = [None if v is None else _truncate_utf8(v, _DBF_TEXT_BYTES) for v in values]
-            field_data.append(np.array(values, dtype=object))
-            masks.append(None)
+    # The columns and their values are core.fields' (one schema for the CLI and the QGIS store).
+    names, field_data, masks, tz_offsets = layer_columns(
+        layer, answer, features, shapefile=shapefile, area=area_function(crs_wkt), raster=raster)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="'crs' was not provided")  # pixel space, on purpose
         pyogrio.raw.write(
             str(path), wkb, field_data, names, field_mask=masks, layer=None if shapefile else layer,
             driver=driver, geometry_type=_GEOMETRY_TYPES[layer], crs=crs_wkt,
-            encoding="UTF-8" if shapefile else None, promote_to_multi=layer == "contours")
-
-
-def _record(answer: Answer, obj, point_index: Optional[int]) -> dict:
-    models = "; ".join(f"{role}: {name}" for role, name in sorted(answer.models.items()))
-    return {
-        "answer_id": answer.answer_id,
-        "question": answer.question,
-        "object": int(obj.index),
-        "point": point_index,
-        "score": None if obj.score is None else float(obj.score),
-        "label": obj.label,
-        "profile": answer.profile,
-        "model": models,
-        "created": answer.created,
-    }
-
-
-def _truncate_utf8(text: str, limit: int) -> str:
-    """At most ``limit`` bytes of UTF-8 without splitting a character (DBF widths are bytes)."""
-    encoded = text.encode("utf-8")
-    return text if len(encoded) <= limit else encoded[:limit].decode("utf-8", errors="ignore")
+            encoding="UTF-8" if shapefile else None, promote_to_multi=layer == "contours",
+            gdal_tz_offsets=tz_offsets or None)
 
 
 def _orient(geometry, exterior_clockwise: bool):

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from .protocol import Box, Point
+
+if TYPE_CHECKING:  # parsing imports nothing from here; this keeps it that way at run time
+    from .parsing import ParsedObject
 
 QWEN_PATCH_FACTOR = 28
 # Qwen2.5-VL's own processor defaults (preprocessor_config.json of the released
@@ -167,7 +170,8 @@ class MappedObject:
     score: Optional[float]
 
 
-def map_objects_to_image(objects, frame: ModelFrame, min_box_size: float = 1.0):
+def map_objects_to_image(objects: Sequence[ParsedObject], frame: ModelFrame,
+                         min_box_size: float = 1.0) -> Tuple[List[MappedObject], List[str]]:
     """Map parsed objects (model frame) to image pixels, clip, drop what is left degenerate.
 
     Returns (mapped objects, warnings). Points outside the image are dropped, not clipped: a

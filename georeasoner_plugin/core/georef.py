@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, List, Sequence, Tuple
 
-from .protocol import Answer, Point, Polygon
+from .protocol import Point, Polygon
 
 
 class GeoreferenceError(ValueError):
@@ -98,19 +98,3 @@ class GeoTransform:
         """Transform of the same area sampled with pixels factor times larger (decimated reads)."""
         return GeoTransform(self.origin_x, self.pixel_width * factor_x, self.row_rotation * factor_y,
                             self.origin_y, self.column_rotation * factor_x, self.pixel_height * factor_y)
-
-
-def answer_to_map(answer: Answer, transform: GeoTransform) -> dict:
-    """Map-space geometry of every object: {'boxes': [...], 'points': [...], 'contours': [...]}.
-
-    Each entry carries the object index so writers can attach attributes.
-    """
-    boxes, points, contours = [], [], []
-    for obj in answer.objects:
-        if obj.box is not None:
-            boxes.append((obj.index, transform.box_to_map_ring(obj.box)))
-        for n, p in enumerate(obj.points):
-            points.append((obj.index, n, transform.pixel_to_map(p[0], p[1])))
-        if obj.polygons:
-            contours.append((obj.index, [transform.polygon_to_map(poly) for poly in obj.polygons]))
-    return {"boxes": boxes, "points": points, "contours": contours}

@@ -15,7 +15,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, TypeGuard
 
 from .protocol import (PARSE_EMPTY, PARSE_INVALID, PARSE_NO_ANSWER, PARSE_OK, PARSE_PARTIAL, Box, Point)
 
@@ -34,6 +34,7 @@ SCORE_KEYS = ("score", "confidence")
 # Tags are located in one linear pass; a lazy "<think>(.*?)</think>" regex rescans to the end of
 # the text from every unclosed tag, which is quadratic on degenerate output ("<think>" * 10000).
 _TAG = re.compile(r"<(/?)(think|answer)>", re.IGNORECASE)
+_Tag = Tuple[int, int, bool, str]  # (start, end, closing, name) of one think/answer tag
 _FENCE = re.compile(r"```[ \t]*(?:json|python|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([\]}])")
 _QWEN_BOX_TOKENS = re.compile(
@@ -69,7 +70,7 @@ def parse_model_output(text: Any, expects_think: bool = True) -> ParsedAnswer:
     """Read reasoning, objects and a status from a raw model output. Never raises."""
     try:
         return _parse(text, expects_think)
-    except Exception as exc:  # a parser bug must cost one answer, never the whole request
+    except Exception as exc:  # noqa: BLE001 - a parser bug must cost one answer, never the whole request
         return ParsedAnswer("", None, [], PARSE_INVALID, [f"internal parser error: {type(exc).__name__}: {exc}"])
 
 
@@ -134,7 +135,7 @@ def _parse(text: Any, expects_think: bool) -> ParsedAnswer:
     return ParsedAnswer(reasoning, answer_text, objects, status, problems, has_think, has_answer_tags)
 
 
-def _extract_reasoning(text: str, tags) -> Tuple[str, bool, Optional[Tuple[int, int]]]:
+def _extract_reasoning(text: str, tags: Sequence[_Tag]) -> Tuple[str, bool, Optional[Tuple[int, int]]]:
     """(reasoning, properly closed, span of the whole think section or None)."""
     opening = next((t for t in tags if t[3] == "think" and not t[2]), None)
     if opening is None:
@@ -148,7 +149,7 @@ def _extract_reasoning(text: str, tags) -> Tuple[str, bool, Optional[Tuple[int, 
     return text[opening[1]:end].strip(), False, (opening[0], end)
 
 
-def _extract_answer(text: str, tags) -> Tuple[Optional[str], bool]:
+def _extract_answer(text: str, tags: Sequence[_Tag]) -> Tuple[Optional[str], bool]:
     """The last complete <answer> section, else what follows an unclosed one (cut off by the token limit)."""
     closing = next((t for t in reversed(tags) if t[3] == "answer" and t[2]), None)
     if closing is not None:
@@ -168,7 +169,7 @@ class _Nothing:
 _NOTHING = _Nothing()
 
 
-def _read_literal(answer: str):
+def _read_literal(answer: str) -> Tuple[Any, List[str], bool]:
     """(value, problems, salvaged): the Python/JSON value in the answer, repairing common slips.
 
     value is _NOTHING when nothing could be read; salvaged is True when only pieces of a broken
@@ -291,7 +292,7 @@ def _read_item(item: Any, number: int) -> Tuple[Optional[ParsedObject], List[str
                 raw_points.extend(value)
             else:
                 problems.append(f"object {number}: {key} is not a list of points")
-    numbered = sorted((int(NUMBERED_POINT_KEY.match(k).group(1)), k) for k in keys if NUMBERED_POINT_KEY.match(k))
+    numbered = sorted((int(match.group(1)), k) for k in keys if (match := NUMBERED_POINT_KEY.match(k)))
     raw_points.extend(keys[k] for _, k in numbered)
     for raw in raw_points:
         point, problem = _read_point(raw)
@@ -311,7 +312,7 @@ def _read_item(item: Any, number: int) -> Tuple[Optional[ParsedObject], List[str
     return obj, problems
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -367,7 +368,7 @@ def _read_point(raw: Any) -> Tuple[Optional[Point], Optional[str]]:
     return (values[0], values[1]), None
 
 
-def _has_any(mapping: dict, keys: Sequence[str]) -> bool:
+def _has_any(mapping: Dict[str, Any], keys: Sequence[str]) -> bool:
     return any(k in mapping for k in keys)
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Protocol, Sequence, TypeVar
 
 from .frames import FRAME_FIXED, FRAME_SMART_RESIZE, FrameSpec, box_center, box_iou
 from .parsing import ParsedAnswer, ParsedObject, parse_model_output
+from .protocol import Box, Point
 
 # SAM prompting styles of the originals.
 SAM_BOX_AND_CENTER = "box+center"  # RemoteReasoner: box + its centre as one positive point
@@ -42,6 +43,14 @@ GEOREASONER_MAX_PIXELS = 1024 * 28 * 28
 class UnknownProfileError(KeyError):
     def __str__(self) -> str:
         return f"unknown profile {self.args[0]!r}; known profiles: {', '.join(PROFILES)}"
+
+
+class _HasBox(Protocol):
+    @property
+    def box(self) -> Optional[Box]: ...
+
+
+_Boxed = TypeVar("_Boxed", bound=_HasBox)  # anything with .box: parsed or mapped objects
 
 
 @dataclass(frozen=True)
@@ -71,22 +80,22 @@ class Profile:
             question = question.lower().strip(".")
         return question
 
-    def messages(self, question: str) -> List[Dict]:
+    def messages(self, question: str) -> List[Dict[str, Any]]:
         """Chat messages in the transformers multimodal format: image parts are {'type': 'image'}."""
         q = self.question_text(question)
-        content: List[Dict] = []
+        content: List[Dict[str, Any]] = []
         for part in self.user_parts:
             if part == IMAGE:
                 content.append({"type": "image"})
             else:
                 content.append({"type": "text", "text": part.replace("{question}", q)})
-        messages: List[Dict] = []
+        messages: List[Dict[str, Any]] = []
         if self.system_prompt:
             messages.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
         messages.append({"role": "user", "content": content})
         return messages
 
-    def sam_points(self, box, points) -> List:
+    def sam_points(self, box: Optional[Box], points: Sequence[Point]) -> List[Point]:
         """The positive points SAM2 gets for one object, as the original method prompts it."""
         if box is not None and self.sam_prompting == SAM_BOX_AND_CENTER:
             return [box_center(box)]
@@ -94,11 +103,11 @@ class Profile:
             return []
         return list(points)
 
-    def drop_duplicates(self, objects: Sequence) -> List:
+    def drop_duplicates(self, objects: Sequence[_Boxed]) -> List[_Boxed]:
         """Objects (anything with .box) without near-duplicate boxes, for profiles that do so."""
         if self.dedupe_iou is None:
             return list(objects)
-        kept: List = []
+        kept: List[_Boxed] = []
         for candidate in objects:
             if candidate.box is not None and any(
                     k.box is not None and box_iou(k.box, candidate.box) > self.dedupe_iou for k in kept):
@@ -106,7 +115,7 @@ class Profile:
             kept.append(candidate)
         return kept
 
-    def parse(self, raw_output) -> ParsedAnswer:
+    def parse(self, raw_output: Any) -> ParsedAnswer:
         return parse_model_output(raw_output, expects_think=self.expects_think)
 
     def render_answer(self, objects: Sequence[ParsedObject], reasoning: str = "") -> str:
@@ -136,7 +145,10 @@ def _render_segzero(objects: Sequence[ParsedObject]) -> str:
 
 
 def _two_points(obj: ParsedObject) -> List[List[int]]:
+    """The object's first two points, the box centre standing in for missing ones (rendered objects have boxes)."""
     points = [_ints(p) for p in obj.points[:2]]
+    if obj.box is None:
+        return points
     while len(points) < 2:
         points.append(_center(obj.box))
     return points
@@ -156,7 +168,7 @@ def _render_grasp(objects: Sequence[ParsedObject]) -> str:
     if not objects:
         return "{}"
     o = next((o for o in objects if o.box is not None), None)
-    if o is None:
+    if o is None or o.box is None:
         return "{}"
     p1, p2 = _two_points(o)
     return f"{{'bbox': {_ints(o.box)}, 'points 1': {p1}, 'points 2': {p2}}}"

@@ -80,7 +80,8 @@ class MaskRLE:
 
     @classmethod
     def encode(cls, rows: Sequence[Sequence[Any]]) -> "MaskRLE":
-        """Encode a mask given as rows of truthy values (slow path; the backend has a numpy one)."""
+        """Encode a mask given as rows of truthy values (pure Python, for small masks; the vectorised
+        codec for both sides is ``georeasoner_plugin.rle``)."""
         height = len(rows)
         width = len(rows[0]) if height else 0
         counts: List[int] = []
@@ -95,14 +96,6 @@ class MaskRLE:
                     current, run = value, 1
         counts.append(run)
         return cls(width, height, counts)
-
-    def decode_rows(self) -> List[List[int]]:
-        flat: List[int] = []
-        value = 0
-        for count in self.counts:
-            flat.extend([value] * count)
-            value = 1 - value
-        return [flat[r * self.width:(r + 1) * self.width] for r in range(self.height)]
 
     def area(self) -> int:
         return sum(self.counts[1::2])
@@ -252,7 +245,7 @@ def ring_signed_area(ring: Iterable[Point]) -> float:
     return total / 2.0
 
 
-def _list(value: Any, what: str) -> list:
+def _list(value: Any, what: str) -> List[Any]:
     if not isinstance(value, (list, tuple)):
         raise ProtocolError(f"{what} must be a list")
     return list(value)
@@ -261,10 +254,10 @@ def _list(value: Any, what: str) -> list:
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProtocolError(f"{what} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
+    number = float(value)
+    if not math.isfinite(number):
         raise ProtocolError(f"{what} must be finite")
-    return value
+    return number
 
 
 def _point(value: Any, what: str) -> Point:

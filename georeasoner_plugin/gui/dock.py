@@ -33,8 +33,10 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..core.api import (EVENT_QUEUED, STAGE_DONE, STAGE_PARSE, STAGE_PREPROCESS, STAGE_REASON, STAGE_SEGMENT,
+                        STAGE_VECTORIZE, QuestionError, check_question)
 from ..core.protocol import GRANULARITIES
-from ..qgis_io.asker import Asker
+from ..qgis_io.asker import STAGE_SENDING, Asker
 from ..qgis_io.capture import CaptureError, capture_canvas, capture_raster
 from ..qgis_io.client import AskRequest, BackendClient, BackendError
 from ..qgis_io.export import ExistingFilesError, ExportError, export_answers
@@ -45,14 +47,14 @@ from ..toolbelt.log import log
 from ..toolbelt.settings import Settings
 
 STAGE_TITLES = {
-    "sending": "sending the image",
-    "queued": "waiting in the backend's queue",
-    "preprocess": "preparing the image",
-    "reason": "reasoning",
-    "parse": "reading the answer",
-    "segment": "segmenting (SAM2)",
-    "vectorize": "tracing contours",
-    "done": "done",
+    STAGE_SENDING: "sending the image",
+    EVENT_QUEUED: "waiting in the backend's queue",
+    STAGE_PREPROCESS: "preparing the image",
+    STAGE_REASON: "reasoning",
+    STAGE_PARSE: "reading the answer",
+    STAGE_SEGMENT: "segmenting (SAM2)",
+    STAGE_VECTORIZE: "tracing contours",
+    STAGE_DONE: "done",
 }
 
 
@@ -67,7 +69,7 @@ class GeoReasonerDock(QDockWidget):
         self._build()
         self.asker.stage.connect(self._on_stage)
         self.asker.token.connect(self._on_token)
-        self.asker.queued.connect(lambda n: self._on_stage("queued", n))
+        self.asker.queued.connect(lambda n: self._on_stage(EVENT_QUEUED, n))
         self.asker.answered.connect(self._on_answered)
         self.asker.failed.connect(self._on_failed)
         self.asker.busy_changed.connect(self._set_busy)
@@ -221,9 +223,11 @@ class GeoReasonerDock(QDockWidget):
     def ask(self) -> None:
         if self.asker.is_busy():
             return
-        question = self.question.text().strip()
-        if not question:
-            self.show_message(tr("Type a question first."), Qgis.MessageLevel.Info)
+        try:
+            question = check_question(self.question.text())  # the service's own rule (core/api.py)
+        except QuestionError as exc:
+            empty = exc.code == "empty_question"
+            self.show_message(tr("Type a question first.") if empty else str(exc), Qgis.MessageLevel.Info)
             return
         outputs = self.selected_outputs()
         if not outputs:
@@ -253,7 +257,7 @@ class GeoReasonerDock(QDockWidget):
 
     def _on_stage(self, stage: str, position: int = 0) -> None:
         title = tr(STAGE_TITLES.get(stage, stage))
-        if stage == "queued":
+        if stage == EVENT_QUEUED:
             title = tr("waiting in the backend's queue (position {0})").format(position)
         self.status.setText(title + "...")
 

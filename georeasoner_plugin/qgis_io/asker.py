@@ -11,6 +11,7 @@ from typing import Callable, Optional
 from qgis.core import QgsApplication, QgsProject, QgsTask
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
+from ..core.api import EVENT_QUEUED, EVENT_STAGE, EVENT_TOKEN
 from ..core.protocol import PARSE_INVALID, PARSE_NO_ANSWER, Answer
 from ..toolbelt.i18n import tr
 from ..toolbelt.log import log
@@ -18,6 +19,9 @@ from .capture import Capture
 from .client import AskRequest, BackendClient, BackendError
 from .layers import add_to_project
 from .store import AnswerStore, StoredAnswer, StoreError, georeference, store_path_for
+
+# The plugin's own first stage, before the backend's (core/api.py STAGES).
+STAGE_SENDING = "sending"
 
 
 class AskTask(QgsTask):
@@ -83,7 +87,7 @@ class Asker(QObject):
         self.task = AskTask(client, request, self._done)
         self.task.stream_event.connect(self._on_event)
         self.busy_changed.emit(True)
-        self.stage.emit("sending")
+        self.stage.emit(STAGE_SENDING)
         QgsApplication.taskManager().addTask(self.task)
         return self.task
 
@@ -93,11 +97,11 @@ class Asker(QObject):
 
     def _on_event(self, event: dict) -> None:
         kind = event.get("event")
-        if kind == "token":
+        if kind == EVENT_TOKEN:
             self.token.emit(str(event.get("text", "")))
-        elif kind == "stage":
+        elif kind == EVENT_STAGE:
             self.stage.emit(str(event.get("stage", "")))
-        elif kind == "queued":
+        elif kind == EVENT_QUEUED:
             self.queued.emit(int(event.get("position", 0)))
 
     def _done(self, answer: Optional[Answer], error: str, kind: str) -> None:

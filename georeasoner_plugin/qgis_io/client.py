@@ -14,18 +14,18 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from qgis.core import QgsApplication, QgsAuthMethodConfig, QgsNetworkAccessManager
 from qgis.PyQt.QtCore import QByteArray, QEventLoop, QTimer, QUrl
 from qgis.PyQt.QtNetwork import QNetworkProxy, QNetworkReply, QNetworkRequest
 
+from ..core.api import (ASK_FIELDS, ASK_STREAM_PATH, EVENT_ANSWER, EVENT_ERROR, HEALTH_PATH, IMAGE_PART,
+                        INFO_PATH, NDJSON_MEDIA_TYPE, REQUEST_PART, QuestionError, check_question, is_loopback_host,
+                        parse_error_body)
 from ..core.protocol import Answer, ProtocolError
 from ..toolbelt.i18n import tr
-from ..toolbelt.settings import Settings, default_token_file
-
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+from ..toolbelt.settings import Settings
 START_HINT = ("Start one from Settings > Options > GeoReasoner (Local backend > Start), or in a shell: "
               "<backend python> -m georeasoner_plugin.backend.cli serve --port 8765")
 
@@ -35,7 +35,7 @@ class BackendError(Exception):
 
     def __init__(self, message: str, kind: str = "error", status: int = 0):
         super().__init__(message)
-        self.kind = kind  # down | timeout | cancelled | closed | http | protocol | auth
+        self.kind = kind  # down | timeout | cancelled | closed | http | protocol | auth | invalid
         self.status = status
 
 
@@ -49,18 +49,24 @@ class AskRequest:
     question: str
     image_bytes: bytes  # PNG
     profile: str = ""
-    outputs: List[str] = field(default_factory=lambda: ["boxes", "points", "masks", "contours"])
-    max_new_tokens: int = 1024
-    temperature: float = 0.0
-    top_p: float = 1.0
+    # Defaults (and the server's limits) are the contract's: core/api.py ASK_FIELDS.
+    outputs: List[str] = field(default_factory=lambda: list(ASK_FIELDS["outputs"][0]))
+    max_new_tokens: int = ASK_FIELDS["max_new_tokens"][0]
+    temperature: float = ASK_FIELDS["temperature"][0]
+    top_p: float = ASK_FIELDS["top_p"][0]
     seed: Optional[int] = None
-    simplify_tolerance: float = 0.0
-    min_area: float = 0.0
+    simplify_tolerance: float = ASK_FIELDS["simplify_tolerance"][0]
+    min_area: float = ASK_FIELDS["min_area"][0]
     image_name: str = "capture.png"
     image_type: str = "image/png"
 
     def request_json(self) -> Dict:
-        body = {"question": self.question, "outputs": list(self.outputs),
+        """The JSON of the request part; BackendError when the question breaks the contract's rule."""
+        try:
+            question = check_question(self.question)
+        except QuestionError as exc:
+            raise BackendError(str(exc), "invalid") from None
+        body = {"question": question, "outputs": list(self.outputs),
                 "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
                 "top_p": self.top_p, "simplify_tolerance": self.simplify_tolerance, "min_area": self.min_area}
         if self.profile:
@@ -70,14 +76,9 @@ class AskRequest:
         return body
 
 
-def is_loopback(url: str) -> bool:
-    host = QUrl(url).host()
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
-
-
 def network_manager_for(url: str):
     """QGIS's manager for this thread; a proxy-free one of our own for loopback addresses."""
-    if is_loopback(url):
+    if is_loopback_host(QUrl(url).host()):
         nam = QgsNetworkAccessManager()
         nam.setProxy(QNetworkProxy(QNetworkProxy.ProxyType.NoProxy))
         return nam
@@ -93,9 +94,8 @@ def read_token(settings: Settings) -> str:
             token = cfg.config("password", "") or cfg.config("token", "")
             if token:
                 return token.strip()
-    path = Path(settings.token_file) if settings.token_file else default_token_file()
     try:
-        return path.read_text(encoding="utf-8").strip()
+        return settings.token_path().read_text(encoding="utf-8").strip()
     except OSError:
         return ""
 
@@ -132,20 +132,16 @@ class BackendClient:
 
     # -- public calls -------------------------------------------------------------------------
     def health(self) -> Dict:
-        status, body = self._request("GET", "/v1/health", timeout_s=self.connect_timeout_s)
+        status, body = self._request("GET", HEALTH_PATH, timeout_s=self.connect_timeout_s)
         return self._json(status, body)
 
     def info(self) -> Dict:
-        status, body = self._request("GET", "/v1/info", timeout_s=self.connect_timeout_s)
+        status, body = self._request("GET", INFO_PATH, timeout_s=self.connect_timeout_s)
         return self._json(status, body)
 
-    def ask(self, request: AskRequest) -> Answer:
-        ctype, body = self._ask_body(request)
-        status, data = self._request("POST", "/v1/ask", body=body, content_type=ctype)
-        return self._answer(self._json(status, data))
-
     def ask_stream(self, request: AskRequest, on_event: Callable[[Dict], None]) -> Answer:
-        """POST /v1/ask/stream; on_event gets every event (queued, stage, token) as it arrives."""
+        """POST /v1/ask/stream (the only ask the plugin makes: it shows progress); on_event gets every
+        event but the final one (queued, stage, token; core/api.py) as it arrives."""
         ctype, body = self._ask_body(request)
         buffer = bytearray()
         result: Dict = {}
@@ -157,16 +153,16 @@ class BackendClient:
                 buffer[:] = rest
                 self._stream_line(line, on_event, result)
 
-        status, data = self._request("POST", "/v1/ask/stream", body=body, content_type=ctype, on_data=on_data,
+        status, data = self._request("POST", ASK_STREAM_PATH, body=body, content_type=ctype, on_data=on_data,
                                      stream=True)
         if status != 200:
             return self._answer(self._json(status, data))  # raises with the server's message
         if buffer.strip():
             self._stream_line(bytes(buffer), on_event, result)
-        if "answer" in result:
-            return self._answer(result["answer"])
-        if "error" in result:
-            err = result["error"]
+        if EVENT_ANSWER in result:
+            return self._answer(result[EVENT_ANSWER])
+        if EVENT_ERROR in result:
+            err = result[EVENT_ERROR]
             raise self._http_error(int(err.get("status") or 500), str(err.get("message") or ""))
         raise BackendError(tr("The backend closed the answer stream before answering: it may have crashed or "
                               "been stopped. Look at its log (Options > GeoReasoner > Local backend log), then "
@@ -175,8 +171,8 @@ class BackendClient:
     # -- internals ----------------------------------------------------------------------------
     def _ask_body(self, request: AskRequest):
         return _multipart([
-            ("request", None, "application/json", json.dumps(request.request_json()).encode("utf-8")),
-            ("image", request.image_name, request.image_type, request.image_bytes),
+            (REQUEST_PART, None, "application/json", json.dumps(request.request_json()).encode("utf-8")),
+            (IMAGE_PART, request.image_name, request.image_type, request.image_bytes),
         ])
 
     def _stream_line(self, line: bytes, on_event, result: Dict) -> None:
@@ -189,10 +185,10 @@ class BackendClient:
             raise BackendError(tr("The backend sent a stream line that is not JSON; are the plugin and the "
                                   "backend the same version?"), "protocol") from None
         kind = event.get("event")
-        if kind == "answer":
-            result["answer"] = event.get("answer")
-        elif kind == "error":
-            result["error"] = event
+        if kind == EVENT_ANSWER:
+            result[EVENT_ANSWER] = event.get("answer")
+        elif kind == EVENT_ERROR:
+            result[EVENT_ERROR] = event
         else:
             on_event(event)
 
@@ -212,10 +208,8 @@ class BackendClient:
             return data
         if status == 200:
             raise BackendError(tr("The backend answered with something that is not JSON."), "protocol", status)
-        message = ""
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            message = str(data["error"].get("message") or "")
-        raise self._http_error(status, message)
+        error = parse_error_body(data)
+        raise self._http_error(status, error["message"] if error else "")
 
     def _http_error(self, status: int, message: str) -> BackendError:
         hints = {
@@ -242,7 +236,7 @@ class BackendClient:
         timeout = float(timeout_s if timeout_s is not None else self.timeout_s)
         nam = network_manager_for(url)
         request = QNetworkRequest(QUrl(url))
-        request.setRawHeader(b"Accept", b"application/x-ndjson" if stream else b"application/json")
+        request.setRawHeader(b"Accept", NDJSON_MEDIA_TYPE.encode("ascii") if stream else b"application/json")
         request.setAttribute(QNetworkRequest.Attribute.RedirectPolicyAttribute,
                              QNetworkRequest.RedirectPolicy.NoLessSafeRedirectPolicy)
         if self.token:

@@ -18,11 +18,11 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from ..core.files import atomic_write_text
 from ..toolbelt.i18n import tr
 from .store import KINDS, StoredAnswer
 
 SHAPEFILE_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
-DBF_TEXT_LIMIT = 254
 
 
 class ExportError(Exception):
@@ -116,7 +116,7 @@ def export_answers(answers: Sequence[StoredAnswer], destination: Path, fmt: str 
                 written.append(path)
         if fmt == "shp":
             sidecar = destination / f"{base}_answer.txt"
-            sidecar.write_text(_answer_text(stored), encoding="utf-8")
+            atomic_write_text(sidecar, _answer_text(stored))
             written.append(sidecar)
     return written
 

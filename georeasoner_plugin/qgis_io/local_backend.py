@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import os
-import re
 from collections import deque
 from pathlib import Path
 from typing import List, Optional
 
 from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, pyqtSignal
 
+from ..core.api import DEFAULT_HOST, parse_listening_line
 from ..toolbelt.i18n import tr
 from ..toolbelt.settings import Settings
 
 PLUGIN_PARENT = Path(__file__).resolve().parents[2]  # the folder holding the georeasoner_plugin package
-LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 class LocalBackend(QObject):
@@ -28,7 +27,7 @@ class LocalBackend(QObject):
         self.lines = deque(maxlen=2000)
 
     def command(self, settings: Settings) -> List[str]:
-        args = ["-m", "georeasoner_plugin.backend.cli", "serve", "--host", "127.0.0.1",
+        args = ["-m", "georeasoner_plugin.backend.cli", "serve", "--host", DEFAULT_HOST,
                 "--port", str(settings.local_port or 0)]
         if settings.reasoner_output:
             args += ["--reasoner-output", settings.reasoner_output]
@@ -76,9 +75,9 @@ class LocalBackend(QObject):
         data = bytes(self.process.readAllStandardOutput()).decode("utf-8", "replace")
         for line in data.splitlines():
             self._add(line)
-            match = LISTENING.search(line)
-            if match and not self.url:
-                self.url = match.group(1).rstrip("/")
+            url = parse_listening_line(line)
+            if url and not self.url:
+                self.url = url.rstrip("/")
                 self.started.emit(self.url)
 
     def _add(self, line: str) -> None:

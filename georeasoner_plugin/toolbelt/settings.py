@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from qgis.core import QgsSettings
+
+from ..core.api import token_file_path
 
 PREFIX = "georeasoner/"
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -58,14 +59,9 @@ class Settings:
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
 
+    def token_path(self) -> Path:
+        """The token file this plugin reads: the backend's own rule (core/api.py token_file_path)."""
+        return token_file_path(self.token_file)
+
     def output_list(self):
         return [o.strip() for o in self.outputs.split(",") if o.strip()]
-
-
-def default_token_file() -> Path:
-    """Where a local backend keeps its token (the backend's own rule)."""
-    env = os.environ.get("GEOREASONER_TOKEN_FILE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "georeasoner" / "token"

@@ -4,9 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from georeasoner_plugin.backend.cascade import AskOptions, Cascade, CancelledError, CascadeError
+from georeasoner_plugin.backend.cascade import AskCancelled, AskOptions, Cascade, CascadeError
 from georeasoner_plugin.backend.imagery import read_raster
 from georeasoner_plugin.core.protocol import Answer, MaskRLE
+from georeasoner_plugin.rle import rle_to_mask
 
 ROOT = Path(__file__).resolve().parents[2]
 NAIP = ROOT.parent / "shared" / "data" / "naip_nd_2020.tif"
@@ -52,7 +53,7 @@ def test_tiny_models_generate_segment_and_vectorize_a_real_geotiff(cascade, naip
         assert mask.shape == (h, w) and mask.dtype == bool
         assert obj.score is not None
         assert obj.mask is not None and obj.mask.area() == int(mask.sum())
-        assert np.array_equal(np.array(obj.mask.decode_rows(), dtype=bool), mask)
+        assert np.array_equal(rle_to_mask(obj.mask), mask)
         assert sum(p.area() for p in obj.polygons) == pytest.approx(mask.sum())
         # RemoteReasoner prompts SAM2 with each box and its centre.
         (cx, cy), = obj.points
@@ -140,14 +141,14 @@ def test_bad_requests_get_clear_errors(kwargs, message):
 def test_cancel_during_reasoning(tiny_reasoner):
     cascade = Cascade(reasoner=tiny_reasoner, profile="remotereasoner")
     seen = []
-    with pytest.raises(CancelledError):
+    with pytest.raises(AskCancelled):
         cascade.ask(np.zeros((56, 56, 3), np.uint8), "q", options=AskOptions(max_new_tokens=64),
                     on_event=lambda kind, data: seen.append(kind), should_stop=lambda: "token" in seen)
     assert seen.count("token") <= 3
 
 
 def test_mask_rle_from_backend_matches_protocol_decoder():
-    from georeasoner_plugin.backend.vectorize import mask_to_rle, rle_to_mask
+    from georeasoner_plugin.rle import mask_to_rle
     mask = np.random.default_rng(3).random((17, 23)) > 0.6
     rle = mask_to_rle(mask)
     assert rle == MaskRLE.encode(mask.tolist())

@@ -27,6 +27,7 @@ from rasterio.windows import Window
 from georeasoner_plugin.backend.imagery import (NO_CRS_WARNING, ImageryError, read_image_bytes, read_raster)
 from georeasoner_plugin.backend.vectorize import mask_to_polygons, mask_to_rle, rle_to_mask
 from georeasoner_plugin.backend.writers import OutputError, all_output_files, write_mask_geotiff, write_vectors
+from georeasoner_plugin.core.fields import field_names
 from georeasoner_plugin.core.georef import GeoTransform
 from georeasoner_plugin.core.protocol import Answer, AnswerObject, MaskRLE
 
@@ -515,7 +516,8 @@ def test_vectors_land_exactly_on_the_raster_grid(tmp_path, source, suffix):
         assert set(fields["answer_id"]) == {answer.answer_id}
         assert set(fields["question"]) == {answer.question}
     _, boxes, fields = read_layer(written[0], "boxes") if suffix == ".gpkg" else read_layer(written[0])
-    assert list(fields["object"]) == [0, 1] and fields["label"][0] == "lake" and fields["label"][1] is None
+    assert list(fields["obj_index"]) == [0, 1] and fields["label"][0] == "lake"
+    assert fields["label"][1] in ("", None)  # no label: '' (a shapefile reads it back as null)
     assert fields["score"][0] == pytest.approx(0.87) and np.isnan(fields["score"][1])
     box_area = (image.width / 2 - image.width / 5) * (image.height / 2 - image.height / 4)
     assert boxes[0].area == pytest.approx(box_area * abs(affine.determinant), rel=1e-9)
@@ -563,15 +565,16 @@ def test_shapefile_set_and_geopackage_layers(tmp_path):
         assert (tmp_path / f"set_{layer}.cpg").read_text().strip().upper() in ("UTF-8", "UTF8")
         fields = pyogrio.read_info(tmp_path / f"set_{layer}.shp")["fields"]
         assert all(len(name) <= 10 for name in fields)
-        assert ("point" in fields) == (layer == "points")
+        assert list(fields) == field_names(layer)
     assert sorted(os.listdir(tmp_path)) == sorted(f"set_{layer}{ext}" for layer in ("boxes", "points", "contours")
                                                   for ext in (".shp", ".shx", ".dbf", ".prj", ".cpg"))
     assert sorted(p.name for p in all_output_files(shp)) == sorted(os.listdir(tmp_path))
     gpkg = write_vectors(answer, transform, wkt, tmp_path / "all.gpkg")[0]
     assert [name for name, _ in pyogrio.list_layers(gpkg)] == ["boxes", "points", "contours"]
     _, _, fields = read_layer(gpkg, "points")
-    assert list(fields["point"]) == [0, 1, 0] and list(fields["object"]) == [0, 0, 1]
-    assert set(fields["model"]) == {"reasoner: tiny-qwen; segmenter: tiny-sam2"}
+    assert list(fields["point_no"]) == [0, 1, 0] and list(fields["obj_index"]) == [0, 0, 1]
+    assert list(fields["point_role"]) == ["centre", "edge", "centre"]
+    assert set(fields["reasoner"]) == {"tiny-qwen"} and set(fields["segmenter"]) == {"tiny-sam2"}
     folder = write_vectors(answer, transform, wkt, str(tmp_path / "folder") + "/", layers=("contours",))
     assert folder == [tmp_path / "folder" / "contours.shp"] and folder[0].exists()
     suffixless = write_vectors(answer, transform, wkt, tmp_path / "nested" / "run1", layers=("boxes",))

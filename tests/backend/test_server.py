@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from georeasoner_plugin.core import api
 from georeasoner_plugin.core.protocol import Answer
 
 from openai_double import OpenAIDouble  # noqa: E402 - tests/backend is on sys.path under pytest
@@ -33,7 +34,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 NAIP = DATA / "naip_nd_2020.tif"
 RECORDED = ROOT / "examples" / "naip_lakes_remotereasoner.txt"
-LISTENING = "GeoReasoner backend listening on "
 REPLAY_MAX_BODY = 2_000_000
 REPLAY_MAX_PIXELS = 4_000_000
 
@@ -65,15 +65,16 @@ class ServerProcess:
             if not line:
                 raise AssertionError(f"{self.name} server exited ({self.process.poll()}):\n{self.log()}")
             self.stdout_lines.append(line)
-            if line.startswith(LISTENING):
-                self.url = line[len(LISTENING):].strip()
+            url = api.parse_listening_line(line)
+            if url:
+                self.url = url
                 return
         raise AssertionError(f"{self.name} server did not print its URL in {timeout} s:\n{self.log()}")
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status = httpx.get(f"{self.url}/v1/health", timeout=5).json()
+            status = httpx.get(f"{self.url}{api.HEALTH_PATH}", timeout=5).json()
             if status["status"] == "ready":
                 return
             assert status["status"] == "loading", status
@@ -95,7 +96,7 @@ class ServerProcess:
 
     def assert_alive(self) -> None:
         assert self.process.poll() is None, f"{self.name} server died:\n{self.log()}"
-        health = httpx.get(f"{self.url}/v1/health", timeout=10)
+        health = httpx.get(f"{self.url}{api.HEALTH_PATH}", timeout=10)
         assert health.status_code == 200 and health.json()["status"] == "ready", health.text
 
     def interrupt(self) -> None:
@@ -133,13 +134,13 @@ def multipart(image: bytes, request, filename: str = "capture.png", mime: str = 
 
 def ask(server: ServerProcess, image: bytes, request, timeout: float = 120, filename: str = "capture.png",
         mime: str = "image/png") -> httpx.Response:
-    return httpx.post(f"{server.url}/v1/ask", headers=server.headers, timeout=timeout,
+    return httpx.post(f"{server.url}{api.ASK_PATH}", headers=server.headers, timeout=timeout,
                       **multipart(image, request, filename, mime))
 
 
 def ask_stream(server: ServerProcess, image: bytes, request, timeout: float = 120):
     """(status, headers, [events]) of one streaming request read to its end."""
-    with httpx.stream("POST", f"{server.url}/v1/ask/stream", headers=server.headers, timeout=timeout,
+    with httpx.stream("POST", f"{server.url}{api.ASK_STREAM_PATH}", headers=server.headers, timeout=timeout,
                       **multipart(image, request)) as response:
         if response.status_code != 200:
             response.read()
@@ -161,8 +162,8 @@ def assert_error(response: httpx.Response, status: int, code: str = None) -> dic
 
 def check_stream_shape(events) -> dict:
     """Events follow the contract: queued first, exactly one final event, last. Returns the final one."""
-    assert events and events[0] == {"event": "queued", "position": events[0]["position"]}
-    finals = [e for e in events if e["event"] in ("answer", "error")]
+    assert events and events[0] == {"event": api.EVENT_QUEUED, "position": events[0]["position"]}
+    finals = [e for e in events if e["event"] in api.FINAL_EVENTS]
     assert len(finals) == 1 and events[-1] is finals[0], [e["event"] for e in events]
     for event in events[:-1]:
         assert event["event"] in ("queued", "stage", "token"), event

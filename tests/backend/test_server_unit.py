@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from georeasoner_plugin.backend import cli
 from georeasoner_plugin.backend.auth import (TOKEN_FILE_ENV, TokenFileError, bearer_matches, load_or_create_token,
                                              token_file_path)
-from georeasoner_plugin.backend.cascade import CancelledError, CascadeResult
+from georeasoner_plugin.backend.cascade import AskCancelled, CascadeResult
 from georeasoner_plugin.backend.server import (STATE_ERROR, STATE_LOADING, STATE_READY, Service, ServiceConfig,
                                                create_app, exposure_warning, host_name, is_loopback_bind,
                                                is_loopback_name, load_cascade)
@@ -56,7 +56,7 @@ class FakeCascade:
             while not should_stop() and not self.release.is_set():
                 time.sleep(0.01)
             if should_stop():
-                raise CancelledError("stopped")
+                raise AskCancelled("stopped")
         if self.behaviour == "bug":
             raise RuntimeError("secret internals at 0xdeadbeef")
         on_event("token", {"text": "<answer>[]</answer>"})
@@ -275,14 +275,14 @@ def test_serve_refuses_settings_that_cannot_work(args, tmp_path, capsys):
     args = [str(recorded) if a == "RECORDED" else a for a in args]
     code = cli.main(args + ["--token-file", str(tmp_path / "token")])
     err = capsys.readouterr().err
-    assert code == 2, err
+    assert code == cli.EXIT_USAGE, err
     assert "georeasoner: error:" in err and "Traceback" not in err
 
 
 # ------------------------------------------------------------------------ the remote reasoner
 def test_remote_reasoner_details(tiny_reasoner):
-    from georeasoner_plugin.backend.remote_reasoner import (RemoteFrameError, RemoteReasoner, RemoteReasonerError,
-                                                            chat_completions_url)
+    from georeasoner_plugin.backend.reasoning import FrameMismatchError, ReasonerProtocol
+    from georeasoner_plugin.backend.remote_reasoner import RemoteReasoner, RemoteReasonerError, chat_completions_url
 
     assert chat_completions_url("http://gpu:8000/v1/") == "http://gpu:8000/v1/chat/completions"
     assert chat_completions_url("http://gpu:8000/v1/chat/completions") == "http://gpu:8000/v1/chat/completions"
@@ -294,7 +294,11 @@ def test_remote_reasoner_details(tiny_reasoner):
     with OpenAIDouble(tiny_reasoner, api_key="endpoint-key", token_delay_s=0.02) as double:
         reasoner = RemoteReasoner(double.url, double.model_name, api_key="endpoint-key")
         assert reasoner.list_models() == [double.model_name]
-        with pytest.raises(RemoteFrameError):
+        # Both reasoners are what the cascade asks for, and refuse an image off the frame alike.
+        assert isinstance(reasoner, ReasonerProtocol) and isinstance(tiny_reasoner, ReasonerProtocol)
+        with pytest.raises(FrameMismatchError, match="not a model frame"):
+            tiny_reasoner.generate(Image.new("RGB", (50, 84)), messages)
+        with pytest.raises(FrameMismatchError):
             reasoner.generate(Image.new("RGB", (50, 84)), messages)
 
         pieces = []

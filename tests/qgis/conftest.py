@@ -4,8 +4,8 @@
 The end-to-end fixtures start a real backend subprocess with the backend venv's Python, exactly
 as a user's QGIS does: tiny SAM2 plus the recorded NAIP answer replayed, or tiny models.
 """
+import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -21,6 +21,8 @@ try:
     import qgis.core  # noqa: F401
 except ImportError:  # the backend venv runs the rest of the suite; these tests need QGIS's Python
     collect_ignore_glob = ["*"]
+
+from georeasoner_plugin.core.api import HEALTH_PATH, STATE_ERROR, STATE_READY, parse_listening_line  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("GEOREASONER_SHARED_DATA", ROOT.parent / "shared" / "data"))
 NAIP = SHARED_DATA / "naip_nd_2020.tif"
@@ -40,8 +42,6 @@ def backend_available() -> str:
     """'' when a backend can be started, else the reason it cannot."""
     if not BACKEND_PY.exists():
         return f"backend venv python {BACKEND_PY} is missing (make setup creates it)"
-    if not (ROOT / "georeasoner_plugin" / "backend" / "server.py").is_file():
-        return "georeasoner_plugin/backend/server.py (the HTTP service) is not in this tree yet"
     return ""
 
 
@@ -50,10 +50,15 @@ def tiny_models():
     reason = backend_available()
     if reason:
         pytest.skip(reason)
-    if not (TINY_DIR / ".complete").is_file():
+    # `make-tiny` writes models.json (role -> folder) last, so its presence marks a complete build
+    # (backend/cli.py TINY_MANIFEST; the Makefile's `tiny` target checks the same file).
+    manifest = TINY_DIR / "models.json"
+    if not manifest.is_file():
         subprocess.run([str(BACKEND_PY), "-m", "georeasoner_plugin.backend.cli", "make-tiny", str(TINY_DIR)],
                        cwd=ROOT, check=True, capture_output=True, timeout=600)
-    return {"reasoner": TINY_DIR / "tiny-qwen2.5-vl", "segmenter": TINY_DIR / "tiny-sam2"}
+    roles = json.loads(manifest.read_text(encoding="utf-8"))
+    # The folders by name, beside the manifest (the recorded absolute paths may be another checkout's).
+    return {role: TINY_DIR / Path(roles[role]).name for role in ("reasoner", "segmenter")}
 
 
 def _die_with_parent():
@@ -88,9 +93,9 @@ class Backend:
                 if self.proc.poll() is not None:
                     break
                 continue
-            m = re.search(r"listening on (http://\S+)", line)
-            if m:
-                self.url = m.group(1).rstrip("/")
+            url = parse_listening_line(line)
+            if url:
+                self.url = url.rstrip("/")
                 break
         if not self.url:
             self.stop()
@@ -99,18 +104,17 @@ class Backend:
         self.token = self.token_file.read_text().strip()
 
     def wait_ready(self, timeout=240):
-        import json
         import urllib.request
 
         deadline = time.monotonic() + timeout
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         while time.monotonic() < deadline:
             try:
-                with opener.open(self.url + "/v1/health", timeout=5) as r:
+                with opener.open(self.url + HEALTH_PATH, timeout=5) as r:
                     status = json.loads(r.read().decode()).get("status")
-                if status == "ready":
+                if status == STATE_READY:
                     return
-                if status == "error":
+                if status == STATE_ERROR:
                     raise RuntimeError(f"backend failed to load; log:\n{self.log_text()}")
             except OSError:
                 pass

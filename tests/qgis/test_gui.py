@@ -5,6 +5,7 @@ from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtTest import QTest
 
+from georeasoner_plugin.core.api import LISTENING_PREFIX, STAGE_DONE, STAGE_SEGMENT
 from georeasoner_plugin.gui.dock import GeoReasonerDock
 from georeasoner_plugin.gui.settings_page import GeoReasonerOptionsPage
 from georeasoner_plugin.qgis_io.client import BackendClient
@@ -42,7 +43,7 @@ def test_dock_enter_asks_and_history_zooms(qgis_iface, replay_backend, settings_
     assert dock.asker.is_busy() and not dock.ask_button.isEnabled()
     assert wait_until(lambda: not dock.asker.is_busy(), 120)
     assert "object(s) found" in dock.last_message, dock.last_message
-    assert {"segment", "done"} <= set(stages)
+    assert {STAGE_SEGMENT, STAGE_DONE} <= set(stages)
     assert "lakes" in dock.reasoning.toPlainText()
     assert dock.history.count() == 1
     # selecting a past answer zooms to it
@@ -75,7 +76,7 @@ def test_settings_page_and_local_backend(qgis_parent, tiny_models, tmp_path):
         assert page.url.text() == backend.url
         client = BackendClient(backend.url, Path(tmp_path / "token").read_text().strip(), timeout_s=30)
         assert wait_until(lambda: client.health()["status"] == "ready", 240)
-        assert "listening on" in page.log.toPlainText()
+        assert LISTENING_PREFIX in page.log.toPlainText()
         page.stop_backend()
         assert not backend.is_running()
     finally:

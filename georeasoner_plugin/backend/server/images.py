@@ -1,0 +1,62 @@
+"""The uploaded image: recognised by its first bytes, its header read, then decoded."""
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Optional
+
+import numpy as np
+
+from .errors import ApiError
+
+_IMAGE_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),  # BigTIFF
+    (b"MM\x00+", "TIFF"),
+)
+
+
+def sniff_image_type(data: bytes) -> Optional[str]:
+    for signature, kind in _IMAGE_SIGNATURES:
+        if data.startswith(signature):
+            return kind
+    return None
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """PNG / JPEG / TIFF bytes -> (H, W, 3) uint8, or ApiError 413 / 415 / 400."""
+    from PIL import Image
+
+    from ..imagery import ImageryError, read_image_bytes
+
+    if not data:
+        raise ApiError(400, "corrupt_image", "the image part is empty (0 bytes); attach the image file")
+    kind = sniff_image_type(data)
+    if kind is None:
+        raise ApiError(415, "unsupported_image_type",
+                       "the image is not PNG, JPEG or TIFF (judging by its first bytes); send it in one of those formats")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Only the decoder the signature names: the bytes never reach any other image plugin.
+            with Image.open(io.BytesIO(data), formats=[kind]) as header:
+                width, height = header.size
+    except Image.DecompressionBombError:
+        raise ApiError(413, "image_too_large", f"the image claims more pixels than this server decodes (limit "
+                                               f"{max_pixels}); send a smaller image") from None
+    except Exception:  # noqa: BLE001 - any decoder failure on untrusted bytes means the same thing
+        raise ApiError(400, "corrupt_image", f"the {kind} image could not be read (truncated or corrupt?); "
+                                             f"export it again and resend") from None
+    if width * height > max_pixels:
+        raise ApiError(413, "image_too_large", f"the image is {width} x {height} = {width * height} pixels; this "
+                                               f"server accepts at most {max_pixels}. Send a smaller or downsampled image")
+    try:
+        return read_image_bytes(data, max_pixels=max_pixels)
+    except ImageryError as exc:
+        raise ApiError(400, "corrupt_image", f"the {kind} image could not be decoded: {exc}") from None
+    except Exception:  # noqa: BLE001
+        raise ApiError(400, "corrupt_image", f"the {kind} image could not be decoded (truncated or corrupt?); "
+                                             f"export it again and resend") from None
