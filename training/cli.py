@@ -114,9 +114,22 @@ def run_export(args) -> int:
     return run(args)
 
 
+def register_rewards(subparsers) -> None:
+    from .reward_cli import register
+
+    register(subparsers)
+
+
+def run_rewards(args) -> int:
+    from .reward_cli import run
+
+    return run(args)
+
+
 # name -> (register, run); later subcommands (evaluate, train, export) add themselves here.
 COMMANDS: Dict[str, Tuple[Callable, Callable[..., int]]] = {
     "prepare": (register_prepare, run_prepare),
+    "rewards": (register_rewards, run_rewards),
     "evaluate": (register_evaluate, run_evaluate),
     "train": (register_train, run_train),
     "export": (register_export, run_export),

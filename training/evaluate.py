@@ -3,10 +3,13 @@
     training evaluate --data DIR --split val|test --model M [--adapter A] [--segmenter S] --profile P
                       --tasks region,pixel,contour --out DIR [--resolution original|letterbox1024|resize840]
                       [--questions first|seeded-random|all] [--seed N] [--limit N] [--recorded FILE.jsonl]
+                      [--resegment] [--tolerance-kernel disc|square]
 
 Protocol (printed with every result, see also README "Evaluation"):
-- Samples: the split as training.prepare reads it (malformed samples are listed in
-  OUT/prepared/<split>_summary.md and not evaluated). --questions picks one question per image
+- Samples: every sample of the split. Tiny targets are targets (no minimum area); a sample whose
+  label and QA answer disagree is scored with the label as the target (listed in
+  OUT/prepared/<split>_summary.md); a sample that cannot be read at all (image or label
+  unreadable, sizes differ) counts as an error in the report. --questions picks one question per image
   (first: SegEarth-R1's rule; seeded-random: Think2Seg-RS's rule, with our own seeded draw) or
   all of them.
 - The cascade runs on each image at its own size, as the product does: the model sees its
@@ -15,7 +18,12 @@ Protocol (printed with every result, see also README "Evaluation"):
   to 1024 and padded, SegEarth-R1; resize840: 840 x 840, Think2Seg-RS). Box metrics are invariant
   to that per-axis scaling and are computed in image pixels.
 - The target mask is the label as published (every non-zero pixel); target boxes are its
-  8-connected parts of at least prepare's minimum area.
+  8-connected parts, however small.
+- Contours are the outermost boundary of each component (holes do not count); exactly one empty
+  mask gives ASD = HD = the evaluation grid's diagonal (training.metrics).
+- --recorded replays saved outputs: "raw_output" (parsed as the model's answer) and/or
+  "mask_png" (a saved mask scored as the prediction, no segmenter needed); a samples.jsonl line's
+  own saved mask is reused unless --resegment.
 - An answer that cannot be parsed (parse status invalid or no_answer), or a sample the cascade
   refused (status error), is an empty prediction: it is scored, never skipped. An empty
   prediction on an empty target scores 1 (LISA). training.metrics holds the exact definitions.
@@ -47,8 +55,9 @@ from georeasoner_plugin.core.profiles import PROFILES, UnknownProfileError, get_
 from georeasoner_plugin.core.protocol import PARSE_EMPTY, PARSE_OK, PARSE_PARTIAL, MaskRLE
 
 from .cli import EXIT_FAILED, EXIT_OK, UserError
-from .metrics import (BOUNDARY_TOLERANCES, PRECISION_THRESHOLDS, UNPARSEABLE_STATUSES, ContourScores,
-                      MetricAccumulator, RegionScores, SampleMetrics, as_mask, region_scores, summary_markdown)
+from .metrics import (BOUNDARY_TOLERANCES, PRECISION_THRESHOLDS, TOLERANCE_KERNELS, UNPARSEABLE_STATUSES,
+                      ContourScores, MetricAccumulator, RegionScores, SampleMetrics, as_mask, region_scores,
+                      summary_markdown)
 from .prepare import SPLITS, DatasetError, prepare_split
 
 TASKS = ("region", "pixel", "contour")
@@ -76,7 +85,14 @@ DEFAULT_MAX_NEW_TOKENS = 1024
 MISSING_SHOWN = 5
 # What a rerun into the same OUT must share with the run that wrote samples.jsonl.
 RESUME_KEYS = ("data", "split", "profile", "model", "adapter", "segmenter", "tasks", "resolution", "questions",
-               "seed", "max_new_tokens", "temperature")
+               "seed", "max_new_tokens", "temperature", "tolerance_kernel")
+# Evaluation scores every target, however small (prepare's training default drops specks).
+EVAL_MIN_AREA = 1
+TOLERANCE_READINGS = {
+    "disc": "a boundary pixel matches within Euclidean distance <= 1 or 3 px of the other boundary "
+            "(pixel centres)",
+    "square": "a boundary pixel matches within a (2t+1) x (2t+1) square kernel, chessboard distance <= 1 or 3 px",
+}
 
 
 # --------------------------------------------------------------------------- options
@@ -104,6 +120,8 @@ class EvalOptions:
     device: str = "auto"
     dtype: str = "auto"
     progress: bool = True
+    resegment: bool = False
+    tolerance_kernel: str = "disc"
 
     @property
     def needs_masks(self) -> bool:
@@ -131,6 +149,7 @@ class EvalOptions:
             "seed": self.seed,
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
+            "tolerance_kernel": self.tolerance_kernel,
         }
 
 
@@ -160,7 +179,7 @@ def prepare_samples(options: EvalOptions, previous_run: dict) -> PreparedSplit:
     """The split as training.prepare reads it; a resumed run reuses what its first run prepared."""
     question_mode = "sample" if options.questions == "seeded-random" else "all"
     key = {"data": str(Path(options.data).resolve()), "split": options.split, "profile": options.profile,
-           "questions": question_mode, "seed": options.seed}
+           "questions": question_mode, "seed": options.seed, "min_area": EVAL_MIN_AREA, "keep_disagreeing": True}
     cached = previous_run.get("prepared") or {}
     if cached.get("key") == key and Path(cached.get("records", "")).is_file():
         # Reading every label again would cost minutes on the test split; the run is a snapshot.
@@ -168,7 +187,8 @@ def prepare_samples(options: EvalOptions, previous_run: dict) -> PreparedSplit:
         return PreparedSplit(Path(cached["records"]), Path(cached["summary"]), int(cached["skipped"]), key)
     try:
         result = prepare_split(options.data, Path(options.out) / "prepared", split=options.split,
-                               profile=options.profile, questions=question_mode, seed=options.seed)
+                               profile=options.profile, questions=question_mode, seed=options.seed,
+                               min_area=EVAL_MIN_AREA, keep_disagreeing=True)
     except DatasetError as exc:
         raise UserError(str(exc)) from None
     return PreparedSplit(result.records_path, result.summary_path, sum(p.skipped for p in result.problems), key)
@@ -232,7 +252,8 @@ def score_sample(record: dict, parse_status: str, pred_mask: Optional[np.ndarray
                  pred_boxes: Sequence, options: EvalOptions) -> SampleMetrics:
     gt_boxes = record["gt_boxes_px"]
     if options.needs_masks:
-        accumulator = MetricAccumulator(with_contours="contour" in options.tasks)
+        accumulator = MetricAccumulator(with_contours="contour" in options.tasks,
+                                        tolerance_kernel=options.tolerance_kernel)
         gt = to_evaluation_grid(gt_mask, options.resolution)
         pred = None if pred_mask is None else to_evaluation_grid(pred_mask, options.resolution)
         return accumulator.add(record["id"], pred, gt, pred_boxes, gt_boxes, parse_status)
@@ -252,7 +273,8 @@ def scores_to_json(sample: SampleMetrics, with_masks: bool) -> dict:
         scores["pixel"] = {"iou": sample.iou, "intersection": sample.intersection, "union": sample.union}
     if sample.contour is not None:
         scores["contour"] = {"f1": {f"{t:g}": v for t, v in sample.contour.f1.items()},
-                             "assd": sample.contour.assd, "hd": sample.contour.hd}
+                             "assd": sample.contour.assd, "hd": sample.contour.hd,
+                             "one_empty": sample.contour.one_empty}
     return scores
 
 
@@ -267,7 +289,7 @@ def sample_from_json(line: dict) -> SampleMetrics:
         region=RegionScores(**scores["region"]),
         contour=None if contour is None else ContourScores(
             {int(float(k)) if float(k).is_integer() else float(k): v for k, v in contour["f1"].items()},
-            contour["assd"], contour["hd"]),
+            contour["assd"], contour["hd"], bool(contour.get("one_empty", False))),
     )
 
 
@@ -326,9 +348,24 @@ class SampleLog:
         self.lines[line["id"]] = line
 
 
-def read_recorded(path: str) -> Dict[str, str]:
-    """{sample id: raw output} from a JSON-lines file of {"id", "raw_output"} (samples.jsonl qualifies)."""
-    outputs: Dict[str, str] = {}
+@dataclass
+class RecordedSample:
+    """One line of a --recorded file: the model's raw output and/or a saved prediction mask."""
+
+    raw_output: Optional[str] = None
+    mask_png: Optional[Path] = None  # a PNG of the image's size, 0 = background
+    saved_mask: Optional[dict] = None  # the RLE a samples.jsonl line carries ("pred_mask")
+    pred_boxes_px: Optional[list] = None  # boxes given with a mask-only line
+
+
+def read_recorded(path: str) -> Dict[str, RecordedSample]:
+    """{sample id: RecordedSample} from a JSON-lines file (samples.jsonl qualifies).
+
+    Each line holds "id" and "raw_output", "mask_png" or both. A relative "mask_png" is relative to
+    the JSON-lines file. A samples.jsonl line's "pred_mask" (RLE) is kept for reuse.
+    """
+    samples: Dict[str, RecordedSample] = {}
+    base = Path(path).resolve().parent
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -338,12 +375,67 @@ def read_recorded(path: str) -> Dict[str, str]:
             continue
         try:
             line = json.loads(raw)
-            sample_id, output = line["id"], line["raw_output"]
+            sample_id = line["id"]
+            if line.get("raw_output") is None and line.get("mask_png") is None \
+                    and not isinstance(line.get("pred_mask"), dict):
+                raise KeyError("raw_output")
         except (ValueError, KeyError, TypeError):
-            raise UserError(f"{path}:{number}: each line must be a JSON object with \"id\" and "
-                            "\"raw_output\"") from None
-        outputs[str(sample_id)] = "" if output is None else str(output)
-    return outputs
+            raise UserError(f"{path}:{number}: each line must be a JSON object with \"id\" and \"raw_output\" "
+                            "and/or \"mask_png\"") from None
+        mask_png = line.get("mask_png")
+        if mask_png is not None:
+            mask_png = Path(str(mask_png))
+            mask_png = mask_png if mask_png.is_absolute() else base / mask_png
+            if not mask_png.is_file():
+                raise UserError(f"{path}:{number}: mask_png {mask_png} does not exist (a relative path is "
+                                f"relative to {base})")
+        output = line.get("raw_output")
+        saved = line.get("pred_mask")
+        boxes = line.get("pred_boxes_px")
+        samples[str(sample_id)] = RecordedSample(
+            raw_output=None if output is None else str(output),  # None: a saved mask is the whole prediction
+            mask_png=mask_png, saved_mask=saved if isinstance(saved, dict) else None,
+            pred_boxes_px=boxes if isinstance(boxes, list) else None)
+    return samples
+
+
+def load_mask_png(path: Path, shape: Tuple[int, int]) -> np.ndarray:
+    """A saved prediction: 0 = background, anything else = target; must have the image's size."""
+    try:
+        with Image.open(path) as img:
+            mask = as_mask(np.asarray(img))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"mask_png {path}: cannot be read as an image ({exc})") from None
+    if mask.shape != tuple(shape):
+        raise UserError(f"mask_png {path} is {mask.shape[1]} x {mask.shape[0]} pixels, the image is "
+                        f"{shape[1]} x {shape[0]}; save the mask at the image's size")
+    return mask
+
+
+def saved_prediction(entry: Optional[RecordedSample], shape: Tuple[int, int],
+                     options: "EvalOptions") -> Tuple[Optional[np.ndarray], Optional[str]]:
+    """(saved mask, where it came from) when the sample's mask need not be segmented again."""
+    if entry is None:
+        return None, None
+    mask_only = entry.raw_output is None  # the mask is the whole prediction: needed for its boxes too
+    if not options.needs_masks and not mask_only:
+        return None, None
+    if entry.mask_png is not None:
+        return load_mask_png(entry.mask_png, shape), "mask_png"
+    if entry.saved_mask is not None and (mask_only or not options.resegment):
+        mask = rle_from_json(entry.saved_mask)
+        if mask.shape != tuple(shape):
+            raise UserError(f"a saved pred_mask is {mask.shape[1]} x {mask.shape[0]}, the image {shape[1]} x "
+                            f"{shape[0]}; rerun with --resegment")
+        return mask, "saved"
+    return None, None
+
+
+def mask_component_boxes(mask: np.ndarray) -> List[List[float]]:
+    """Boxes of a mask's 8-connected parts (protocol convention), for a mask given without boxes."""
+    binary = as_mask(mask).astype(np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8, ltype=cv2.CV_32S)
+    return [[float(x), float(y), float(x + w), float(y + h)] for x, y, w, h, _ in stats[1:count]]
 
 
 # --------------------------------------------------------------------------- generation engines
@@ -481,7 +573,7 @@ def _write_run_file(out: Path, options: EvalOptions, engine: Optional[str], prep
     _write_atomically(out / RUN_FILE, json.dumps(run, indent=2) + "\n")
 
 
-def _load_models(options: EvalOptions, needs_reasoner: bool):
+def _load_models(options: EvalOptions, needs_reasoner: bool, needs_segmenter: bool = True):
     """(reasoner or None, vLLM generator or None, segmenter or None, engine description)."""
     from georeasoner_plugin.backend.models import ModelLoadError
 
@@ -503,7 +595,7 @@ def _load_models(options: EvalOptions, needs_reasoner: bool):
                 # Reasoner serialises calls on one model, so samples run one after another.
                 engine = f"transformers on {reasoner.device} ({str(reasoner.dtype).removeprefix('torch.')}), " \
                          "one sample at a time"
-        if options.needs_masks:
+        if options.needs_masks and needs_segmenter:
             from georeasoner_plugin.backend.segmenter import Segmenter
 
             segmenter = Segmenter(options.segmenter, device=options.device, dtype=options.dtype)
@@ -512,17 +604,36 @@ def _load_models(options: EvalOptions, needs_reasoner: bool):
     return reasoner, generator, segmenter, engine
 
 
+def _needs_segmentation(entry: Optional[RecordedSample], options: EvalOptions) -> bool:
+    if not options.needs_masks or entry is None:
+        return options.needs_masks
+    if entry.raw_output is None:  # a saved mask only: nothing to segment
+        return False
+    return entry.mask_png is None and (entry.saved_mask is None or options.resegment)
+
+
+def _mask_only_answer(entry: RecordedSample, mask: np.ndarray) -> dict:
+    """A line for a saved mask without a raw output: the mask is the prediction."""
+    boxes = entry.pred_boxes_px if entry.pred_boxes_px is not None else mask_component_boxes(mask)
+    return {"raw_output": None, "parse_status": PARSE_OK if mask.any() else PARSE_EMPTY, "parse_problems": [],
+            "reasoning": "", "warnings": [], "pred_boxes_px": [list(b) for b in boxes], "pred_points_px": []}
+
+
 def _run_samples(todo: List[dict], options: EvalOptions, profile, log: SampleLog,
-                 recorded: Optional[Dict[str, str]]) -> str:
+                 recorded: Optional[Dict[str, RecordedSample]]) -> str:
     from tqdm import tqdm
 
     from georeasoner_plugin.backend.cascade import AskOptions, Cascade, CascadeError
 
-    reasoner, generator, segmenter, engine = _load_models(options, needs_reasoner=recorded is None)
+    needs_segmenter = any(_needs_segmentation(recorded.get(r["id"]) if recorded else None, options) for r in todo)
+    reasoner, generator, segmenter, engine = _load_models(options, needs_reasoner=recorded is None,
+                                                          needs_segmenter=needs_segmenter)
     cascade = Cascade(reasoner=reasoner, segmenter=segmenter, profile=profile.name)
     granularities = ("boxes", "points", "masks") if options.needs_masks else ("boxes", "points")
     ask_options = AskOptions(granularities=granularities, max_new_tokens=options.max_new_tokens,
                              temperature=options.temperature, seed=options.seed)
+    boxes_only = AskOptions(granularities=("boxes", "points"), max_new_tokens=options.max_new_tokens,
+                            temperature=options.temperature, seed=options.seed)
     batch_size = options.batch_size if generator is not None else 1
     images: Dict[str, np.ndarray] = {}
     failures = 0
@@ -534,7 +645,7 @@ def _run_samples(todo: List[dict], options: EvalOptions, profile, log: SampleLog
             started = time.perf_counter()
             batch_images = [_cached_image(images, r["image"]) for r in batch]
             if recorded is not None:
-                outputs: List[Optional[str]] = [recorded[r["id"]] for r in batch]
+                outputs: List[Optional[str]] = [recorded[r["id"]].raw_output for r in batch]
             elif generator is not None:
                 outputs = generator.generate_batch(batch_images, [r["question"] for r in batch], profile)
             else:
@@ -542,17 +653,31 @@ def _run_samples(todo: List[dict], options: EvalOptions, profile, log: SampleLog
             generation_share = (time.perf_counter() - started) / len(batch)
             for record, image, raw_output in zip(batch, batch_images, outputs):
                 sample_started = time.perf_counter()
+                entry = recorded.get(record["id"]) if recorded is not None else None
+                saved_mask, mask_source = saved_prediction(entry, image.shape[:2], options)
                 try:
-                    result = cascade.ask(image, record["question"], options=ask_options, raw_output=raw_output)
-                    answer = result.answer
-                    line_answer = {
-                        "raw_output": answer.raw_output, "parse_status": answer.parse_status,
-                        "parse_problems": list(answer.parse_problems), "reasoning": answer.reasoning,
-                        "warnings": list(answer.warnings),
-                        "pred_boxes_px": [list(o.box) for o in answer.objects if o.box is not None],
-                        "pred_points_px": [[list(p) for p in o.points] for o in answer.objects],
-                    }
-                    pred_mask = result.union_mask(*image.shape[:2]) if result.masks else None
+                    if entry is not None and raw_output is None:  # a saved mask only
+                        if saved_mask is None:
+                            raise UserError(f"--recorded: sample {record['id']} has a saved mask but no raw_output "
+                                            "to segment again; drop --resegment or give its raw_output")
+                        line_answer = _mask_only_answer(entry, saved_mask)
+                        pred_mask = saved_mask
+                    else:
+                        result = cascade.ask(image, record["question"], raw_output=raw_output,
+                                             options=boxes_only if saved_mask is not None else ask_options)
+                        answer = result.answer
+                        line_answer = {
+                            "raw_output": answer.raw_output, "parse_status": answer.parse_status,
+                            "parse_problems": list(answer.parse_problems), "reasoning": answer.reasoning,
+                            "warnings": list(answer.warnings),
+                            "pred_boxes_px": [list(o.box) for o in answer.objects if o.box is not None],
+                            "pred_points_px": [[list(p) for p in o.points] for o in answer.objects],
+                        }
+                        if saved_mask is not None:
+                            pred_mask = saved_mask
+                        else:
+                            pred_mask = result.union_mask(*image.shape[:2]) if result.masks else None
+                            mask_source = "segmenter" if options.needs_masks else None
                 except CascadeError as exc:
                     line_answer = {"raw_output": raw_output or "", "parse_status": STATUS_ERROR,
                                    "parse_problems": [str(exc)], "reasoning": "", "warnings": [],
@@ -569,6 +694,7 @@ def _run_samples(todo: List[dict], options: EvalOptions, profile, log: SampleLog
                     "question": record["question"], **line_answer,
                     "has_target": record["has_target"], "gt_boxes_px": record["gt_boxes_px"],
                     "pred_mask": rle_to_json(pred_mask) if pred_mask is not None and options.needs_masks else None,
+                    "mask_source": mask_source,
                     "scores": scores_to_json(sample, options.needs_masks),
                     "seconds": round(generation_share + time.perf_counter() - sample_started, 3),
                     "scored_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
@@ -606,12 +732,12 @@ COLUMNS: Tuple[Tuple[str, str, str, str], ...] = (
     *(("pixel", f"precision@{t:g}", f"P@{t:g}", "%") for t in PRECISION_THRESHOLDS),
     ("pixel", "no_target_accuracy", "no-target acc.", "%"),
     *(("contour", f"boundary_f1@{t:g}", f"F1@{t:g}", "%") for t in BOUNDARY_TOLERANCES),
-    ("contour", "assd", "ASSD (px)", "px"),
+    ("contour", "assd", "ASD (px)", "px"),
     ("contour", "hd", "HD (px)", "px"),
 )
 TASK_TITLES = {"region": "Region (boxes)", "pixel": "Pixel (masks)", "contour": "Contour (mask boundaries)"}
 COMMON_KEYS = ("samples", "target_samples", "no_target_samples", "parse_status", "unparseable")
-CONTOUR_COUNT_KEYS = ("distance_samples", "distance_undefined")
+CONTOUR_COUNT_KEYS = ("distance_samples", "distance_one_empty")
 
 
 def task_summary(accumulator: MetricAccumulator, tasks: Sequence[str]) -> Dict[str, object]:
@@ -658,12 +784,24 @@ def parse_failures(lines: Iterable[dict]) -> List[Tuple[str, str, int, str]]:
     return sorted(rows, key=lambda r: (-r[2], r[0], r[1]))
 
 
+def _mask_sources(lines) -> str:
+    counts: Dict[str, int] = {}
+    for line in lines:
+        source = line.get("mask_source")
+        if source:
+            counts[source] = counts.get(source, 0) + 1
+    names = {"segmenter": "segmented", "mask_png": "from mask_png", "saved": "reused from samples.jsonl"}
+    return ", ".join(f"{n} {names.get(k, k)}" for k, n in sorted(counts.items())) or "none"
+
+
 def write_reports(out: Path, options: EvalOptions, selected: List[dict], log: SampleLog, prepared: PreparedSplit,
                   engine: Optional[str]) -> EvalResult:
     lines = [log.lines[r["id"]] for r in selected if r["id"] in log.lines]
     accumulator = MetricAccumulator(with_contours="contour" in options.tasks)
     accumulator.samples = [sample_from_json(line) for line in lines]
     summary = task_summary(accumulator, options.tasks)
+    # Samples of the split that could not be read at all: errors of the run, never silently gone.
+    summary["unreadable"] = prepared.skipped
     failures = parse_failures(lines)
     overlay_files = write_overlays(out / "overlays", options, selected, lines)
     protocol = protocol_rows(options, prepared, selected, lines, log, engine)
@@ -696,11 +834,20 @@ def protocol_rows(options: EvalOptions, prepared: PreparedSplit, selected, lines
                                      else "")),
         ("question rule", f"{options.questions}: {QUESTION_RULES[options.questions]}"
                           + (f", seed {options.seed}" if options.questions == "seeded-random" else "")),
-        ("samples", f"{len(lines)} scored of {len(selected)} selected ({images} image(s))"
+        ("samples", f"{len(lines)} scored of {len(selected)} selected ({images} image(s)); every sample of the "
+                    "split is scored, tiny targets included (no minimum area), label deciding where it and the QA "
+                    "answer disagree"
                     + (f"; --limit {options.limit}" if options.limit is not None else "")
-                    + (f"; {skipped} malformed dataset sample(s) skipped, see {prepared.summary_path}" if skipped
-                       else "")),
+                    + (f"; {skipped} sample(s) could not be read and count as ERRORS, see {prepared.summary_path}"
+                       if skipped else "")),
         ("empty target", "an empty prediction on an empty target scores 1 (IoU, box scores, F1; distances 0)"),
+        ("target boxes", "one per 8-connected part of the label, however small; matched one-to-one (Hungarian)"),
+        ("contours", "outermost boundary of each mask component (RemoteReasoner Section 3.4; holes do not "
+                     "count); F1@1/F1@3 tolerance: " + TOLERANCE_READINGS[options.tolerance_kernel]
+                     + f" (--tolerance-kernel {options.tolerance_kernel})"),
+        ("one mask empty", "exactly one of prediction and target empty: F1 0, ASD = HD = the evaluation grid's "
+                           "diagonal; such samples are counted (distance_one_empty), never left out"),
+        ("masks", _mask_sources(lines) if options.needs_masks else "not used"),
         ("parse failures", ("an unparseable answer (invalid, no_answer) or a refused sample (error) is an "
                             "empty prediction, scored and never skipped")),
     ]
@@ -726,8 +873,9 @@ def results_markdown(options: EvalOptions, summary: Dict[str, object], failures,
                 (f"| {_escape(options.model_label)} | {profile} | "
                  + " | ".join(_format(summary.get(c[1]), c[3]) for c in columns) + " |"), ""]
     if "contour" in options.tasks:
-        out += [(f"ASSD and HD average the {summary.get('distance_samples')} sample(s) where both masks are "
-                 f"non-empty; {summary.get('distance_undefined')} sample(s) have one empty mask (F1 0 there)."), ""]
+        out += [(f"ASD and HD average all {summary.get('distance_samples')} sample(s); "
+                 f"{summary.get('distance_one_empty')} of them have exactly one empty mask and are scored with the "
+                 "evaluation grid's diagonal (F1 0 there)."), ""]
     statuses = summary.get("parse_status") or {}
     out += ["## Parse status", "", "| status | samples |", "|---|---|"]
     out += [f"| {status} | {count} |" for status, count in statuses.items()]
@@ -750,9 +898,10 @@ def results_markdown(options: EvalOptions, summary: Dict[str, object], failures,
 def results_csv(options: EvalOptions, summary: Dict[str, object]) -> str:
     columns = [c for c in COLUMNS if c[0] in options.tasks]
     header = ["model", "adapter", "profile", "split", "resolution", "questions", "seed", "samples", "unparseable",
-              "errors"] + [c[2] for c in columns]
+              "errors", "unreadable"] + [c[2] for c in columns]
     row = [options.model_label, options.adapter or "", options.profile, options.split, options.resolution,
-           options.questions, options.seed, summary["samples"], summary["unparseable"], summary["errors"]]
+           options.questions, options.seed, summary["samples"], summary["unparseable"], summary["errors"],
+           summary.get("unreadable", 0)]
     row += ["" if summary.get(c[1]) is None else _format(summary[c[1]], c[3]) for c in columns]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -859,8 +1008,14 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of --questions seeded-random and of sampling")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N selected samples")
     p.add_argument("--recorded", metavar="FILE.jsonl",
-                   help="replay recorded raw outputs ({\"id\", \"raw_output\"} per line; a samples.jsonl "
-                        "qualifies) instead of running the reasoner")
+                   help="replay recorded outputs instead of running the reasoner: per line {\"id\", \"raw_output\"} "
+                        "and/or \"mask_png\" (a saved mask PNG of the image's size, 0 = background, relative to the "
+                        "file); a samples.jsonl qualifies and its saved masks are reused")
+    p.add_argument("--resegment", action="store_true",
+                   help="with --recorded samples.jsonl: run the segmenter again instead of reusing saved masks")
+    p.add_argument("--tolerance-kernel", choices=TOLERANCE_KERNELS, default="disc",
+                   help="how F1@1/F1@3 read the tolerance: " + "; ".join(f"{k}: {v}" for k, v in
+                                                                        TOLERANCE_READINGS.items()))
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--engine", choices=ENGINES, default="auto",
@@ -888,7 +1043,7 @@ def run(args) -> int:
         questions=args.questions, seed=args.seed, limit=args.limit, recorded=args.recorded,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, batch_size=args.batch_size,
         overlays=args.overlays, engine=args.engine, device=args.device, dtype=args.dtype,
-        progress=not args.no_progress)
+        progress=not args.no_progress, resegment=args.resegment, tolerance_kernel=args.tolerance_kernel)
     result = evaluate(options)
     print(result.results_markdown.split("\n## Overlays")[0].rstrip())
     print(f"\nscored {result.newly_scored} new sample(s); wrote results.md, results.csv, results.json, "

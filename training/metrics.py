@@ -24,14 +24,19 @@ Hungarian assignment maximising the summed IoU:
   target region has several parts.
 - J = K = 0 scores 1 everywhere; J = 0 < K or K = 0 < J scores 0.
 
-Contour level, on mask boundaries (mask pixels with a 4-neighbour outside the mask; pixels beyond
-the image count as outside), distances between pixel centres:
-- boundary F1@tau: precision = share of predicted boundary pixels within distance <= tau of the
-  target boundary, recall the other way round, F1 their harmonic mean.
-- ASSD = mean of all boundary-to-other-boundary distances, both directions pooled; HD = the
+Contour level, on the OUTERMOST boundary of each mask component (RemoteReasoner Section 3.4,
+"outermost polygonal vertices"; M2C uses external contours): holes are filled first, so they never
+count. Boundary pixels are mask pixels with a 4-neighbour outside the filled mask (pixels beyond the
+image count as outside); distances are between pixel centres:
+- boundary F1@tau: precision = share of predicted boundary pixels within tolerance tau of the
+  target boundary, recall the other way round, F1 their harmonic mean. The paper's "1-pixel and
+  3-pixel dilated kernel" is read as a disc: Euclidean distance <= tau (default, "disc"); the
+  other reading, a (2 tau + 1)-pixel square kernel (chessboard distance <= tau), is "square".
+- ASD = mean of all boundary-to-other-boundary distances, both directions pooled; HD = the
   largest of them (symmetric Hausdorff).
-- both masks empty: F1 = 1, ASSD = HD = 0. One mask empty: F1 = 0 and the distances are
-  undefined: they are left out of the ASSD/HD means and counted as distance_undefined.
+- both masks empty: F1 = 1, ASD = HD = 0. Exactly one mask empty: F1 = 0 and ASD = HD = the
+  diagonal of the evaluation grid (the largest distance it can hold), so abstaining is never
+  rewarded by leaving a sample out of the means; summary() counts these samples (distance_one_empty).
 """
 from __future__ import annotations
 
@@ -50,6 +55,7 @@ from georeasoner_plugin.core.protocol import PARSE_INVALID, PARSE_NO_ANSWER
 PRECISION_THRESHOLDS: Tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
 BOUNDARY_TOLERANCES: Tuple[int, ...] = (1, 3)
 BOX_HIT_IOU = 0.5
+TOLERANCE_KERNELS = ("disc", "square")
 UNPARSEABLE_STATUSES = (PARSE_INVALID, PARSE_NO_ANSWER)
 
 _FOUR_NEIGHBOURS = ndimage.generate_binary_structure(2, 1)
@@ -164,12 +170,17 @@ def region_scores(pred_boxes, gt_boxes, hit_iou: float = BOX_HIT_IOU) -> RegionS
 # --------------------------------------------------------------------------- contour level
 
 def mask_boundary(mask) -> np.ndarray:
-    """Mask pixels with at least one 4-neighbour outside the mask (the image border is outside)."""
-    binary = as_mask(mask)
-    return binary & ~ndimage.binary_erosion(binary, structure=_FOUR_NEIGHBOURS, border_value=0)
+    """The outermost boundary: pixels of the hole-filled mask with a 4-neighbour outside it.
+
+    The image border counts as outside. Holes are filled first (scipy's binary_fill_holes), so
+    only each component's external contour is boundary (RemoteReasoner Section 3.4).
+    """
+    filled = ndimage.binary_fill_holes(as_mask(mask))
+    return filled & ~ndimage.binary_erosion(filled, structure=_FOUR_NEIGHBOURS, border_value=0)
 
 
-def _boundary_distances(pred_boundary: np.ndarray, gt_boundary: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _boundary_distances(pred_boundary: np.ndarray, gt_boundary: np.ndarray,
+                        metric: str = "euclidean") -> Tuple[np.ndarray, np.ndarray]:
     """(distance of each predicted boundary pixel to the target boundary, and the reverse)."""
     # Every point of both sets lies inside their joint bounding box, so the nearest boundary pixel
     # does too: the distance transform over that crop is exact and much cheaper on large images.
@@ -177,27 +188,39 @@ def _boundary_distances(pred_boundary: np.ndarray, gt_boundary: np.ndarray) -> T
     cols = np.flatnonzero(pred_boundary.any(axis=0) | gt_boundary.any(axis=0))
     window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     pred, gt = pred_boundary[window], gt_boundary[window]
-    to_gt = ndimage.distance_transform_edt(~gt)
-    to_pred = ndimage.distance_transform_edt(~pred)
+    if metric == "chessboard":
+        to_gt = ndimage.distance_transform_cdt(~gt, metric="chessboard")
+        to_pred = ndimage.distance_transform_cdt(~pred, metric="chessboard")
+    else:
+        to_gt = ndimage.distance_transform_edt(~gt)
+        to_pred = ndimage.distance_transform_edt(~pred)
     return to_gt[pred], to_pred[gt]
 
 
 @dataclass(frozen=True)
 class ContourScores:
     f1: Dict[int, float]  # tolerance (pixels) -> boundary F1
-    assd: Optional[float]  # None when exactly one mask is empty
+    assd: Optional[float]  # the grid's diagonal when exactly one mask is empty (None in old files)
     hd: Optional[float]
+    one_empty: bool = False  # exactly one of prediction and target is empty
 
     @property
     def distance_defined(self) -> bool:
         return self.assd is not None
 
 
-def boundary_f1(pred_mask, gt_mask, tolerance: float) -> float:
-    return contour_scores(pred_mask, gt_mask, (tolerance,)).f1[tolerance]
+def boundary_f1(pred_mask, gt_mask, tolerance: float, kernel: str = "disc") -> float:
+    return contour_scores(pred_mask, gt_mask, (tolerance,), kernel).f1[tolerance]
 
 
-def contour_scores(pred_mask, gt_mask, tolerances: Sequence[float] = BOUNDARY_TOLERANCES) -> ContourScores:
+def grid_diagonal(shape: Tuple[int, int]) -> float:
+    return float(math.hypot(shape[0], shape[1]))
+
+
+def contour_scores(pred_mask, gt_mask, tolerances: Sequence[float] = BOUNDARY_TOLERANCES,
+                   kernel: str = "disc") -> ContourScores:
+    if kernel not in TOLERANCE_KERNELS:
+        raise ValueError(f"tolerance kernel must be one of {', '.join(TOLERANCE_KERNELS)}, not {kernel!r}")
     pred, gt = as_mask(pred_mask), as_mask(gt_mask)
     _check_same_shape(pred, gt)
     pred_boundary, gt_boundary = mask_boundary(pred), mask_boundary(gt)
@@ -205,12 +228,17 @@ def contour_scores(pred_mask, gt_mask, tolerances: Sequence[float] = BOUNDARY_TO
     if pred_empty and gt_empty:
         return ContourScores({t: 1.0 for t in tolerances}, 0.0, 0.0)
     if pred_empty or gt_empty:
-        return ContourScores({t: 0.0 for t in tolerances}, None, None)
+        diagonal = grid_diagonal(gt.shape)
+        return ContourScores({t: 0.0 for t in tolerances}, diagonal, diagonal, one_empty=True)
     pred_to_gt, gt_to_pred = _boundary_distances(pred_boundary, gt_boundary)
+    if kernel == "square":
+        within_pred, within_gt = _boundary_distances(pred_boundary, gt_boundary, "chessboard")
+    else:
+        within_pred, within_gt = pred_to_gt, gt_to_pred
     f1 = {}
     for tolerance in tolerances:
-        precision = float(np.mean(pred_to_gt <= tolerance))
-        recall = float(np.mean(gt_to_pred <= tolerance))
+        precision = float(np.mean(within_pred <= tolerance))
+        recall = float(np.mean(within_gt <= tolerance))
         f1[tolerance] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     pooled = np.concatenate([pred_to_gt, gt_to_pred])
     return ContourScores(f1, float(pooled.mean()), float(pooled.max()))
@@ -238,6 +266,7 @@ class MetricAccumulator:
     thresholds: Sequence[float] = PRECISION_THRESHOLDS
     tolerances: Sequence[int] = BOUNDARY_TOLERANCES
     with_contours: bool = True
+    tolerance_kernel: str = "disc"
     samples: List[SampleMetrics] = field(default_factory=list)
 
     def add(self, sample_id, pred_mask, gt_mask, pred_boxes=(), gt_boxes=(), parse_status: str = "ok") -> SampleMetrics:
@@ -262,7 +291,7 @@ class MetricAccumulator:
             gt_empty=not gt.any(),
             pred_empty=not pred.any(),
             region=region_scores(pred_boxes, gt_boxes),
-            contour=contour_scores(pred, gt, self.tolerances) if self.with_contours else None,
+            contour=contour_scores(pred, gt, self.tolerances, self.tolerance_kernel) if self.with_contours else None,
         )
         self.samples.append(sample)
         return sample
@@ -300,7 +329,8 @@ class MetricAccumulator:
             out["assd"] = _mean([c.assd for c in defined])
             out["hd"] = _mean([c.hd for c in defined])
             out["distance_samples"] = len(defined)
-            out["distance_undefined"] = n - len(defined)
+            # samples where exactly one mask is empty: scored with the grid's diagonal as ASD and HD
+            out["distance_one_empty"] = sum(1 for c in defined if c.one_empty)
         return out
 
 

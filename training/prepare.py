@@ -4,17 +4,22 @@ EarthReason as published: ``<root>/<split>/images/<id>.jpg|png``, ``labels/<id>.
 target; one region mask per image, not instances) and ``QAs/<id>.json`` holding ``"questions"`` (a
 list) and ``"answer"`` (empty = nothing in the image matches).
 
-Mask -> objects: one object per 8-connected component of at least ``min_area`` pixels (pixels
-touching at a corner belong to one object, as an annotator would see it). Per object:
-- box: the component's pixel extent in protocol convention (corners: x2 = last column + 1);
-- two positive points, GRASP's rule, at pixel centres (col + 0.5, row + 0.5):
-  1. the centre of the largest inscribed circle: the pixel deepest inside the component by the
+Mask -> objects, two ways, both written to every record:
+- ``mask_object_px`` (GRASP Section 4.1, Fig. 5): ONE box and two points for the whole target
+  mask. The box is the extreme foreground pixels of the mask; the profiles in
+  WHOLE_MASK_PROFILES (GRASP) train on it.
+- ``gt_boxes_px`` / ``gt_points_px``: one object per 8-connected component of at least
+  ``min_area`` pixels (pixels touching at a corner belong to one object), the way the
+  multi-object methods (RemoteReasoner, Seg-Zero, Think2Seg-RS) train.
+Boxes are pixel extents in protocol convention (corners: x2 = last column + 1). The two positive
+points follow GRASP Section 4.1, at pixel centres (col + 0.5, row + 0.5):
+  1. p1, the centre of the maximal inscribed circle: the pixel deepest inside the mask by the
      Euclidean distance transform (pixels beyond the image count as outside). Ties: the tied
      pixel nearest to the centroid of all tied pixels, then the first in row-major order.
-  2. a point of the component's outer ring beyond that circle: among component pixels farther
-     than the circle's radius from point 1, the deepest one (so SAM gets a prompt well inside the
-     object, not on its edge); ties: the farthest from point 1, then row-major. When no pixel
-     lies beyond the circle, the boundary pixel farthest from point 1 (then row-major).
+  2. p2, sampled from the "outer ring": the mask pixels farther than the circle's radius from p1,
+     drawn uniformly with a generator seeded by (seed, split, image id), so a rerun writes the same
+     points. When no pixel lies beyond the circle, the boundary pixel farthest from p1 (then
+     row-major), the paper's fallback.
 - contours: polygons with holes on pixel corners (backend.vectorize, the cascade's own tracer).
 
 Coordinates are written twice: in image pixels (``*_px``) and in the profile's model frame (what the
@@ -27,6 +32,7 @@ import json
 import os
 import random
 import statistics
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +54,9 @@ QUESTION_MODES = ("all", "sample")
 DEFAULT_MIN_AREA = 16  # pixels; smaller specks in the labels are annotation noise, not objects
 DEFAULT_PROFILE = "georeasoner"
 COORDINATE_DECIMALS = 2
+# Profiles whose paper trains one box + two points per target mask (GRASP Section 4.1); the others
+# train one object per connected part.
+WHOLE_MASK_PROFILES = ("grasp",)
 
 # Pillow refuses images above ~179 megapixels as a decompression-bomb guard; EarthReason's largest
 # (7,617 px a side, ~58 megapixels) is far below, so the guard stays on.
@@ -77,10 +86,23 @@ class MaskObject:
     polygons: List[Dict[str, Any]]
 
 
+def uses_whole_mask_object(profile_name: str) -> bool:
+    return profile_name in WHOLE_MASK_PROFILES
+
+
+def point_generator(seed: int, split: str, image_id: str) -> np.random.Generator:
+    """The seeded generator p2 is drawn with; depends only on (seed, split, image id)."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(f"{split}:{image_id}".encode("utf-8"))])
+
+
 # --------------------------------------------------------------------------- mask -> objects
 
-def grasp_points(component: np.ndarray) -> Tuple[Point, Point, float]:
-    """(first point, second point, inscribed radius) of one component, in its array's pixel centres."""
+def grasp_points(component: np.ndarray, rng: Optional[np.random.Generator] = None) -> Tuple[Point, Point, float]:
+    """(p1, p2, inscribed radius) of a mask (GRASP Section 4.1), in its array's pixel centres.
+
+    ``rng`` draws p2 from the outer ring; None uses a generator seeded with 0.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
     component = np.asarray(component, dtype=bool)
     depth = ndimage.distance_transform_edt(np.pad(component, 1))[1:-1, 1:-1]
     rows, cols = np.nonzero(component)
@@ -98,17 +120,35 @@ def grasp_points(component: np.ndarray) -> Tuple[Point, Point, float]:
     from_first = np.hypot(rows - first_row, cols - first_col)
     beyond = np.flatnonzero(from_first > radius)
     if beyond.size:
-        # lexsort: the last key sorts first; negated so that deeper and farther come first.
-        second = beyond[np.lexsort((cols[beyond], rows[beyond], -from_first[beyond], -depths[beyond]))[0]]
-    else:
+        second = beyond[int(rng.integers(beyond.size))]
+    else:  # lexsort: the last key sorts first; negated so that the farthest comes first.
         edge = np.flatnonzero(depths <= 1.0)  # 4-neighbour of the outside: the boundary pixels
         second = edge[np.lexsort((cols[edge], rows[edge], -from_first[edge]))[0]]
     return ((float(first_col) + 0.5, float(first_row) + 0.5),
             (float(cols[second]) + 0.5, float(rows[second]) + 0.5), radius)
 
 
-def mask_objects(mask: np.ndarray, min_area: int = DEFAULT_MIN_AREA) -> Tuple[List[MaskObject], int]:
-    """(objects, number of components dropped for being smaller than min_area)."""
+def whole_mask_object(mask: np.ndarray, rng: Optional[np.random.Generator] = None) -> Optional[MaskObject]:
+    """GRASP's one object for the whole target mask (Section 4.1), or None for an empty mask.
+
+    The box spans the extreme foreground pixels of the whole mask; p1 and p2 are found over all of
+    its pixels, whatever the parts. Contours are left to the per-part objects.
+    """
+    binary = np.asarray(mask) != 0
+    rows, cols = np.nonzero(binary)
+    if rows.size == 0:
+        return None
+    top, bottom, left, right = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+    (c1, r1), (c2, r2), radius = grasp_points(binary[top:bottom, left:right], rng)
+    return MaskObject(box=(float(left), float(top), float(right), float(bottom)),
+                      points=[(c1 + left, r1 + top), (c2 + left, r2 + top)],
+                      area=int(rows.size), inscribed_radius=radius, polygons=[])
+
+
+def mask_objects(mask: np.ndarray, min_area: int = DEFAULT_MIN_AREA,
+                 rng: Optional[np.random.Generator] = None) -> Tuple[List[MaskObject], int]:
+    """(one object per 8-connected part, number of parts dropped for being smaller than min_area)."""
+    rng = np.random.default_rng(0) if rng is None else rng
     binary = (np.asarray(mask) != 0).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8, ltype=cv2.CV_32S)
     objects: List[MaskObject] = []
@@ -119,7 +159,7 @@ def mask_objects(mask: np.ndarray, min_area: int = DEFAULT_MIN_AREA) -> Tuple[Li
             dropped += 1
             continue
         component = labels[top:top + height, left:left + width] == label
-        (c1, r1), (c2, r2), radius = grasp_points(component)
+        (c1, r1), (c2, r2), radius = grasp_points(component, rng)
         polygons = []
         for polygon in mask_to_polygons(component):
             polygons.append({
@@ -230,7 +270,8 @@ def _read_mask(path: Path) -> Tuple[Optional[np.ndarray], Optional[Problem]]:
 
 def build_records(image_id: str, split: str, image_path: Path, mask_path: Path, qa_path: Path, qa: dict,
                   size: Tuple[int, int], objects: List[MaskObject], profile: Profile,
-                  question_mode: str, seed: int) -> Tuple[List[dict], List[Problem]]:
+                  question_mode: str, seed: int,
+                  whole: Optional[MaskObject] = None) -> Tuple[List[dict], List[Problem]]:
     width, height = size
     problems: List[Problem] = []
     frame = profile.frame.frame_for(width, height)
@@ -245,8 +286,9 @@ def build_records(image_id: str, split: str, image_path: Path, mask_path: Path, 
         # Seeded per image, so the choice does not depend on which other files are present.
         questions = [random.Random(f"{seed}:{split}:{image_id}").choice(questions)]
 
-    boxes_frame = [_round(frame.box_to_frame(o.box)) for o in objects]
-    points_frame = [[_round(frame.to_frame(*p)) for p in o.points] for o in objects]
+    trained = ([whole] if whole is not None else []) if uses_whole_mask_object(profile.name) else objects
+    boxes_frame = [_round(frame.box_to_frame(o.box)) for o in trained]
+    points_frame = [[_round(frame.to_frame(*p)) for p in o.points] for o in trained]
     solution = profile.render_answer(
         [ParsedObject(box=tuple(b), points=[tuple(p) for p in pts]) for b, pts in zip(boxes_frame, points_frame)])
     common = {
@@ -267,6 +309,9 @@ def build_records(image_id: str, split: str, image_path: Path, mask_path: Path, 
         "gt_points_px": [[_round(p) for p in o.points] for o in objects],
         "object_areas_px": [o.area for o in objects],
         "contours_px": [o.polygons for o in objects],
+        "mask_object_px": None if whole is None else {
+            "box": _round(whole.box), "points": [_round(p) for p in whole.points], "area": whole.area,
+            "inscribed_radius": round(whole.inscribed_radius, COORDINATE_DECIMALS)},
         "solution": solution,
     }
     records = []
@@ -287,8 +332,13 @@ class PrepareResult:
 
 
 def prepare_split(data_root, out_dir, split: str = "train", profile: str = DEFAULT_PROFILE,
-                  min_area: int = DEFAULT_MIN_AREA, questions: str = "all", seed: int = 0) -> PrepareResult:
-    """Write ``<out>/<split>.jsonl`` and ``<out>/<split>_summary.md``; malformed samples are skipped and listed."""
+                  min_area: int = DEFAULT_MIN_AREA, questions: str = "all", seed: int = 0,
+                  keep_disagreeing: bool = False) -> PrepareResult:
+    """Write ``<out>/<split>.jsonl`` and ``<out>/<split>_summary.md``; malformed samples are skipped and listed.
+
+    ``keep_disagreeing`` (evaluation): a sample whose label and QA answer disagree is kept, the
+    label deciding (it is the target the pixel metrics score); the disagreement is still listed.
+    """
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     if questions not in QUESTION_MODES:
@@ -345,14 +395,22 @@ def prepare_split(data_root, out_dir, split: str = "train", profile: str = DEFAU
         no_target = answer_says_no_target(qa.get("answer"))
         if not no_target and not mask.any():
             problems.append(Problem(str(label_path), "empty mask for a target",
-                                    f"{qa_path.name} names a target but the label has no target pixel"))
-            continue
+                                    f"{qa_path.name} names a target but the label has no target pixel"
+                                    + ("; scored as an empty target" if keep_disagreeing else ""),
+                                    skipped=not keep_disagreeing))
+            if not keep_disagreeing:
+                continue
         if no_target and mask.any():
             problems.append(Problem(str(label_path), "mask without target",
                                     f"{qa_path.name} has an empty answer but the label marks "
-                                    f"{int(mask.sum())} pixels"))
-            continue
-        objects, dropped = mask_objects(mask, min_area)
+                                    f"{int(mask.sum())} pixels"
+                                    + ("; the label is scored as the target" if keep_disagreeing else ""),
+                                    skipped=not keep_disagreeing))
+            if not keep_disagreeing:
+                continue
+        rng = point_generator(seed, split, image_id)
+        whole = whole_mask_object(mask, rng)
+        objects, dropped = mask_objects(mask, min_area, rng)
         counts["components dropped (below min area)"] += dropped
         if mask.any() and not objects:
             problems.append(Problem(str(label_path), "target below min area",
@@ -360,7 +418,7 @@ def prepare_split(data_root, out_dir, split: str = "train", profile: str = DEFAU
             continue
         try:
             image_records, notes = build_records(image_id, split, image_path, label_path, qa_path, qa, size, objects,
-                                                 prof, questions, seed)
+                                                 prof, questions, seed, whole)
         except FrameError as exc:
             problems.append(Problem(str(image_path), "frame error", str(exc)))
             continue

@@ -12,21 +12,30 @@ cannot use scores 0 on every accuracy reward, even on an empty target, because o
 empty answer ("[]") means "nothing here". Malformed ground truth or an unknown profile is a dataset
 or configuration bug and raises a ValueError naming it.
 
-Choices where the papers leave room (all documented in the function that makes them):
-- Multi-object answers are matched to ground truth one-to-one by Hungarian assignment maximising
-  the reward's own pairwise score, and averaged over the J ground-truth objects (RemoteReasoner);
-  extra predicted objects are what the count reward penalises. J = 0: 1 for an empty answer,
-  else 0.
-- GRASP's scale-normalised centre distance divides the centre offset per axis by the GT box's
-  width and height: d = hypot(dx / w, dy / h). Reward max(0, 1 - d / 0.5) is then positive
-  exactly when the predicted centre lies inside the ellipse inscribed in the GT box, for thin
-  (rivers, roads) and compact objects alike.
-- GRASP's point reward: 1 when every predicted point lies inside the GT box (edges included) and
-  the mean normalised L1 distance (|dx| / w and |dy| / h averaged over points and both axes,
-  predicted point k against GT point k) is below 0.5.
+Equations (cited where each reward is defined):
+- RemoteReasoner (Yao et al., Section 3.3): R = R_IoU + R_count + R_format (Eq. 6). R_IoU (Eq. 4)
+  averages over the J ground-truth boxes; the text says "optimal Hungarian matching" while Eq. 4
+  takes max over k for each ground-truth box independently (one box may serve several targets).
+  Default: Hungarian (``remotereasoner_iou``); the formula's reading is ``remotereasoner_iou_max``.
+  R_count is Eq. 5. R_format is strict: <think>...</think><answer>[[x1,y1,x2,y2], ...]</answer>.
+- GRASP (Jiang et al., Section 3.3): five rewards, summed: reasoning format (1), prompt format (2,
+  Fig. 3's schema exactly), box IoU > 0.5 (3, Eq. 5), box-centre distance (4, Eqs. 6-7:
+  d = 1/2 (|dx| / w_g + |dy| / h_g), R = max(0, 1 - d / 0.5)) and points accuracy (5, Eqs. 8-9:
+  d1 = L1(p1) / s_min, d2 = L1(p2) / s_max, S = (d1 + d2) / 2; 1 when both points are inside the GT
+  box and S < 0.5). GRASP has no "no target" answer; ours is ``{}`` (read as an explicit empty
+  answer), which scores full marks on every GRASP reward when the target is empty.
+
+Choices where the papers leave room:
+- Multi-object answers on single-object rewards (GRASP) are matched one-to-one by Hungarian
+  assignment maximising the reward's own pairwise score and averaged over the J ground-truth
+  objects. J = 0: 1 for an explicit empty answer, else 0.
+- An accuracy reward never credits a completion without a closed <answer>...</answer> section
+  (for profiles whose answers carry tags), whatever the tolerant parser could salvage from free text.
+- A degenerate ground-truth box (a line) uses 1 pixel as its width or height in the normalisations.
 """
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -106,10 +115,31 @@ def parse_completion(completion: Any, profile: Any = DEFAULT_PROFILE) -> ParsedA
     return resolve_profile(profile).parse(completion_text(completion))
 
 
+def has_answer_section(text: str) -> bool:
+    """True when the text holds an opening <answer> followed by a closing </answer> (any case)."""
+    lowered = text[:MAX_OUTPUT_CHARS].lower()
+    start = lowered.find("<answer>")
+    return start >= 0 and lowered.find("</answer>", start + len("<answer>")) >= 0
+
+
+def _parsed_for_accuracy(completion, profile) -> Optional[ParsedAnswer]:
+    """The parsed answer an accuracy reward may score, or None (which scores 0, see the module doc).
+
+    Profiles that answer inside tags get no credit without a closed <answer>...</answer> section,
+    however much the tolerant parser could read from the free text.
+    """
+    prof = resolve_profile(profile)
+    text = completion_text(completion)
+    if prof.expects_think and not has_answer_section(text):
+        return None
+    parsed = prof.parse(text)
+    return parsed if parsed.status in USABLE_STATUSES else None
+
+
 def _predicted_objects(completion, profile) -> Optional[List[ParsedObject]]:
     """The parsed objects, or None when the answer is unusable (which scores 0, see the module doc)."""
-    parsed = parse_completion(completion, profile)
-    return list(parsed.objects) if parsed.status in USABLE_STATUSES else None
+    parsed = _parsed_for_accuracy(completion, profile)
+    return list(parsed.objects) if parsed is not None else None
 
 
 def _maybe_json(value: Any) -> Any:
@@ -160,6 +190,19 @@ def count_score(gt_count: int, pred_count: int) -> float:
     return math.exp(-2.0 * abs(pred_count - gt_count) / gt_count)
 
 
+def max_over_k_mean(scores: np.ndarray, gt_count: int) -> float:
+    """RemoteReasoner Eq. 4 as written: mean over ground truth j of max over predictions k.
+
+    One prediction may serve several ground-truth boxes. J = 0: 1 when nothing was predicted, else 0.
+    """
+    pred_count = scores.shape[0]
+    if gt_count == 0:
+        return 1.0 if pred_count == 0 else 0.0
+    if pred_count == 0:
+        return 0.0
+    return float(scores.max(axis=0).sum()) / gt_count
+
+
 def hungarian_mean(scores: np.ndarray, gt_count: int) -> float:
     """Best one-to-one sum of a (K predicted, J ground truth) score matrix, divided by J.
 
@@ -188,42 +231,66 @@ def _box_scale(box: Box) -> Tuple[float, float]:
 
 
 def normalised_center_distance(pred_box: Sequence[float], gt_box: Box) -> float:
-    """hypot(dx / w, dy / h) between box centres, w and h the ground-truth box's size."""
+    """GRASP Eq. 6: d = 1/2 (|cx_p - cx_g| / w_g + |cy_p - cy_g| / h_g)."""
     (px, py), (gx, gy) = box_center(pred_box), box_center(gt_box)
     width, height = _box_scale(gt_box)
-    return math.hypot((px - gx) / width, (py - gy) / height)
+    return 0.5 * (abs(px - gx) / width + abs(py - gy) / height)
+
+
+def grasp_center_score(pred_box: Sequence[float], gt_box: Box) -> float:
+    """GRASP Eq. 7: max(0, 1 - d / 0.5)."""
+    return max(0.0, 1.0 - normalised_center_distance(pred_box, gt_box) / GRASP_CENTER_SCALE)
 
 
 def _inside(point: Sequence[float], box: Sequence[float]) -> bool:
     return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
 
 
-def grasp_points_score(pred_points: Sequence[Point], gt_box: Box, gt_points: Sequence[Point]) -> float:
-    """1 when all predicted points are in the GT box and their mean normalised L1 to the GT points < 0.5."""
-    if not pred_points or not all(_inside(p, gt_box) for p in pred_points):
-        return 0.0
-    if not gt_points:  # ground truth without points: being inside the box is all that can be checked
-        return 1.0
-    if len(pred_points) < len(gt_points):
-        return 0.0
+def grasp_points_distance(pred_points: Sequence[Point], gt_box: Box, gt_points: Sequence[Point]) -> float:
+    """GRASP Eqs. 8-9: S = (d1 + d2) / 2, d1 = L1(p1 - p1_gt) / s_min, d2 = L1(p2 - p2_gt) / s_max."""
     width, height = _box_scale(gt_box)
-    terms = []
-    for p, g in zip(pred_points, gt_points):
-        terms.append(abs(p[0] - g[0]) / width)
-        terms.append(abs(p[1] - g[1]) / height)
-    return 1.0 if sum(terms) / len(terms) < GRASP_POINT_L1 else 0.0
+    s_min, s_max = min(width, height), max(width, height)
+    (p1, p2), (g1, g2) = pred_points[:2], gt_points[:2]
+    d1 = (abs(p1[0] - g1[0]) + abs(p1[1] - g1[1])) / s_min
+    d2 = (abs(p2[0] - g2[0]) + abs(p2[1] - g2[1])) / s_max
+    return (d1 + d2) / 2.0
+
+
+def grasp_points_score(pred_points: Sequence[Point], gt_box: Box, gt_points: Sequence[Point]) -> float:
+    """GRASP reward (5): 1 when both predicted points lie in the GT box (edges included) and S < 0.5.
+
+    Point k is compared with ground-truth point k (the paper's p1 = centre, p2 = edge point). A
+    ground truth without points can only check that both points are inside its box.
+    """
+    if len(pred_points) < 2 or not all(_inside(p, gt_box) for p in pred_points[:2]):
+        return 0.0
+    if not gt_points:
+        return 1.0
+    if len(gt_points) < 2:
+        raise ValueError(f"GRASP ground truth needs two points per object, got {list(gt_points)!r}")
+    return 1.0 if grasp_points_distance(pred_points, gt_box, gt_points) < GRASP_POINT_L1 else 0.0
 
 
 # --------------------------------------------------------------------------- RemoteReasoner
 
-def remotereasoner_iou_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_) -> float:
-    """Hungarian-matched box IoU, summed and averaged over the ground-truth boxes."""
+def _iou_matrix(completion, gt_boxes, profile) -> Optional[Tuple[np.ndarray, int]]:
     gt = ground_truth_boxes(gt_boxes)
     objects = _predicted_objects(completion, profile)
     if objects is None:
-        return 0.0
-    scores = _pair_matrix(objects, len(gt), lambda o, j: box_iou(o.box, gt[j]) if o.box is not None else 0.0)
-    return hungarian_mean(scores, len(gt))
+        return None
+    return _pair_matrix(objects, len(gt), lambda o, j: box_iou(o.box, gt[j]) if o.box is not None else 0.0), len(gt)
+
+
+def remotereasoner_iou_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_) -> float:
+    """RemoteReasoner R_IoU (Eq. 4), the text's reading: Hungarian-matched IoU summed over J."""
+    matrix = _iou_matrix(completion, gt_boxes, profile)
+    return 0.0 if matrix is None else hungarian_mean(*matrix)
+
+
+def remotereasoner_iou_max_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_) -> float:
+    """RemoteReasoner R_IoU (Eq. 4), the formula's reading: mean over j of max over k of IoU."""
+    matrix = _iou_matrix(completion, gt_boxes, profile)
+    return 0.0 if matrix is None else max_over_k_mean(*matrix)
 
 
 def remotereasoner_count_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_) -> float:
@@ -258,15 +325,78 @@ def answer_schema_reward(completion, profile=DEFAULT_PROFILE, **_) -> float:
     return 1.0 if fits else 0.0
 
 
-def remotereasoner_format_reward(completion, profile=DEFAULT_PROFILE, **_) -> float:
-    """RemoteReasoner's format reward: the think/answer layout and an answer in the profile's schema."""
-    return think_answer_format_reward(completion) * answer_schema_reward(completion, profile=profile)
+def _strict_answer(completion) -> Optional[str]:
+    """The text between the tags of a completion laid out exactly as <think>..</think><answer>..</answer>."""
+    text = completion_text(completion)
+    if think_answer_format_reward(text) != 1.0:
+        return None
+    return text[text.index("<answer>") + len("<answer>"):text.index("</answer>")].strip()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers_list(value: Any, count: int) -> bool:
+    return isinstance(value, list) and len(value) == count and all(_is_number(v) for v in value)
+
+
+def remotereasoner_format_reward(completion, **_) -> float:
+    """RemoteReasoner R_format (Section 3.3), strict: 1 only for
+    <think>...</think><answer>[[x1,y1,x2,y2], ...]</answer>, the answer a JSON list of 4-number
+    lists (``[]`` allowed). Prose, code fences, dicts, tuples, "none" and quoted numbers score 0.
+    """
+    answer = _strict_answer(completion)
+    if answer is None:
+        return 0.0
+    try:
+        value = json.loads(answer)
+    except ValueError:
+        return 0.0
+    ok = isinstance(value, list) and all(_numbers_list(box, 4) for box in value)
+    return 1.0 if ok else 0.0
+
+
+GRASP_ANSWER_KEYS = ("bbox", "points 1", "points 2")
+
+
+def read_grasp_answer(answer: str) -> Optional[dict]:
+    """The answer as Fig. 3's dict (JSON, or the figure's own single-quoted form), else None."""
+    stripped = answer.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}")):
+        return None
+    try:
+        value = json.loads(stripped)
+    except ValueError:
+        try:
+            value = ast.literal_eval(stripped)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return None
+    return value if isinstance(value, dict) else None
+
+
+def grasp_prompt_format_reward(completion, **_) -> float:
+    """GRASP prompt-format reward (2): the <answer> holds exactly Fig. 3's schema.
+
+    One object {'bbox': [4 numbers], 'points 1': [x, y], 'points 2': [x, y]} with nothing else
+    (JSON or the figure's single quotes), or ``{}``, our explicit "no target" answer (GRASP has none).
+    The completion must also have the think/answer layout of reward (1).
+    """
+    answer = _strict_answer(completion)
+    value = None if answer is None else read_grasp_answer(answer)
+    if value is None:
+        return 0.0
+    if not value:
+        return 1.0
+    ok = (set(value) == set(GRASP_ANSWER_KEYS) and _numbers_list(value["bbox"], 4)
+          and _numbers_list(value["points 1"], 2) and _numbers_list(value["points 2"], 2))
+    return 1.0 if ok else 0.0
 
 
 # --------------------------------------------------------------------------- GRASP
 
 def grasp_box_iou_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_) -> float:
-    """Share of ground-truth boxes matched by a predicted box with IoU > 0.5."""
+    """GRASP reward (3), Eq. 5: share of ground-truth boxes matched by a predicted box with IoU > 0.5."""
     gt = ground_truth_boxes(gt_boxes)
     objects = _predicted_objects(completion, profile)
     if objects is None:
@@ -277,22 +407,20 @@ def grasp_box_iou_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_
 
 
 def grasp_center_distance_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_) -> float:
-    """max(0, 1 - d / 0.5), d = normalised_center_distance, matched and averaged over ground truth."""
+    """GRASP reward (4), Eqs. 6-7 per object, matched and averaged over ground truth."""
     gt = ground_truth_boxes(gt_boxes)
     objects = _predicted_objects(completion, profile)
     if objects is None:
         return 0.0
 
     def score(obj: ParsedObject, j: int) -> float:
-        if obj.box is None:
-            return 0.0
-        return max(0.0, 1.0 - normalised_center_distance(obj.box, gt[j]) / GRASP_CENTER_SCALE)
+        return 0.0 if obj.box is None else grasp_center_score(obj.box, gt[j])
 
     return hungarian_mean(_pair_matrix(objects, len(gt), score), len(gt))
 
 
 def grasp_points_reward(completion, gt_boxes=None, gt_points=None, profile=DEFAULT_PROFILE, **_) -> float:
-    """grasp_points_score per matched object, averaged over ground truth."""
+    """GRASP reward (5), Eqs. 8-9 per matched object (grasp_points_score), averaged over ground truth."""
     gt = ground_truth_boxes(gt_boxes)
     gt_pts = ground_truth_points(gt_points, len(gt))
     objects = _predicted_objects(completion, profile)
@@ -380,8 +508,8 @@ def answer_prompts(completion, image_width: int, image_height: int, profile=DEFA
                    frame_width: Optional[int] = None, frame_height: Optional[int] = None) -> Optional[List[SegmentPrompt]]:
     """SAM prompts in image pixels for a completion; None when the answer is unusable."""
     prof = resolve_profile(profile)
-    parsed = prof.parse(completion_text(completion))
-    if parsed.status not in USABLE_STATUSES:
+    parsed = _parsed_for_accuracy(completion, prof)
+    if parsed is None:
         return None
     return _prompts(parsed, prof, image_width, image_height, frame_width, frame_height)
 
@@ -455,8 +583,8 @@ def make_mask_iou_reward(segment: Segment, empty_target_reward: float = 1.0, nam
         target = _load_mask(gt_mask if gt_mask is not None else mask)
         height, width = target.shape
         prof = resolve_profile(profile)
-        parsed = prof.parse(completion_text(completion))
-        if parsed.status not in USABLE_STATUSES:
+        parsed = _parsed_for_accuracy(completion, prof)
+        if parsed is None:
             return 0.0
         if parsed.status == PARSE_EMPTY:
             return float(empty_target_reward) if not target.any() else 0.0
@@ -475,10 +603,12 @@ def make_mask_iou_reward(segment: Segment, empty_target_reward: float = 1.0, nam
 
 REWARDS: Dict[str, Callable[..., float]] = {
     "remotereasoner_iou": remotereasoner_iou_reward,
+    "remotereasoner_iou_max": remotereasoner_iou_max_reward,
     "remotereasoner_count": remotereasoner_count_reward,
     "remotereasoner_format": remotereasoner_format_reward,
     "think_answer_format": think_answer_format_reward,
     "answer_schema": answer_schema_reward,
+    "grasp_prompt_format": grasp_prompt_format_reward,
     "grasp_box_iou": grasp_box_iou_reward,
     "grasp_center_distance": grasp_center_distance_reward,
     "grasp_points": grasp_points_reward,
@@ -487,9 +617,11 @@ REWARDS: Dict[str, Callable[..., float]] = {
 }
 
 # The published recipes, by reward name (the mask IoU reward needs a segmenter: add it by hand).
+# RemoteReasoner Eq. 6 (R_IoU + R_count + R_format); GRASP Section 3.3's five rewards, summed.
 REWARD_SETS: Dict[str, Tuple[str, ...]] = {
     "remotereasoner": ("remotereasoner_iou", "remotereasoner_count", "remotereasoner_format"),
-    "grasp": ("think_answer_format", "answer_schema", "grasp_box_iou", "grasp_center_distance", "grasp_points"),
+    "grasp": ("think_answer_format", "grasp_prompt_format", "grasp_box_iou", "grasp_center_distance",
+              "grasp_points"),
     "segzero": ("think_answer_format", "answer_schema", "segzero_accuracy", "reasoning_penalty"),
 }
 

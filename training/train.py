@@ -63,6 +63,9 @@ VLLM_MODES = ("colocate", "server")
 MODEL_DTYPES = ("auto", "bfloat16", "float32")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 REPORTERS = ("tensorboard", "none")
+# TRL's loss aggregations. "grpo" (per-sequence mean of the token losses, then the group mean) is the
+# objective of RemoteReasoner Eq. 2 and GRASP Eq. 4; TRL 1.16 itself defaults to the token-level "dapo".
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
 QUESTIONS_ALL = "all"
 QUESTIONS_ONE_PER_IMAGE = "one_per_image_per_epoch"
 QUESTION_MODES = (QUESTIONS_ALL, QUESTIONS_ONE_PER_IMAGE)
@@ -137,6 +140,7 @@ class OptimizationSettings:
     per_device_batch_size: int = 8
     gradient_accumulation_steps: int = 1
     lr_scheduler: str = "constant"
+    loss_type: str = "grpo"  # see LOSS_TYPES; always passed to TRL explicitly
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -172,6 +176,8 @@ class TrainConfig:
     data: DataSettings = field(default_factory=DataSettings)
     rewards: List[RewardSpec] = field(default_factory=list)
     profile: str = "georeasoner"
+    # Replaces the profile's system prompt in training (a paper recipe's own, e.g. RemoteReasoner's).
+    system_prompt: Optional[str] = None
     segmenter: Optional[str] = None  # SAM2 for the mask_iou reward
     seed: int = 42
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
@@ -332,6 +338,7 @@ def config_from_dict(raw: Any, source: str = "<config>") -> TrainConfig:
         rewards=_rewards(raw["rewards"], source),
         profile=_as_str(raw.get("profile", "georeasoner"), source, "profile", choices=sorted(PROFILES)),
         segmenter=_as_str(raw.get("segmenter"), source, "segmenter", allow_none=True),
+        system_prompt=_as_str(raw.get("system_prompt"), source, "system_prompt", allow_none=True),
         seed=_as_int(raw.get("seed", 42), source, "seed", minimum=0),
         trl=dict(trl_options), source=source, **sections)
     _validate(config)
@@ -387,6 +394,7 @@ def _validate(config: TrainConfig) -> None:
     o.gradient_accumulation_steps = _as_int(o.gradient_accumulation_steps, s,
                                             "optimization.gradient_accumulation_steps", minimum=1)
     o.lr_scheduler = _as_str(o.lr_scheduler, s, "optimization.lr_scheduler")
+    o.loss_type = _as_str(o.loss_type, s, "optimization.loss_type", choices=LOSS_TYPES)
     o.warmup_ratio = _as_float(o.warmup_ratio, s, "optimization.warmup_ratio", minimum=0.0, maximum=0.99)
     o.weight_decay = _as_float(o.weight_decay, s, "optimization.weight_decay", minimum=0.0)
     o.max_grad_norm = _as_float(o.max_grad_norm, s, "optimization.max_grad_norm", minimum=0.0)
@@ -453,6 +461,7 @@ _MANAGED_TRL_FIELDS = {
     "max_completion_length", "use_vllm", "vllm_mode", "vllm_server_host", "vllm_server_port",
     "vllm_gpu_memory_utilization", "vllm_tensor_parallel_size", "save_steps", "save_strategy", "save_total_limit",
     "logging_steps", "report_to", "log_completions", "reward_weights", "shuffle_dataset", "remove_unused_columns",
+    "loss_type",
 }
 
 
@@ -549,19 +558,61 @@ class DatasetReport:
         return text
 
 
+def frame_spec_for_profile(profile: Profile, min_pixels: Optional[int] = None,
+                           max_pixels: Optional[int] = None) -> FrameSpec:
+    """The profile's frame, with other pixel bounds where given."""
+    spec = profile.frame
+    if min_pixels is None and max_pixels is None:
+        return spec
+    return dataclasses.replace(spec, min_pixels=min_pixels if min_pixels is not None else spec.min_pixels,
+                               max_pixels=max_pixels if max_pixels is not None else spec.max_pixels)
+
+
 def frame_spec_for(config: TrainConfig) -> FrameSpec:
     """The profile's frame, with the config's pixel bounds where it sets them."""
-    spec = get_profile(config.profile).frame
-    if config.data.image_min_pixels is None and config.data.image_max_pixels is None:
-        return spec
-    return dataclasses.replace(
-        spec,
-        min_pixels=config.data.image_min_pixels if config.data.image_min_pixels is not None else spec.min_pixels,
-        max_pixels=config.data.image_max_pixels if config.data.image_max_pixels is not None else spec.max_pixels)
+    return frame_spec_for_profile(get_profile(config.profile), config.data.image_min_pixels,
+                                  config.data.image_max_pixels)
+
+
+def training_profile(config: TrainConfig) -> Profile:
+    """The profile the prompts are written with; the config's system_prompt replaces the profile's."""
+    profile = get_profile(config.profile)
+    return dataclasses.replace(profile, system_prompt=config.system_prompt) if config.system_prompt else profile
 
 
 def _round2(values) -> List[float]:
     return [round(float(v), 2) for v in values]
+
+
+def ground_truth_in_frame(frame, boxes_px, points_px) -> Tuple[List[List[float]], List[List[List[float]]]]:
+    """Pixel-space boxes and points in the model frame, as the rewards compare them (2 decimals)."""
+    if any(not isinstance(b, (list, tuple)) or len(b) != 4 for b in boxes_px) or \
+            any(not isinstance(p, (list, tuple)) or len(p) != 2 for pts in points_px for p in pts):
+        raise ValueError("gt_boxes_px needs [x1, y1, x2, y2] per object and gt_points_px [x, y] per point")
+    try:
+        boxes = [_round2(frame.box_to_frame(b)) for b in boxes_px]
+        points = [[_round2(frame.to_frame(*p)) for p in object_points] for object_points in points_px]
+    except (TypeError, ValueError):
+        raise ValueError("malformed ground truth in gt_boxes_px / gt_points_px") from None
+    return boxes, points
+
+
+def record_ground_truth(record: Mapping[str, Any], profile: Profile) -> Tuple[Any, Any]:
+    """(boxes, points) in pixels that this profile trains on.
+
+    GRASP (Section 4.1) trains on one box and two points per target mask (``mask_object_px``,
+    written by training.prepare); the multi-object profiles on one per connected part.
+    """
+    from .prepare import uses_whole_mask_object
+
+    if uses_whole_mask_object(profile.name) and "mask_object_px" in record:
+        whole = record["mask_object_px"]
+        if whole is None:
+            return [], []
+        if not isinstance(whole, dict) or "box" not in whole or "points" not in whole:
+            raise ValueError("mask_object_px must be null or {\"box\": [...], \"points\": [...]}")
+        return [whole["box"]], [whole["points"]]
+    return record["gt_boxes_px"], record["gt_points_px"]
 
 
 def _record_to_row(record: Mapping[str, Any], profile: Profile, spec: FrameSpec, need_mask: bool) -> Dict[str, Any]:
@@ -588,21 +639,14 @@ def _record_to_row(record: Mapping[str, Any], profile: Profile, spec: FrameSpec,
     question_index = record.get("question_index")
     if isinstance(question_index, bool) or not isinstance(question_index, int):
         question_index = -1  # unknown: the file's order decides
-    boxes_px, points_px = record["gt_boxes_px"], record["gt_points_px"]
+    boxes_px, points_px = record_ground_truth(record, profile)
     if not isinstance(boxes_px, list) or not isinstance(points_px, list) or len(points_px) != len(boxes_px):
         raise ValueError("gt_boxes_px and gt_points_px must be lists with one entry per object")
     try:
         frame = spec.frame_for(width, height)
     except FrameError as exc:
         raise ValueError(str(exc)) from None
-    if any(not isinstance(b, list) or len(b) != 4 for b in boxes_px) or \
-            any(not isinstance(p, list) or len(p) != 2 for pts in points_px for p in pts):
-        raise ValueError("gt_boxes_px needs [x1, y1, x2, y2] per object and gt_points_px [x, y] per point")
-    try:
-        boxes = [_round2(frame.box_to_frame(b)) for b in boxes_px]
-        points = [[_round2(frame.to_frame(*p)) for p in object_points] for object_points in points_px]
-    except (TypeError, ValueError):
-        raise ValueError("malformed ground truth in gt_boxes_px / gt_points_px") from None
+    boxes, points = ground_truth_in_frame(frame, boxes_px, points_px)
     return {
         "id": str(record.get("id", "")),
         # Questions on one image share it (records without an image_id are grouped by image file).
@@ -693,7 +737,7 @@ def build_dataset(rows: List[Dict[str, Any]], config: TrainConfig):
     """A datasets.Dataset whose items carry TRL's `prompt` and `image`, read from disk on access."""
     from datasets import Dataset
 
-    profile = get_profile(config.profile)
+    profile = training_profile(config)
     kind = profile.frame.kind
     dataset = Dataset.from_list(rows)
 
@@ -1081,6 +1125,7 @@ def grpo_arguments(config: TrainConfig, reward_weights: Sequence[float]):
         per_device_train_batch_size=o.per_device_batch_size,
         gradient_accumulation_steps=o.gradient_accumulation_steps,
         lr_scheduler_type=o.lr_scheduler,
+        loss_type=o.loss_type,
         warmup_steps=o.warmup_ratio,
         weight_decay=o.weight_decay,
         max_grad_norm=o.max_grad_norm,

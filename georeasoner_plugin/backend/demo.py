@@ -101,7 +101,8 @@ def _tiny_demo(args, out: Path) -> int:
     if code:
         print("(As expected, random weights do not write a readable answer.)")
     print(BANNER)
-    print(f"Step 2: a recorded answer for this image ({RECORDED_ANSWER.name}) replayed through the parser,")
+    print(f"Step 2: a HAND-WRITTEN answer for this image ({RECORDED_ANSWER.name}: written by a person in")
+    print("RemoteReasoner's output format, NOT produced by any model) replayed through the parser,")
     print("tiny SAM2 (random masks), the vectorizer and the writers:")
     return cli.main(["ask", args.image, args.question, "-o", str(out), "--profile", "remotereasoner",
                      "--segmenter", str(segmenter), "--reasoner-output", str(RECORDED_ANSWER), "--overwrite"])

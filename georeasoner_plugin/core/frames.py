@@ -22,9 +22,11 @@ if TYPE_CHECKING:  # parsing imports nothing from here; this keeps it that way a
     from .parsing import ParsedObject
 
 QWEN_PATCH_FACTOR = 28
-# Qwen2.5-VL's own processor defaults (preprocessor_config.json of the released checkpoints).
+# Qwen2.5-VL's own processor defaults (preprocessor_config.json of the released
+# Qwen2.5-VL-*-Instruct checkpoints: min_pixels 3,136, max_pixels 12,845,056 = 16,384 x 28 x 28).
+# The 1,003,520 (1,280 x 28 x 28) seen in examples is a model-card suggestion, not the default.
 QWEN_DEFAULT_MIN_PIXELS = 56 * 56
-QWEN_DEFAULT_MAX_PIXELS = 28 * 28 * 1280
+QWEN_DEFAULT_MAX_PIXELS = 16384 * 28 * 28
 QWEN_MAX_ASPECT_RATIO = 200
 
 FRAME_SMART_RESIZE = "smart_resize"

@@ -233,6 +233,9 @@ def _outer_structure(text: str) -> Optional[str]:
 
 
 def _as_items(value: Any) -> Tuple[List[Any], Optional[str]]:
+    if isinstance(value, dict) and not value:
+        # GRASP's "no target" answer: the paper (Fig. 3) defines none, so an empty object is ours.
+        return [], None
     if isinstance(value, dict):
         for key in ("objects", "answer", "boxes", "results"):
             if isinstance(value.get(key), list) and not _has_any(value, BOX_KEYS):

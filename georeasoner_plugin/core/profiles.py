@@ -26,7 +26,16 @@ SAM_BOX_ONLY = "box"
 
 IMAGE = "<image>"  # marks where the image goes among the text parts of a user message
 
-# RemoteReasoner trained with max_pixels 802816 (= 1024 * 28 * 28).
+# Pixel bounds, checked against the authors' code:
+# - RemoteReasoner: RemoteReasoner_GRPO.sh (1e12Leon/RemoteReasoner) trains with MAX_PIXELS=802816
+#   (= 1024 * 28 * 28); its inference code (RemoteReasoner.py, RemoteReasoner_infer.sh) sets no
+#   bound, so the processor default applies there. We keep the training frame, the one whose
+#   coordinates the model learned; min is the processor default.
+# - GRASP: no code released; the paper (Section 5, Implementation Details) states no bound, so
+#   the Qwen2.5-VL processor defaults apply (core.frames).
+# - Qwen2.5-VL-Instruct: the processor defaults of preprocessor_config.json (core.frames).
+# - Seg-Zero / VisionReasoner / Think2Seg-RS: a fixed 840 x 840 resize (Seg-Zero's
+#   inference_scripts/infer_multi_object.py; Think2Seg-RS's dataset/EarthReason_datasets.py).
 REMOTEREASONER_MAX_PIXELS = 1024 * 28 * 28
 GEOREASONER_MIN_PIXELS = 256 * 28 * 28
 GEOREASONER_MAX_PIXELS = 1024 * 28 * 28
@@ -316,10 +325,16 @@ GRASP = _register(Profile(
     title="GRASP (Jiang et al., 2025)",
     checkpoints=(),
     frame=FrameSpec(FRAME_SMART_RESIZE),
+    # Fig. 3 of the paper, in our words: a box plus two positive points, one at the object's centre
+    # and one on its edge, in JSON. "{}" for no target is ours (the paper defines no empty answer).
     user_parts=(IMAGE,
-                'Locate "{question}" in the image. Reason about it inside <think> </think>, then give '
-                "inside <answer> </answer> one bounding box and two positive points on the object, as "
-                "{'bbox': [x1, y1, x2, y2], 'points 1': [x, y], 'points 2': [x, y]}."),
+                "Find the target object for this question and mark it with a bounding box and two positive "
+                "points. Question: '{question}'\n"
+                "Write your thinking inside <think> </think> and the final answer inside <answer> </answer>.\n"
+                "The answer is JSON with a bounding box and two positive points: 'points 1' at the centre of "
+                "the object and 'points 2' on the object's edge. Answer {} when nothing matches.\n"
+                "e.g. <think> thinking here </think> \n"
+                "<answer> {'bbox': [24,60,212,190], 'points 1': [118,125], 'points 2': [40,150]} </answer>"),
     points_per_object=2,
     sam_prompting=SAM_BOX_AND_MODEL_POINTS,
     answer_style="grasp",

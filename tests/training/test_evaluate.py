@@ -122,6 +122,11 @@ def decode_rle(data, shape):
 
 
 def boundary_points(mask):
+    """Boundary pixels of the outermost contours: holes filled first with OpenCV's external contours."""
+    filled = np.zeros(mask.shape, np.uint8)
+    outer, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(filled, outer, -1, 1, thickness=cv2.FILLED)
+    mask = filled.astype(bool)
     padded = np.pad(mask, 1)
     interior = (padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
     return np.argwhere(mask & ~interior).astype(float)
@@ -132,8 +137,8 @@ def expected_contour(pred, gt):
     bp, bg = boundary_points(pred), boundary_points(gt)
     if len(bp) == 0 and len(bg) == 0:
         return 1.0, 1.0, 0.0, 0.0
-    if len(bp) == 0 or len(bg) == 0:
-        return 0.0, 0.0, None, None
+    if len(bp) == 0 or len(bg) == 0:  # the evaluation grid's diagonal
+        return 0.0, 0.0, float(np.hypot(*gt.shape)), float(np.hypot(*gt.shape))
     p_to_g = cKDTree(bg).query(bp)[0]
     g_to_p = cKDTree(bp).query(bg)[0]
     f1 = []
@@ -190,7 +195,7 @@ def test_end_to_end_with_tiny_models(earthreason, tiny, tmp_path, capsys):
     with open(out / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 1 and rows[0]["samples"] == "4" and rows[0]["profile"] == PROFILE
-    assert {"Acc@0.5", "cIoU", "gIoU", "P@0.9", "F1@1", "F1@3", "ASSD (px)", "HD (px)"} <= set(rows[0])
+    assert {"Acc@0.5", "cIoU", "gIoU", "P@0.9", "F1@1", "F1@3", "ASD (px)", "HD (px)"} <= set(rows[0])
 
     overlays = sorted(p.name for p in (out / "overlays").glob("*.png"))
     assert [n[:8] for n in overlays] == ["best_01_", "best_02_", "worst_01", "worst_02"]
@@ -279,10 +284,11 @@ def test_recorded_answers_scored_by_hand(earthreason, tiny, tmp_path):
     assert summary["no_target_accuracy"] == 1.0  # the one empty target got an empty answer
     assert summary["boundary_f1@1"] == pytest.approx(np.mean([c[0] for c in contours]))
     assert summary["boundary_f1@3"] == pytest.approx(np.mean([c[1] for c in contours]))
-    defined = [c for c in contours if c[2] is not None]
-    assert summary["distance_samples"] == len(defined)
-    assert summary["assd"] == pytest.approx(np.mean([c[2] for c in defined]))
-    assert summary["hd"] == pytest.approx(np.mean([c[3] for c in defined]))
+    # no sample is left out of the distance means; one-empty samples carry the grid's diagonal
+    assert summary["distance_samples"] == len(contours)
+    assert summary["distance_one_empty"] == sum(1 for c in contours if c[2] == np.hypot(SIZE, SIZE))
+    assert summary["assd"] == pytest.approx(np.mean([c[2] for c in contours]))
+    assert summary["hd"] == pytest.approx(np.mean([c[3] for c in contours]))
 
     markdown = (out / "results.md").read_text()
     assert "| invalid | could not read boxes or points from the answer | 1 | val/ring/q0 |" in markdown

@@ -73,7 +73,7 @@ def test_summary_of_nothing_and_of_all_empty():
     acc.add("a", None, np.zeros((3, 3)), parse_status="empty")
     s = acc.summary()
     assert s["giou"] == 1.0 and s["ciou"] == 1.0 and s["no_target_accuracy"] == 1.0
-    assert s["boundary_f1@1"] == 1.0 and s["assd"] == 0.0 and s["distance_undefined"] == 0
+    assert s["boundary_f1@1"] == 1.0 and s["assd"] == 0.0 and s["distance_one_empty"] == 0
     assert "| giou | 100.00 |" in summary_markdown(s)
 
 
@@ -127,8 +127,24 @@ def test_matching_equals_brute_force_over_permutations():
 
 # --------------------------------------------------------------------------- contour level
 
+def brute_fill_holes(mask):
+    """The mask with its holes filled: background not 4-connected to the image border, by flood fill."""
+    h, w = mask.shape
+    outside = np.zeros_like(mask, dtype=bool)
+    stack = [(r, c) for r in range(h) for c in range(w) if (r in (0, h - 1) or c in (0, w - 1)) and not mask[r, c]]
+    while stack:
+        r, c = stack.pop()
+        if outside[r, c] or mask[r, c]:
+            continue
+        outside[r, c] = True
+        stack += [(r + dr, c + dc) for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))
+                  if 0 <= r + dr < h and 0 <= c + dc < w]
+    return ~outside
+
+
 def brute_boundary(mask):
-    """Mask pixels with a 4-neighbour outside the mask or the image, by explicit loops."""
+    """Outermost boundary: pixels of the hole-filled mask with a 4-neighbour outside it or the image."""
+    mask = brute_fill_holes(mask)
     h, w = mask.shape
     points = []
     for r in range(h):
@@ -210,18 +226,19 @@ def test_contour_empty_conventions_and_summary_counts():
     both = contour_scores(empty, empty)
     assert both.f1 == {1: 1.0, 3: 1.0} and both.assd == 0.0 and both.hd == 0.0
     one = contour_scores(empty, gt)
-    assert one.f1 == {1: 0.0, 3: 0.0} and one.assd is None and one.hd is None
+    diagonal = math.hypot(10, 10)  # the evaluation grid's diagonal
+    assert one.f1 == {1: 0.0, 3: 0.0} and one.assd == diagonal and one.hd == diagonal and one.one_empty
 
     acc = MetricAccumulator()
     acc.add("same", gt, gt)  # F1 1, ASSD 0, HD 0
-    acc.add("missed", None, gt, parse_status="no_answer")  # F1 0, distances undefined
+    acc.add("missed", None, gt, parse_status="no_answer")  # F1 0, distances the grid's diagonal
     acc.add("shifted", square((10, 10), 2, 4, 4), gt)
     expected = contour_scores(square((10, 10), 2, 4, 4), gt)
     s = acc.summary()
     assert s["boundary_f1@1"] == pytest.approx((1 + 0 + expected.f1[1]) / 3)
-    assert s["assd"] == pytest.approx((0 + expected.assd) / 2)  # the undefined one is left out
-    assert s["hd"] == pytest.approx((0 + expected.hd) / 2)
-    assert s["distance_samples"] == 2 and s["distance_undefined"] == 1
+    assert s["assd"] == pytest.approx((0 + diagonal + expected.assd) / 3)  # never left out
+    assert s["hd"] == pytest.approx((0 + diagonal + expected.hd) / 3)
+    assert s["distance_samples"] == 3 and s["distance_one_empty"] == 1
     assert math.isfinite(s["assd"])
 
 

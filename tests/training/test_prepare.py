@@ -9,7 +9,7 @@ from PIL import Image
 
 from georeasoner_plugin.core.profiles import get_profile
 from training import cli
-from training.prepare import grasp_points, mask_objects, prepare_split
+from training.prepare import grasp_points, mask_objects, point_generator, prepare_split, whole_mask_object
 
 rasterio = pytest.importorskip("rasterio")
 
@@ -111,18 +111,55 @@ def by_image(records, image_id):
 
 # --------------------------------------------------------------------------- mask -> objects
 
+def outer_ring(inside, first, radius):
+    """GRASP Section 4.1's outer ring, pixel by pixel: mask pixels beyond the inscribed circle.
+
+    When there is none, the paper's fallback: the boundary pixels farthest from the first point.
+    """
+    ring = {(c + 0.5, r + 0.5) for r, c in zip(*np.nonzero(inside))
+            if np.hypot(c + 0.5 - first[0], r + 0.5 - first[1]) > radius}
+    if ring:
+        return ring
+    padded = np.pad(inside, 1)
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    edge = [(c + 0.5, r + 0.5) for r, c in zip(*np.nonzero(inside & ~interior))]
+    far = max(np.hypot(x - first[0], y - first[1]) for x, y in edge)
+    return {(x, y) for x, y in edge if np.hypot(x - first[0], y - first[1]) == pytest.approx(far)}
+
+
 def test_grasp_points_on_hand_made_shapes():
+    # One pixel: no pixel beyond the circle, so the fallback, the boundary pixel farthest from p1: itself.
     assert grasp_points(np.ones((1, 1), bool)) == ((0.5, 0.5), (0.5, 0.5), 1.0)
     # A 5 x 11 bar: the deepest pixels (distance 3 to the outside) form the ridge at row 2,
-    # cols 2..8; point 1 is its middle (col 5). Beyond radius 3 from it the ridge is over (cols 2
-    # and 8 are exactly 3 away), so the deepest pixels there have depth 2: rows 1 and 3, cols 1..9;
-    # the farthest of them are the four at (row 1|3, col 1|9), sqrt(1 + 16) away; row-major first.
+    # cols 2..8; p1 is its middle (col 5). p2 is drawn from the pixels more than 3 px from p1.
     bar = np.ones((5, 11), bool)
-    first, second, radius = grasp_points(bar)
+    first, second, radius = grasp_points(bar, point_generator(0, "train", "bar"))
     assert radius == 3.0 and first == (5.5, 2.5)
-    assert second == (1.5, 1.5)
-    # deterministic
-    assert grasp_points(bar) == (first, second, radius)
+    ring = outer_ring(bar, first, radius)
+    assert second in ring
+    # seeded: the same (seed, split, id) draws the same point; other seeds spread over the ring
+    assert grasp_points(bar, point_generator(0, "train", "bar")) == (first, second, radius)
+    drawn = {grasp_points(bar, point_generator(seed, "train", "bar"))[1] for seed in range(40)}
+    assert drawn <= ring and len(drawn) > 5
+    # A 3 x 3 square: depth 2 in the middle; the corners are sqrt(2) < 2 away, so nothing lies
+    # beyond the circle and p2 is the boundary pixel farthest from p1: a corner, the first in
+    # row-major order.
+    first, second, radius = grasp_points(np.ones((3, 3), bool))
+    assert (first, radius) == ((1.5, 1.5), 2.0) and second == (0.5, 0.5)
+
+
+def test_whole_mask_object_is_one_box_and_two_points_for_all_parts():
+    """GRASP Section 4.1: the box spans the extreme foreground pixels of the whole mask."""
+    mask = multi_object_mask() > 0
+    whole = whole_mask_object(mask, point_generator(0, "train", "multi"))
+    # field x 20..79, y 30..59; lake x 125..175, y 115..165; speck x 5..6, y 190..191
+    assert whole.box == (5.0, 30.0, 176.0, 192.0)
+    assert whole.area == int(mask.sum())
+    # p1: the deepest pixel of all (the lake's centre; the drawn disc's radius is 25, the nearest
+    # outside pixel sqrt(25^2 + 1) away); p2: a mask pixel beyond that circle (on the field)
+    assert whole.points[0] == (150.5, 140.5) and whole.inscribed_radius == pytest.approx(626 ** 0.5)
+    assert whole.points[1] in outer_ring(mask, whole.points[0], whole.inscribed_radius)
+    assert whole_mask_object(np.zeros((4, 4), bool)) is None
 
 
 def test_mask_objects_boxes_points_contours():
@@ -135,23 +172,6 @@ def test_mask_objects_boxes_points_contours():
     assert field["exterior"][0] == field["exterior"][-1] and field["holes"] == []
     everything, none_dropped = mask_objects(multi_object_mask(), min_area=0)
     assert none_dropped == 0 and len(everything) == 3
-
-
-def second_point_by_brute_force(inside, depth, first):
-    """GRASP's second point by the module's stated rule, pixel by pixel."""
-    radius = depth[int(first[1]), int(first[0])]
-    best = None
-    for r, c in zip(*np.nonzero(inside)):
-        distance = np.hypot(c + 0.5 - first[0], r + 0.5 - first[1])
-        if distance > radius:
-            key = (-depth[r, c], -distance, r, c)
-            best = min(best, key) if best else key
-    if best is None:  # nothing beyond the circle: the boundary pixel farthest from the first point
-        for r, c in zip(*np.nonzero(inside)):
-            if depth[r, c] <= 1.0:
-                key = (0, -np.hypot(c + 0.5 - first[0], r + 0.5 - first[1]), r, c)
-                best = min(best, key) if best else key
-    return (best[3] + 0.5, best[2] + 0.5)
 
 
 def _ring_area(ring):
@@ -199,7 +219,7 @@ def test_boxes_points_and_frame_of_the_multi_object_sample(prepared, earthreason
         inside = labels == component
         # the first point is a centre of the largest inscribed circle
         assert depth[int(p1[1]), int(p1[0])] == pytest.approx(depth[inside].max(), abs=1e-3)
-        assert tuple(p2) == second_point_by_brute_force(inside, depth, p1)
+        assert tuple(p2) in outer_ring(inside, p1, depth[inside].max())
         assert box[0] <= p1[0] <= box[2] and box[1] <= p1[1] <= box[3]
     # the round lake: inscribed-circle centre at the drawn centre (150, 140), pixel centre 150.5, 140.5
     assert record["gt_points_px"][0][0] == [150.5, 140.5]
@@ -235,12 +255,26 @@ def test_ring_with_hole_and_empty_target(prepared):
     depth = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
     assert depth[int(p1[1]), int(p1[0])] == pytest.approx(depth.max(), abs=1e-3)
     assert np.hypot(p1[0] - 100.5, p1[1] - 100.5) > 30  # on the ring, not in the hole
-    assert tuple(p2) == second_point_by_brute_force(mask, depth, p1)
-    assert np.hypot(p2[0] - p1[0], p2[1] - p1[1]) > 60  # across the hole
+    assert tuple(p2) in outer_ring(mask, p1, depth.max())
 
     empty = records["train/empty/q0"]
     assert empty["has_target"] is False and empty["gt_boxes"] == [] and empty["gt_points"] == []
     assert get_profile("georeasoner").parse(empty["solution"]).status == "empty"
+
+
+@needs_data
+def test_grasp_profile_trains_on_one_object_per_mask(earthreason, tmp_path):
+    result = prepare_split(earthreason, tmp_path / "g", profile="grasp")
+    records = {json.loads(line)["id"]: json.loads(line) for line in result.records_path.read_text().splitlines()}
+    multi = records["train/multi/q0"]
+    whole = multi["mask_object_px"]
+    assert whole["box"] == [5.0, 30.0, 176.0, 192.0]  # the whole mask, the 4-pixel speck included
+    assert len(multi["gt_boxes"]) == 1 and len(multi["gt_boxes_px"]) == 2  # per-part boxes stay available
+    parsed = get_profile("grasp").parse(multi["solution"])
+    assert parsed.status == "ok" and len(parsed.objects) == 1 and len(parsed.objects[0].points) == 2
+    empty = records["train/empty/q0"]
+    assert empty["mask_object_px"] is None and empty["solution"].endswith("<answer>{}</answer>")
+    assert get_profile("grasp").parse(empty["solution"]).status == "empty"
 
 
 @needs_data

@@ -86,7 +86,9 @@ def test_ground_truth_rendered_by_the_profile_scores_full_marks():
     objects = [([10, 20, 110, 70], [[60, 45], [100, 40]]), ([200, 200, 240, 260], [[220, 230], [225, 250]])]
     completion = geo(objects)
     record = {"gt_boxes": [b for b, _ in objects], "gt_points": [p for _, p in objects], "profile": "georeasoner"}
-    for name in REWARD_SETS["grasp"] + ("remotereasoner_iou", "remotereasoner_count", "remotereasoner_format"):
+    # the paper formats (strict RemoteReasoner box lists, GRASP's Fig. 3 dict) are not GeoReasoner's
+    for name in ("think_answer_format", "answer_schema", "grasp_box_iou", "grasp_center_distance", "grasp_points",
+                 "remotereasoner_iou", "remotereasoner_iou_max", "remotereasoner_count"):
         assert REWARDS[name](completion, **record) == pytest.approx(1.0), name
     assert segzero_accuracy_reward(completion, **record) == pytest.approx(3.0)
     assert reasoning_penalty(completion, **record) == 0.0
@@ -109,22 +111,22 @@ def test_grasp_box_iou_is_strictly_above_half():
 
 
 def test_grasp_center_distance_normalised_per_axis_by_the_gt_box():
-    # centre moved 10 px in x: d = 10 / 100 = 0.1 -> 1 - 0.1 / 0.5 = 0.8
-    assert grasp_center_distance_reward(one([10, 0, 110, 50]), gt_boxes=[GT_BOX]) == pytest.approx(0.8)
-    # centre moved 10 px in y: d = 10 / 50 = 0.2 -> 0.6
-    assert grasp_center_distance_reward(one([0, 10, 100, 60]), gt_boxes=[GT_BOX]) == pytest.approx(0.6)
-    # both: d = hypot(0.3, 0.4) = 0.5 -> 0
-    assert grasp_center_distance_reward(one([30, 20, 130, 70]), gt_boxes=[GT_BOX]) == pytest.approx(0.0)
+    # GRASP Eq. 6-7. Centre moved 10 px in x: d = (10 / 100) / 2 = 0.05 -> 1 - 0.05 / 0.5 = 0.9
+    assert grasp_center_distance_reward(one([10, 0, 110, 50]), gt_boxes=[GT_BOX]) == pytest.approx(0.9)
+    # centre moved 10 px in y: d = (10 / 50) / 2 = 0.1 -> 0.8
+    assert grasp_center_distance_reward(one([0, 10, 100, 60]), gt_boxes=[GT_BOX]) == pytest.approx(0.8)
+    # both, 30 and 20 px: d = (0.3 + 0.4) / 2 = 0.35 -> 0.3
+    assert grasp_center_distance_reward(one([30, 20, 130, 70]), gt_boxes=[GT_BOX]) == pytest.approx(0.3)
     assert grasp_center_distance_reward(one([0, 0, 100, 50]), gt_boxes=[GT_BOX]) == 1.0
 
 
 def test_grasp_points():
     gt_points = [[[50, 25], [80, 25]]]
-    # L1 terms 10/100, 0, 0, 10/50 -> mean 0.075 < 0.5, both inside the box
+    # GRASP Eqs. 8-9, s_min 50, s_max 100: d1 = 10 / 50, d2 = 10 / 100, S = 0.15 < 0.5, both inside
     assert grasp_points_reward(one(GT_BOX, [[60, 25], [80, 35]]), gt_boxes=[GT_BOX], gt_points=gt_points) == 1.0
     # a point outside the GT box
     assert grasp_points_reward(one(GT_BOX, [[60, 25], [80, 55]]), gt_boxes=[GT_BOX], gt_points=gt_points) == 0.0
-    # inside, but L1 terms 50/100, 25/50, 80/100, 25/50 -> mean 0.575
+    # inside, but d1 = (50 + 25) / 50 = 1.5, d2 = (80 + 25) / 100 = 1.05 -> S = 1.275
     assert grasp_points_reward(one(GT_BOX, [[0, 50], [0, 0]]), gt_boxes=[GT_BOX], gt_points=gt_points) == 0.0
     # a one-point answer cannot match two ground-truth points
     single = rr('[{"bbox_2d": [0,0,100,50], "positive_points": [[50,25]]}]')
@@ -335,3 +337,17 @@ def test_every_reward_set_names_registered_rewards():
     for names in REWARD_SETS.values():
         assert all(n in REWARDS for n in names)
     assert set(R.REWARDS) >= {"remotereasoner_iou", "grasp_points", "segzero_accuracy", "reasoning_penalty"}
+
+
+@pytest.mark.parametrize("profile, reward_set, full", [("grasp", "grasp", 5.0), ("remotereasoner", "remotereasoner", 3.0)])
+def test_paper_profiles_own_ground_truth_scores_full_marks_also_when_empty(profile, reward_set, full):
+    """What the trainer renders as the solution (profile.render_answer) earns every reward of the paper's set."""
+    render = get_profile(profile).render_answer
+    box, points = (10, 20, 110, 70), [(60, 45), (100, 40)]
+    cases = {"target": ([ParsedObject(box=box, points=points)], {"gt_boxes": [list(box)], "gt_points": [points]}),
+             "empty": ([], {"gt_boxes": [], "gt_points": []})}
+    for name, (objects, truth) in cases.items():
+        completion = render(objects, "reasoning")
+        scores = [REWARDS[r](completion, profile=profile, **truth) for r in REWARD_SETS[reward_set]]
+        assert sum(scores) == pytest.approx(full), (name, completion, scores)
+    assert render([], "x").endswith("<answer>{}</answer>" if profile == "grasp" else "<answer>[]</answer>")
