@@ -64,6 +64,8 @@ class GeoReasonerDock(QDockWidget):
         self.project = QgsProject.instance()
         self.asker = Asker(self.project, self)
         self.last_message = ""
+        # set by the plugin: called before a question is sent; False = it will call back (backend starting)
+        self.before_ask = None
         self._build()
         self.asker.stage.connect(self._on_stage)
         self.asker.token.connect(self._on_token)
@@ -220,6 +222,8 @@ class GeoReasonerDock(QDockWidget):
 
     def ask(self) -> None:
         if self.asker.is_busy():
+            return
+        if self.before_ask is not None and not self.before_ask(self.ask):
             return
         question = self.question.text().strip()
         if not question:
