@@ -26,12 +26,14 @@ export GEOREASONER_REASONER GEOREASONER_SEGMENTER
 .PHONY: help setup demo test test-backend bench tiny clean
 
 include mk/qgis.mk
+include mk/install.mk
 
 help:
 	@echo "make demo [IMAGE=... QUESTION=... PROFILE=... MODELS=published|tiny OUT=...]"
 	@echo "make test      run the whole test suite (sets everything up first)"
 	@echo "make bench     print per-stage timings and the vectorizer comparison"
 	@echo "make test-backend | test-qgis | plugin-zip | screenshot   parts of the above"
+	@echo "make test-install  the real first-run install from the set-up panel (minutes, ~6 GB)"
 
 setup: $(STAMP)
 

@@ -49,6 +49,7 @@ class ModelPicker(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
+        self.table.setMinimumHeight(170)
         layout.addWidget(self.table)
         token_row = QHBoxLayout()
         token_row.addWidget(QLabel(tr("Hub token (gated models only)"), self))

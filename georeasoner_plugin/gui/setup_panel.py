@@ -9,6 +9,7 @@ from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtWidgets import (
     QButtonGroup,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -16,6 +17,7 @@ from qgis.PyQt.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -51,6 +53,7 @@ class SetupPanel(QWidget):
         self.state = QLabel("", self)
         self.state.setObjectName("setup_state")
         self.state.setWordWrap(True)
+        self.state.setStyleSheet("font-weight: bold")
         head.addWidget(self.state, 1)
         self.toggle = QPushButton(tr("Set-up..."), self)
         self.toggle.setCheckable(True)
@@ -74,7 +77,11 @@ class SetupPanel(QWidget):
         self.stack.addWidget(self._local_page())
         self.stack.addWidget(self._remote_page())
         self.stack.addWidget(self._demo_page())
-        body.addWidget(self.stack)
+        scroll = QScrollArea(self.body)  # the dock may be short: the pages scroll instead of squeezing
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(self.stack)
+        body.addWidget(scroll, 1)
 
         self.crash = QGroupBox(tr("The backend stopped"), self.body)
         crash = QVBoxLayout(self.crash)
@@ -125,12 +132,17 @@ class SetupPanel(QWidget):
         for b in (self.install_button, self.cancel_button, self.remove_button):
             buttons.addWidget(b)
         layout.addLayout(buttons)
+        from .doctor_view import DoctorView  # noqa: PLC0415
+
+        self.doctor = DoctorView(page)
+        layout.addWidget(self.doctor)
         self.progress = QProgressBar(page)
         self.progress.setRange(0, 100)
         layout.addWidget(self.progress)
         self.log = QPlainTextEdit(page)
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(3000)
+        self.log.setMinimumHeight(70)
         self.log.setMaximumHeight(130)
         layout.addWidget(self.log)
         from .model_picker import ModelPicker  # noqa: PLC0415 - keeps this file's imports short
@@ -177,6 +189,7 @@ class SetupPanel(QWidget):
         self.demo_button = QPushButton(tr("Start the demo"), page)
         self.demo_button.clicked.connect(self.start_demo)
         layout.addWidget(self.demo_button)
+        layout.addStretch(1)
         return page
 
     def show_page(self, index: int) -> None:

@@ -260,6 +260,10 @@ def test_first_question_answered_through_autostart(plugin, tiny_models):
     assert s.reasoner == str(tiny_models["reasoner"]) and s.segmenter == str(tiny_models["segmenter"])
     panel.refresh_state()
     assert "starts on your first question" in panel.state.text()
+    panel.doctor.run()  # georeasoner doctor, as the Options page shows it too
+    assert wait_until(lambda: panel.doctor.button.isEnabled(), 120)
+    assert panel.doctor.summary.text() == "All good.", panel.doctor.report.toPlainText()
+    assert "torch" in panel.doctor.report.toPlainText()
     states = []
     plugin.starter.state_changed.connect(lambda phase, msg: states.append((phase, msg)))
     beat = Heartbeat()
