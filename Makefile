@@ -28,6 +28,7 @@ export GEOREASONER_REASONER GEOREASONER_SEGMENTER
 .PHONY: help setup demo lint test test-backend bench bench-gpu tiny clean
 
 include mk/qgis.mk
+include mk/install.mk
 
 help:
 	@echo "make demo [IMAGE=... QUESTION=... PROFILE=... MODELS=published|tiny OUT=...]"
@@ -36,6 +37,7 @@ help:
 	@echo "make bench     CPU stage timings with their targets + regression check (bench/baseline.json)"
 	@echo "make bench-gpu the models at real size on a CUDA GPU (BENCH_GPU_ARGS=--dry-run: tiny, on the CPU)"
 	@echo "make test-backend | test-qgis | plugin-zip | screenshot   parts of the above"
+	@echo "make test-install  the real first-run install from the set-up panel (minutes, ~6 GB)"
 
 setup: $(STAMP)
 

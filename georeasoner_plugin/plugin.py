@@ -19,6 +19,8 @@ class GeoReasonerPlugin:
         self.provider = None
         self.options_factory = None
         self.local_backend = None
+        self.setup_panel = None
+        self.starter = None
 
     # Processing: QGIS calls initProcessing() for plugins with hasProcessingProvider=yes (qgis_process too)
     def initProcessing(self) -> None:
@@ -37,6 +39,7 @@ class GeoReasonerPlugin:
         self.initProcessing()
         self.local_backend = LocalBackend()
         self.dock = GeoReasonerDock(self.iface, self.iface.mainWindow())
+        self._add_setup_panel()
         self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.action = QAction(QIcon(str(icon_path())), tr("GeoReasoner: ask the map"), self.iface.mainWindow())
         self.action.setObjectName("GeoReasonerAction")
@@ -49,7 +52,21 @@ class GeoReasonerPlugin:
         self.options_factory = GeoReasonerOptionsFactory(self.local_backend)
         self.iface.registerOptionsWidgetFactory(self.options_factory)
 
+    def _add_setup_panel(self) -> None:
+        """The set-up panel on top of the dock; the first Ask starts a configured local backend."""
+        from .gui.setup_panel import SetupPanel
+        from .qgis_io.autostart import BackendStarter
+
+        self.starter = BackendStarter(self.local_backend)
+        self.setup_panel = SetupPanel(self.local_backend, self.starter, self.dock)
+        self.dock.widget().layout().insertWidget(0, self.setup_panel)
+        self.dock.before_ask = self.starter.before_ask
+        self.starter.state_changed.connect(lambda _phase, message: self.dock.status.setText(message))
+
     def unload(self) -> None:
+        if getattr(self, "starter", None) is not None:
+            self.starter.stop()
+            self.starter = None
         if self.dock is not None:
             if self.dock.asker.is_busy():
                 self.dock.asker.cancel()

@@ -220,6 +220,162 @@
       <translation>{1} 中已有 {0} 个文件。是否覆盖？</translation>
     </message>
     <message>
+      <source>Check (doctor)</source>
+      <translation>检查（doctor）</translation>
+    </message>
+    <message>
+      <source>Python, torch, CUDA, GPU memory, disk and the chosen models of the local backend</source>
+      <translation>本地后端的 Python、torch、CUDA、GPU 显存、磁盘和所选模型</translation>
+    </message>
+    <message>
+      <source>Checking...</source>
+      <translation>正在检查……</translation>
+    </message>
+    <message>
+      <source>No local backend: install one from the set-up panel in the GeoReasoner dock.</source>
+      <translation>没有本地后端：请在 GeoReasoner 停靠面板的设置面板中安装。</translation>
+    </message>
+    <message>
+      <source>All good.</source>
+      <translation>一切正常。</translation>
+    </message>
+    <message>
+      <source>{0} problem(s), each with what to do, below.</source>
+      <translation>发现 {0} 个问题，处理方法见下方。</translation>
+    </message>
+    <message>
+      <source>kept in QGIS's authentication manager</source>
+      <translation>保存在 QGIS 的认证管理器中</translation>
+    </message>
+    <message>
+      <source>Download</source>
+      <translation>下载</translation>
+    </message>
+    <message>
+      <source>Cancel download</source>
+      <translation>取消下载</translation>
+    </message>
+    <message>
+      <source>Use selected</source>
+      <translation>使用所选</translation>
+    </message>
+    <message>
+      <source>Local folder...</source>
+      <translation>本地文件夹……</translation>
+    </message>
+    <message>
+      <source>Offline machine: copy a model folder from elsewhere and choose it here</source>
+      <translation>离线机器：从别处复制模型文件夹，然后在此选择</translation>
+    </message>
+    <message>
+      <source>Tiny models (smoke test)</source>
+      <translation>微型模型（冒烟测试）</translation>
+    </message>
+    <message>
+      <source>Random tiny models built on this machine: they test the install, their answers are meaningless</source>
+      <translation>在本机构建的随机微型模型：用于测试安装，其回答没有意义</translation>
+    </message>
+    <message>
+      <source>Building the tiny models...</source>
+      <translation>正在构建微型模型……</translation>
+    </message>
+    <message>
+      <source>Tiny RANDOM models chosen: they answer nonsense, and test that everything runs.</source>
+      <translation>已选择随机微型模型：它们的回答没有意义，只用于测试一切能否运行。</translation>
+    </message>
+    <message>
+      <source>Hub token (gated models only)</source>
+      <translation>Hub 令牌（仅受限模型需要）</translation>
+    </message>
+    <message>
+      <source>all (segmenter)</source>
+      <translation>全部（分割模型）</translation>
+    </message>
+    <message>
+      <source>gated; not used by the cascade</source>
+      <translation>受限访问；级联流程不使用</translation>
+    </message>
+    <message>
+      <source>yes</source>
+      <translation>是</translation>
+    </message>
+    <message>
+      <source>Model folder (config.json and *.safetensors)</source>
+      <translation>模型文件夹（config.json 和 *.safetensors）</translation>
+    </message>
+    <message>
+      <source>Install the local backend first: the tiny models are built with its Python.</source>
+      <translation>请先安装本地后端：微型模型要用它的 Python 构建。</translation>
+    </message>
+    <message>
+      <source>Select a checkpoint first.</source>
+      <translation>请先选择一个检查点。</translation>
+    </message>
+    <message>
+      <source>Install the local backend first: downloads run with its Python.</source>
+      <translation>请先安装本地后端：下载要用它的 Python 运行。</translation>
+    </message>
+    <message>
+      <source>Wait for the running download to end, or cancel it.</source>
+      <translation>请等待当前下载结束，或取消它。</translation>
+    </message>
+    <message>
+      <source>no GPU</source>
+      <translation>无 GPU</translation>
+    </message>
+    <message>
+      <source>no</source>
+      <translation>否</translation>
+    </message>
+    <message>
+      <source>demo: a recorded answer replayed, segmenter {0}</source>
+      <translation>演示：回放一个录制的回答，分割模型 {0}</translation>
+    </message>
+    <message>
+      <source>reasoner {0}, segmenter {1}</source>
+      <translation>推理模型 {0}，分割模型 {1}</translation>
+    </message>
+    <message>
+      <source>(the profile's checkpoint)</source>
+      <translation>（该配置的检查点）</translation>
+    </message>
+    <message>
+      <source>Chosen: {0}</source>
+      <translation>已选择：{0}</translation>
+    </message>
+    <message>
+      <source>Downloading {0}...</source>
+      <translation>正在下载 {0}……</translation>
+    </message>
+    <message>
+      <source>{0} has no config.json and *.safetensors weights: choose the folder that holds them.</source>
+      <translation>{0} 中没有 config.json 和 *.safetensors 权重：请选择包含它们的文件夹。</translation>
+    </message>
+    <message>
+      <source>Building the tiny models failed: {0}</source>
+      <translation>构建微型模型失败：{0}</translation>
+    </message>
+    <message>
+      <source>{0} is downloaded.</source>
+      <translation>{0} 已下载。</translation>
+    </message>
+    <message>
+      <source>Downloading {0}: {1} to fetch of {2}.</source>
+      <translation>正在下载 {0}：共 {2}，需获取 {1}。</translation>
+    </message>
+    <message>
+      <source>The download stopped (exit code {0}); Download again resumes it.</source>
+      <translation>下载已停止（退出码 {0}）；再次点击“下载”可继续。</translation>
+    </message>
+    <message>
+      <source>Download cancelled; Download again resumes where it stopped.</source>
+      <translation>下载已取消；再次点击“下载”会从中断处继续。</translation>
+    </message>
+    <message>
+      <source>Checking {0}...</source>
+      <translation>正在校验 {0}……</translation>
+    </message>
+    <message>
       <source>Backend</source>
       <translation>后端</translation>
     </message>
@@ -300,6 +456,182 @@
       <translation>运行于 {0}</translation>
     </message>
     <message>
+      <source>No backend yet. Choose one: install a local backend (a GPU gives real answers), connect to a GPU server, or try the demo.</source>
+      <translation>尚无后端。请选择：安装本地后端（有 GPU 才能得到真实回答）、连接 GPU 服务器，或试用演示。</translation>
+    </message>
+    <message>
+      <source>Set-up...</source>
+      <translation>设置……</translation>
+    </message>
+    <message>
+      <source>Set up the backend</source>
+      <translation>设置后端</translation>
+    </message>
+    <message>
+      <source>The backend stopped</source>
+      <translation>后端已停止</translation>
+    </message>
+    <message>
+      <source>Restart</source>
+      <translation>重新启动</translation>
+    </message>
+    <message>
+      <source>optional: a PyTorch wheel index (its cpu/cuXXX folders)</source>
+      <translation>可选：PyTorch wheel 索引（含 cpu/cuXXX 子文件夹）</translation>
+    </message>
+    <message>
+      <source>torch wheel index</source>
+      <translation>torch wheel 索引</translation>
+    </message>
+    <message>
+      <source>Install</source>
+      <translation>安装</translation>
+    </message>
+    <message>
+      <source>Remove backend</source>
+      <translation>移除后端</translation>
+    </message>
+    <message>
+      <source>Server URL</source>
+      <translation>服务器 URL</translation>
+    </message>
+    <message>
+      <source>the server's token (kept in QGIS's authentication manager)</source>
+      <translation>服务器的令牌（保存在 QGIS 的认证管理器中）</translation>
+    </message>
+    <message>
+      <source>Token</source>
+      <translation>令牌</translation>
+    </message>
+    <message>
+      <source>Test connection</source>
+      <translation>测试连接</translation>
+    </message>
+    <message>
+      <source>Use this server</source>
+      <translation>使用此服务器</translation>
+    </message>
+    <message>
+      <source>&lt;b&gt;DEMO, not real answers.&lt;/b&gt; A backend on tiny random models that replays one recorded answer (the lakes of the NAIP sample) through the real parser, segmenter and layers, so you can learn the dock, the answer layers and export in two minutes. Runs on the CPU; it needs the local backend installed (no GPU, no model download).</source>
+      <translation>&lt;b&gt;演示，并非真实回答。&lt;/b&gt;一个使用随机微型模型的后端，通过真实的解析器、分割模型和图层回放一个录制的回答（NAIP 示例中的湖泊），让您在两分钟内熟悉停靠面板、回答图层和导出。在 CPU 上运行；需要已安装本地后端（无需 GPU，无需下载模型）。</translation>
+    </message>
+    <message>
+      <source>Start the demo</source>
+      <translation>启动演示</translation>
+    </message>
+    <message>
+      <source>Installing the local backend... (Cancel stops it; nothing is marked ready until it is done.)</source>
+      <translation>正在安装本地后端……（“取消”可停止；完成之前不会标记为就绪。）</translation>
+    </message>
+    <message>
+      <source>DEMO backend (tiny random models replaying a recorded answer): it starts on your first question.</source>
+      <translation>演示后端（随机微型模型回放录制的回答）：在您第一次提问时启动。</translation>
+    </message>
+    <message>
+      <source>The local backend was installed for other package versions: press Repair.</source>
+      <translation>本地后端是为其他软件包版本安装的：请点击“修复”。</translation>
+    </message>
+    <message>
+      <source>The local backend is incomplete (an install failed or was cancelled): press Repair, or Remove backend.</source>
+      <translation>本地后端不完整（安装失败或被取消）：请点击“修复”，或“移除后端”。</translation>
+    </message>
+    <message>
+      <source>GeoReasoner: remove the local backend</source>
+      <translation>GeoReasoner：移除本地后端</translation>
+    </message>
+    <message>
+      <source>Install a local backend</source>
+      <translation>安装本地后端</translation>
+    </message>
+    <message>
+      <source>Connect to a GPU server</source>
+      <translation>连接 GPU 服务器</translation>
+    </message>
+    <message>
+      <source>Try it without a GPU (demo)</source>
+      <translation>无 GPU 试用（演示）</translation>
+    </message>
+    <message>
+      <source>Hide set-up</source>
+      <translation>隐藏设置</translation>
+    </message>
+    <message>
+      <source>Repair</source>
+      <translation>修复</translation>
+    </message>
+    <message>
+      <source>Local backend installed. Next: choose a model below (download it, pick a local folder, or the tiny models for a smoke test).</source>
+      <translation>本地后端已安装。下一步：在下方选择模型（下载、选择本地文件夹，或用微型模型做冒烟测试）。</translation>
+    </message>
+    <message>
+      <source>Cancelling the install...</source>
+      <translation>正在取消安装……</translation>
+    </message>
+    <message>
+      <source>Install cancelled: nothing was marked as installed. Install again to finish (it repairs what is there).</source>
+      <translation>安装已取消：没有任何内容被标记为已安装。再次安装即可完成（会修复现有内容）。</translation>
+    </message>
+    <message>
+      <source>Type the server's URL, e.g. http://gpu-host:8765.</source>
+      <translation>请输入服务器的 URL，例如 http://gpu-host:8765。</translation>
+    </message>
+    <message>
+      <source>The demo needs the local backend (CPU is enough): installing it first...</source>
+      <translation>演示需要本地后端（CPU 即可）：先进行安装……</translation>
+    </message>
+    <message>
+      <source>Detected: {0}.</source>
+      <translation>检测到：{0}。</translation>
+    </message>
+    <message>
+      <source>Using the GPU server {0}. Ask a question; Set-up... changes it.</source>
+      <translation>正在使用 GPU 服务器 {0}。请提问；“设置……”可更改。</translation>
+    </message>
+    <message>
+      <source>Local backend ready to start: it starts on your first question (models: {0}).</source>
+      <translation>本地后端可以启动：在您第一次提问时启动（模型：{0}）。</translation>
+    </message>
+    <message>
+      <source>the profile's checkpoint</source>
+      <translation>该配置的检查点</translation>
+    </message>
+    <message>
+      <source>Removing {0}...</source>
+      <translation>正在移除 {0}……</translation>
+    </message>
+    <message>
+      <source>Testing {0}...</source>
+      <translation>正在测试 {0}……</translation>
+    </message>
+    <message>
+      <source>Connected: GeoReasoner {0}, {1}; models {2}; profiles {3}; device {4}.</source>
+      <translation>已连接：GeoReasoner {0}，{1}；模型 {2}；配置 {3}；设备 {4}。</translation>
+    </message>
+    <message>
+      <source>Models (download sizes): {0}.</source>
+      <translation>模型（下载大小）：{0}。</translation>
+    </message>
+    <message>
+      <source>The local backend was removed. </source>
+      <translation>本地后端已移除。</translation>
+    </message>
+    <message>
+      <source>Wrong token: the server answers but refuses this token. Paste the token from the server's token file (its path is printed when `georeasoner serve` starts).</source>
+      <translation>令牌错误：服务器有响应，但拒绝此令牌。请粘贴服务器令牌文件中的令牌（其路径在 `georeasoner serve` 启动时打印）。</translation>
+    </message>
+    <message>
+      <source>Installing: {0} (step {1} of {2})... Cancel stops it.</source>
+      <translation>正在安装：{0}（第 {1} 步，共 {2} 步）……“取消”可停止。</translation>
+    </message>
+    <message>
+      <source>Installed in {0:.0f} s; doctor found the environment complete. </source>
+      <translation>安装用时 {0:.0f} 秒；doctor 检查确认环境完整。</translation>
+    </message>
+    <message>
+      <source>Server unreachable: {0}</source>
+      <translation>无法连接服务器：{0}</translation>
+    </message>
+    <message>
       <source>GeoReasoner: ask the map</source>
       <translation>GeoReasoner：向地图提问</translation>
     </message>
@@ -370,6 +702,94 @@
     <message>
       <source>The model's answer could not be read ({0}): {1}. Nothing was added. Rephrase the question, or check that the profile matches the model.</source>
       <translation>无法读取模型的答案（{0}）：{1}。未添加任何内容。请换一种问法，或检查配置是否与模型匹配。</translation>
+    </message>
+    <message>
+      <source>Model missing</source>
+      <translation>缺少模型</translation>
+    </message>
+    <message>
+      <source>Model needs access</source>
+      <translation>模型需要访问权限</translation>
+    </message>
+    <message>
+      <source>Not enough GPU memory</source>
+      <translation>GPU 显存不足</translation>
+    </message>
+    <message>
+      <source>No GPU</source>
+      <translation>无 GPU</translation>
+    </message>
+    <message>
+      <source>Backend not installed</source>
+      <translation>后端未安装</translation>
+    </message>
+    <message>
+      <source>Backend incomplete</source>
+      <translation>后端不完整</translation>
+    </message>
+    <message>
+      <source>Backend broken</source>
+      <translation>后端已损坏</translation>
+    </message>
+    <message>
+      <source>Disk almost full</source>
+      <translation>磁盘空间即将用尽</translation>
+    </message>
+    <message>
+      <source>The backend could not load its models: {0}. Fix that in the set-up panel, then Restart.</source>
+      <translation>后端无法加载模型：{0}。请在设置面板中解决后点击“重新启动”。</translation>
+    </message>
+    <message>
+      <source>Checking the backend (georeasoner doctor)...</source>
+      <translation>正在检查后端（georeasoner doctor）……</translation>
+    </message>
+    <message>
+      <source>Starting the backend...</source>
+      <translation>正在启动后端……</translation>
+    </message>
+    <message>
+      <source> DEMO: tiny random models replaying a recorded answer.</source>
+      <translation> 演示：随机微型模型回放录制的回答。</translation>
+    </message>
+    <message>
+      <source>Out of GPU memory while loading the models: choose a smaller checkpoint in the set-up panel's model picker, close other programs using the GPU, or connect to a GPU server. ({0})</source>
+      <translation>加载模型时 GPU 显存不足：请在设置面板的模型选择器中选择较小的检查点，关闭其他占用 GPU 的程序，或连接 GPU 服务器。（{0}）</translation>
+    </message>
+    <message>
+      <source>Model missing: download it in the set-up panel's model picker, or choose a local folder. ({0})</source>
+      <translation>缺少模型：请在设置面板的模型选择器中下载，或选择本地文件夹。（{0}）</translation>
+    </message>
+    <message>
+      <source>Version mismatch: the backend speaks answer protocol {0} and this plugin protocol {1}. Install the same GeoReasoner release on both sides (local backend: Install again repairs it; a GPU server: update it or the plugin).</source>
+      <translation>版本不匹配：后端使用回答协议 {0}，本插件使用协议 {1}。请在两端安装相同版本的 GeoReasoner（本地后端：重新安装即可修复；GPU 服务器：更新服务器或插件）。</translation>
+    </message>
+    <message>
+      <source>Loading models (0 s)...</source>
+      <translation>正在加载模型（0 秒）……</translation>
+    </message>
+    <message>
+      <source>Ready: ask a question.</source>
+      <translation>就绪：请提问。</translation>
+    </message>
+    <message>
+      <source>The backend's Python ({0}) cannot be run: install the backend again from the set-up panel.</source>
+      <translation>无法运行后端的 Python（{0}）：请在设置面板中重新安装后端。</translation>
+    </message>
+    <message>
+      <source>Starting the backend ({0} s)...</source>
+      <translation>正在启动后端（{0} 秒）……</translation>
+    </message>
+    <message>
+      <source>The backend stopped (exit code {0}). Its last log lines are shown in the set-up panel; fix what they say, then press Restart.</source>
+      <translation>后端已停止（退出码 {0}）。其最后几行日志显示在设置面板中；请按提示解决后点击“重新启动”。</translation>
+    </message>
+    <message>
+      <source>doctor could not check the backend (exit code {0}): {1}. Install the backend again from the set-up panel.</source>
+      <translation>doctor 无法检查后端（退出码 {0}）：{1}。请在设置面板中重新安装后端。</translation>
+    </message>
+    <message>
+      <source>Loading models ({0} s)...</source>
+      <translation>正在加载模型（{0} 秒）……</translation>
     </message>
     <message>
       <source>The map shows nothing to ask about: add imagery (a raster layer) to the map first.</source>

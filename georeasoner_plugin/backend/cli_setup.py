@@ -18,7 +18,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 def add_setup_commands(sub) -> None:
     doctor = sub.add_parser("doctor", help="check Python, torch, GPU, disk and models; one line of advice per problem")
     doctor.add_argument("--profile", default=DEFAULT_PROFILE, help=f"prompt profile ({', '.join(PROFILES)})")
-    doctor.add_argument("--reasoner", help="reasoning model: hub id or folder (default: the profile's checkpoint)")
+    doctor.add_argument("--reasoner", help="reasoning model: hub id or folder (default: the profile's checkpoint); none when the "
+                             "reasoner is replayed or remote")
     doctor.add_argument("--segmenter", default=DEFAULT_SEGMENTER, help="SAM2 model: hub id or folder, or none")
     doctor.add_argument("--json", action="store_true", help="print the report as one JSON object")
 

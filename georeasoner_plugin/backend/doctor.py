@@ -200,7 +200,8 @@ def run(profile: str = DEFAULT_PROFILE, reasoner: Optional[str] = None, segmente
     """The doctor's report as one JSON-ready dict (the `--json` schema above)."""
     probe = probe or Probe()
     prof = get_profile(profile)  # UnknownProfileError names the known ones
-    reasoner = (reasoner or prof.default_checkpoint or "").strip()
+    no_reasoner = (reasoner or "").strip().lower() == "none"  # a replayed or remote reasoner: nothing to load
+    reasoner = "" if no_reasoner else (reasoner or prof.default_checkpoint or "").strip()
     segmenter = (segmenter or DEFAULT_SEGMENTER).strip()
     problems: List[Dict[str, str]] = []
 
@@ -237,7 +238,7 @@ def run(profile: str = DEFAULT_PROFILE, reasoner: Optional[str] = None, segmente
         if repo_id not in chosen:
             models.append(model_entry(repo_id, known.role, cache, False, best_free))
 
-    if not reasoner:
+    if not reasoner and not no_reasoner:
         problem(MODEL_MISSING, f"profile {prof.name} has no published checkpoint: choose your model "
                                f"(a hub id or a folder) in the model picker, or pass --reasoner.")
     to_download = 0

@@ -66,6 +66,8 @@ class GeoReasonerDock(QDockWidget):
         self.project = QgsProject.instance()
         self.asker = Asker(self.project, self)
         self.last_message = ""
+        # set by the plugin: called before a question is sent; False = it will call back (backend starting)
+        self.before_ask = None
         self._build()
         self.asker.stage.connect(self._on_stage)
         self.asker.token.connect(self._on_token)
@@ -222,6 +224,8 @@ class GeoReasonerDock(QDockWidget):
 
     def ask(self) -> None:
         if self.asker.is_busy():
+            return
+        if self.before_ask is not None and not self.before_ask(self.ask):
             return
         try:
             question = check_question(self.question.text())  # the service's own rule (core/api.py)

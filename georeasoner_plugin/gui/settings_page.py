@@ -106,6 +106,10 @@ class GeoReasonerOptionsPage(QgsOptionsPageWidget):
         self.log.setReadOnly(True)
         self.log.setPlainText(local_backend.log_text() if local_backend else "")
         form.addRow(tr("Log"), self.log)
+        from .doctor_view import DoctorView  # issue 15: georeasoner doctor on this page
+
+        self.doctor = DoctorView(local)
+        form.addRow(self.doctor)
         layout.addWidget(local)
         if local_backend is not None:
             local_backend.log_line.connect(self.log.appendPlainText)
