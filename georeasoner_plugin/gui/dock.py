@@ -88,7 +88,8 @@ class GeoReasonerDock(QDockWidget):
         self.project.cleared.connect(self._project_changed)
         self.project.layersAdded.connect(self._update_raster_choices)
         self.project.layersRemoved.connect(self._update_raster_choices)
-        self.project.fileNameChanged.connect(self._project_saved_as)
+        self.project.projectSaved.connect(self._project_saved)
+        self._saving_again = False
         ANSWERS.changed.connect(self.history_panel.reload)
         self._project_changed()
         QTimer.singleShot(0, self.refresh_info)  # health and models as soon as the dock opens
@@ -246,14 +247,30 @@ class GeoReasonerDock(QDockWidget):
         self._update_raster_choices()
         self.history_panel.reload()
 
-    def _project_saved_as(self, *args) -> None:
-        """First save (or Save As): the answers move into the store beside the project file, before
-        the project is written, so the saved layers point there (relative paths)."""
+    def _project_saved(self, *args) -> None:
+        """First save (or Save As elsewhere): the answers move into the store beside the project file
+        and the layers point there; the project is then written once more so the file says so
+        (relative paths, as QGIS writes them)."""
+        if self._saving_again:
+            return
         try:
-            if move_answers_into_project_store(self.project):
-                self.history_panel.reload()
-        except Exception as exc:  # noqa: BLE001 - saving the project must go on
+            moved = move_answers_into_project_store(self.project)
+        except Exception as exc:  # noqa: BLE001 - the project itself is saved; say what went wrong
             self.show_message(tr("Could not move the answers beside the project: {0}").format(exc))
+            return
+        if moved:
+            # QGIS is still packing the .qgz it just wrote: write again once it is done
+            QTimer.singleShot(0, self._save_again)
+            self.history_panel.reload()
+
+    def _save_again(self) -> None:
+        self._saving_again = True
+        try:
+            if not self.project.write():
+                self.show_message(tr("The answers moved beside the project, but saving the project again "
+                                     "failed: {0}. Save it once more.").format(self.project.error()))
+        finally:
+            self._saving_again = False
 
     def reload_history(self, *args) -> None:
         self.history_panel.reload()

@@ -183,6 +183,7 @@ def move_answers_into_project_store(project: QgsProject) -> int:
     moved = 0
     for answer_id in project_answer_ids(project):
         layers = answer_layers(answer_id, project)
+        origin = None
         if target.get(answer_id) is not None:
             sources = {layer_store(lyr) for lyr in layers}
             if sources <= {target.path}:
@@ -195,15 +196,15 @@ def move_answers_into_project_store(project: QgsProject) -> int:
             if origin is None:
                 continue
             stored = origin.copy_answer(answer_id, target)
-            if origin.path == unsaved:
-                origin.remove(answer_id)
-            moved += 1
+        moved += 1
         for layer in layers:
             kind = layer.customProperty(KIND_PROPERTY, "")
             if kind in stored.tables:
                 provider = "gdal" if kind == "mask" else "ogr"
                 layer.setDataSource(stored.uri(kind), layer.name(), provider)
                 style_layer(layer, kind, len(stored.answer.objects))
+        if origin is not None and origin.path == unsaved:
+            origin.remove(answer_id)  # the unsaved-projects store keeps no copy
     return moved
 
 
