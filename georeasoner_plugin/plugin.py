@@ -1,13 +1,18 @@
 """The plugin object QGIS loads: actions, dock, Processing provider, options page, translation."""
 from __future__ import annotations
 
-from qgis.core import QgsApplication
-from qgis.PyQt.QtCore import QCoreApplication, Qt
-from qgis.PyQt.QtGui import QIcon
+from pathlib import Path
+
+from qgis.core import Qgis, QgsApplication
+from qgis.PyQt.QtCore import QCoreApplication, Qt, QUrl
+from qgis.PyQt.QtGui import QDesktopServices, QIcon
 from qgis.PyQt.QtWidgets import QAction
 
 from .resources_path import icon_path
 from .toolbelt.i18n import install_translator, tr
+
+
+HOMEPAGE = "https://github.com/georeasoner/georeasoner#readme"
 
 
 class GeoReasonerPlugin:
@@ -21,6 +26,8 @@ class GeoReasonerPlugin:
         self.local_backend = None
         self.setup_panel = None
         self.starter = None
+
+        self.help_action = None
 
     # Processing: QGIS calls initProcessing() for plugins with hasProcessingProvider=yes (qgis_process too)
     def initProcessing(self) -> None:
@@ -49,8 +56,34 @@ class GeoReasonerPlugin:
         self.dock.visibilityChanged.connect(self.action.setChecked)
         self.iface.addToolBarIcon(self.action)
         self.iface.addPluginToMenu(tr("&GeoReasoner"), self.action)
+        self.help_action = QAction(tr("GeoReasoner help (README)"), self.iface.mainWindow())
+        self.help_action.setObjectName("GeoReasonerHelp")
+        self.help_action.triggered.connect(self.open_help)
+        self.iface.addPluginToMenu(tr("&GeoReasoner"), self.help_action)
         self.options_factory = GeoReasonerOptionsFactory(self.local_backend)
         self.iface.registerOptionsWidgetFactory(self.options_factory)
+        self._autostart()
+
+    def help_url(self) -> QUrl:
+        """The README shipped with the plugin, else the project's home page."""
+        readme = Path(__file__).resolve().parent / "README.md"
+        if readme.is_file():
+            return QUrl.fromLocalFile(str(readme))
+        return QUrl(HOMEPAGE)
+
+    def open_help(self) -> bool:
+        return QDesktopServices.openUrl(self.help_url())
+
+    def _autostart(self) -> None:
+        from .toolbelt.settings import Settings
+
+        settings = Settings.load()
+        if not settings.autostart:
+            return
+        try:
+            self.local_backend.start(settings)
+        except RuntimeError as exc:
+            self.iface.messageBar().pushMessage(tr("GeoReasoner"), str(exc), Qgis.MessageLevel.Warning, 10)
 
     def _add_setup_panel(self) -> None:
         """The set-up panel on top of the dock; the first Ask starts a configured local backend."""
@@ -70,15 +103,14 @@ class GeoReasonerPlugin:
         if self.dock is not None:
             if self.dock.asker.is_busy():
                 self.dock.asker.cancel()
-            try:
-                QgsProject_instance().readProject.disconnect(self.dock.reload_history)
-                QgsProject_instance().cleared.disconnect(self.dock.reload_history)
-            except (TypeError, RuntimeError):
-                pass
             self.iface.removeDockWidget(self.dock)
             self.dock.setParent(None)
             self.dock.deleteLater()
             self.dock = None
+        if self.help_action is not None:
+            self.iface.removePluginMenu(tr("&GeoReasoner"), self.help_action)
+            self.help_action.deleteLater()
+            self.help_action = None
         if self.action is not None:
             self.iface.removePluginMenu(tr("&GeoReasoner"), self.action)
             self.iface.removeToolBarIcon(self.action)
@@ -96,6 +128,9 @@ class GeoReasonerPlugin:
         if self.translator is not None:
             QCoreApplication.removeTranslator(self.translator)
             self.translator = None
+        from .toolbelt.settings import unregister
+
+        unregister()
 
 
 def QgsProject_instance():  # noqa: N802 - small indirection so unload works after QGIS cleared things

@@ -4,58 +4,67 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-from qgis.core import (
-    Qgis,
-    QgsCoordinateReferenceSystem,
-    QgsMapLayerProxyModel,
-    QgsProject,
-    QgsRasterLayer,
-)
-from qgis.gui import QgsDoubleSpinBox, QgsMapLayerComboBox, QgsProjectionSelectionDialog
-from qgis.PyQt.QtCore import Qt
+from qgis.core import Qgis, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
+from qgis.gui import QgsCollapsibleGroupBox, QgsDoubleSpinBox, QgsMapLayerComboBox, QgsMessageBarItem
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import Qt, QTimer, QUrl
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDockWidget,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QInputDialog,
     QLabel,
     QLineEdit,
-    QListWidget,
-    QListWidgetItem,
     QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from ..core.api import (EVENT_QUEUED, STAGE_DONE, STAGE_PARSE, STAGE_PREPROCESS, STAGE_REASON, STAGE_SEGMENT,
+from ..core.api import (CLIENT_STAGE_CAPTURE, CLIENT_STAGE_SENDING, CLIENT_STAGE_STORE, EVENT_QUEUED, STAGE_DONE, STAGE_PARSE, STAGE_PREPROCESS, STAGE_REASON, STAGE_SEGMENT,
                         STAGE_VECTORIZE, QuestionError, check_question)
 from ..core.protocol import GRANULARITIES
-from ..qgis_io.asker import STAGE_SENDING, Asker
-from ..qgis_io.capture import CaptureError, capture_canvas, capture_raster
-from ..qgis_io.client import AskRequest, BackendClient, BackendError
+from ..qgis_io.asker import Asker
+from ..qgis_io.capture import CaptureError, prepare_canvas, prepare_raster
+from ..qgis_io.client import AskRequest, BackendClient
 from ..qgis_io.export import ExistingFilesError, ExportError, export_answers
-from ..qgis_io.layers import answer_extent, answer_layers, find_group
-from ..qgis_io.store import AnswerStore, StoredAnswer, store_path_for
+from ..qgis_io.layers import ANSWERS, answer_extent, move_answers_into_project_store, source_rasters
+from ..qgis_io.service import Question
+from ..qgis_io.store import StoredAnswer, store_path_for
 from ..toolbelt.i18n import tr
 from ..toolbelt.log import log
 from ..toolbelt.settings import Settings
+from .area import AreaBand, AreaChooser, AreaError
+from .export_dialog import ExportDialog
+from .history import HistoryPanel
 
 STAGE_TITLES = {
-    STAGE_SENDING: "sending the image",
+    CLIENT_STAGE_CAPTURE: "capturing the image",
+    CLIENT_STAGE_SENDING: "sending the image",
     EVENT_QUEUED: "waiting in the backend's queue",
     STAGE_PREPROCESS: "preparing the image",
     STAGE_REASON: "reasoning",
     STAGE_PARSE: "reading the answer",
     STAGE_SEGMENT: "segmenting (SAM2)",
     STAGE_VECTORIZE: "tracing contours",
+    CLIENT_STAGE_STORE: "storing the answer",
     STAGE_DONE: "done",
 }
+
+
+def _wrapping_label(text: str, parent) -> QLabel:
+    """A label that wraps and never widens the dock, however long its text."""
+    label = QLabel(text, parent)
+    label.setWordWrap(True)
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+    label.setOpenExternalLinks(True)
+    return label
 
 
 class GeoReasonerDock(QDockWidget):
@@ -68,6 +77,10 @@ class GeoReasonerDock(QDockWidget):
         self.last_message = ""
         # set by the plugin: called before a question is sent; False = it will call back (backend starting)
         self.before_ask = None
+        self._bar_item: Optional[QgsMessageBarItem] = None
+        self.info: Optional[dict] = None
+        self.health: Optional[dict] = None
+        self.area_band = AreaBand(iface.mapCanvas())
         self._build()
         self.asker.stage.connect(self._on_stage)
         self.asker.token.connect(self._on_token)
@@ -75,9 +88,15 @@ class GeoReasonerDock(QDockWidget):
         self.asker.answered.connect(self._on_answered)
         self.asker.failed.connect(self._on_failed)
         self.asker.busy_changed.connect(self._set_busy)
-        self.project.readProject.connect(self.reload_history)
-        self.project.cleared.connect(self.reload_history)
-        self.reload_history()
+        self.project.readProject.connect(self._project_changed)
+        self.project.cleared.connect(self._project_changed)
+        self.project.layersAdded.connect(self._update_raster_choices)
+        self.project.layersRemoved.connect(self._update_raster_choices)
+        self.project.projectSaved.connect(self._project_saved)
+        self._saving_again = False
+        ANSWERS.changed.connect(self.history_panel.reload)
+        self._project_changed()
+        QTimer.singleShot(0, self.refresh_info)  # health and models as soon as the dock opens
 
     # -- UI ---------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -95,19 +114,20 @@ class GeoReasonerDock(QDockWidget):
         outputs = QHBoxLayout()
         self.output_boxes = {}
         titles = {"boxes": tr("Boxes"), "points": tr("Points"), "masks": tr("Mask"), "contours": tr("Contours")}
-        chosen = settings.output_list()
         for g in GRANULARITIES:
             box = QCheckBox(titles[g], body)
-            box.setChecked(g in chosen)
+            box.setChecked(g in settings.output_list())
             self.output_boxes[g] = box
             outputs.addWidget(box)
         form.addRow(tr("Outputs"), outputs)
 
         self.source = QComboBox(body)
-        self.source.addItem(tr("Canvas as displayed"), "canvas")
-        self.source.addItem(tr("Raster layer at native resolution"), "raster")
+        self.source.addItem(tr("The map as displayed"), "canvas")
+        self.source.addItem(tr("A raster, pixel for pixel"), "raster")
         self.source.setCurrentIndex(1 if settings.capture_source == "raster" else 0)
-        form.addRow(tr("Capture"), self.source)
+        self.source.setToolTip(tr("What the model sees: the rendered map at screen resolution, or one raster at "
+                                  "its own (or the chosen ground) resolution"))
+        form.addRow(tr("Read"), self.source)
         self.raster = QgsMapLayerComboBox(body)
         self.raster.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         form.addRow(tr("Raster"), self.raster)
@@ -117,6 +137,8 @@ class GeoReasonerDock(QDockWidget):
         self.resolution.setSpecialValueText(tr("native"))
         self.resolution.setValue(settings.ground_resolution)
         form.addRow(tr("Ground resolution"), self.resolution)
+        self.area = AreaChooser(self.iface.mapCanvas(), body)
+        form.addRow(tr("Area"), self.area)
         self.source.currentIndexChanged.connect(self._source_changed)
         self._source_changed()
 
@@ -125,14 +147,19 @@ class GeoReasonerDock(QDockWidget):
         self.profile.addItem(tr("backend default"), "")
         profile_row.addWidget(self.profile, 1)
         self.refresh_button = QPushButton(tr("Refresh"), body)
-        self.refresh_button.setToolTip(tr("Ask the backend for its models and profiles"))
+        self.refresh_button.setToolTip(tr("Ask the backend for its state, models and profiles"))
         self.refresh_button.clicked.connect(self.refresh_info)
         profile_row.addWidget(self.refresh_button)
         form.addRow(tr("Profile"), profile_row)
-        self.models_label = QLabel("", body)
-        self.models_label.setWordWrap(True)
+        self.models_label = _wrapping_label(tr("asking the backend..."), body)
         form.addRow(tr("Models"), self.models_label)
+        self.zoom = QCheckBox(tr("Zoom to each new answer"), body)
+        self.zoom.setChecked(settings.zoom_to_answer)
+        self.zoom.setToolTip(tr("Zooming changes the visible extent, and with it the area of the next question"))
+        self.zoom.toggled.connect(lambda on: Settings.load().replace(zoom_to_answer=on).save())
+        form.addRow("", self.zoom)
         layout.addLayout(form)
+        layout.addWidget(self._build_advanced(body, settings))
 
         buttons = QHBoxLayout()
         self.ask_button = QPushButton(tr("Ask"), body)
@@ -146,13 +173,13 @@ class GeoReasonerDock(QDockWidget):
         layout.addLayout(buttons)
 
         self.progress = QProgressBar(body)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
+        self.progress.setRange(0, 0)
         self.progress.setTextVisible(False)
+        self.progress.setMaximumHeight(6)
+        self.progress.setVisible(False)  # only while a question runs
         layout.addWidget(self.progress)
-        self.status = QLabel(tr("Ready."), body)
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status = _wrapping_label(tr("Ready."), body)
+        self.status.setObjectName("status")
         layout.addWidget(self.status)
 
         layout.addWidget(QLabel(tr("Reasoning"), body))
@@ -160,67 +187,187 @@ class GeoReasonerDock(QDockWidget):
         self.reasoning.setReadOnly(True)
         self.reasoning.setObjectName("reasoning")
         layout.addWidget(self.reasoning, 2)
+        self.notes = _wrapping_label("", body)
+        self.notes.setObjectName("notes")
+        self.notes.setVisible(False)
+        layout.addWidget(self.notes)
 
         layout.addWidget(QLabel(tr("Answers"), body))
-        self.history = QListWidget(body)
-        self.history.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
-        self.history.itemSelectionChanged.connect(self._history_selected)
-        layout.addWidget(self.history, 1)
-        history_buttons = QHBoxLayout()
-        self.export_button = QPushButton(tr("Export..."), body)
-        self.export_button.clicked.connect(self.export_selected)
-        history_buttons.addWidget(self.export_button)
-        layout.addLayout(history_buttons)
+        self.history_panel = HistoryPanel(self.project, body)
+        self.history = self.history_panel.list
+        self.history_panel.selected.connect(self._history_selected)
+        self.history_panel.message.connect(self.show_message)
+        self.history_panel.export_requested.connect(self.export_dialog)
+        layout.addWidget(self.history_panel, 1)
         self.setWidget(body)
+
+    def _build_advanced(self, parent, settings: Settings) -> QgsCollapsibleGroupBox:
+        box = QgsCollapsibleGroupBox(tr("Advanced"), parent)
+        box.setObjectName("advanced")
+        box.setCollapsed(True)
+        form = QFormLayout(box)
+        self.min_area = QgsDoubleSpinBox(box)
+        self.min_area.setRange(0.0, 1e9)
+        self.min_area.setSuffix(tr(" px"))
+        self.min_area.setValue(settings.min_area)
+        self.min_area.setToolTip(tr("Contour polygons smaller than this many image pixels are dropped"))
+        form.addRow(tr("Minimum area"), self.min_area)
+        self.simplify = QgsDoubleSpinBox(box)
+        self.simplify.setRange(0.0, 1000.0)
+        self.simplify.setSuffix(tr(" px"))
+        self.simplify.setValue(settings.simplify_tolerance)
+        form.addRow(tr("Simplification"), self.simplify)
+        self.temperature = QgsDoubleSpinBox(box)
+        self.temperature.setRange(0.0, 2.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setValue(settings.temperature)
+        form.addRow(tr("Temperature"), self.temperature)
+        self.seed = QSpinBox(box)
+        self.seed.setRange(-1, 2 ** 31 - 1)
+        self.seed.setSpecialValueText(tr("none"))
+        self.seed.setValue(settings.seed)
+        form.addRow(tr("Seed"), self.seed)
+        self.max_tokens = QSpinBox(box)
+        self.max_tokens.setRange(16, 32768)
+        self.max_tokens.setValue(settings.max_new_tokens)
+        form.addRow(tr("Token limit"), self.max_tokens)
+        return box
 
     def _source_changed(self) -> None:
         raster = self.source.currentData() == "raster"
-        self.raster.setEnabled(raster)
         self.resolution.setEnabled(raster)
+
+    def _update_raster_choices(self, *args) -> None:
+        """The Raster picker offers source rasters only, never our own mask layers."""
+        excluded = [lyr for lyr in self.project.mapLayers().values()
+                    if isinstance(lyr, QgsRasterLayer) and lyr not in source_rasters(self.project)]
+        self.raster.setExceptedLayerList(excluded)
+        current = self.raster.currentLayer()
+        if current is None or current in excluded:
+            rasters = source_rasters(self.project)
+            self.raster.setLayer(rasters[0] if rasters else None)
+
+    def _project_changed(self, *args) -> None:
+        self._update_raster_choices()
+        self.history_panel.reload()
+
+    def _project_saved(self, *args) -> None:
+        """First save (or Save As elsewhere): the answers move into the store beside the project file
+        and the layers point there; the project is then written once more so the file says so
+        (relative paths, as QGIS writes them)."""
+        if self._saving_again:
+            return
+        try:
+            moved = move_answers_into_project_store(self.project)
+        except Exception as exc:  # noqa: BLE001 - the project itself is saved; say what went wrong
+            self.show_message(tr("Could not move the answers beside the project: {0}").format(exc))
+            return
+        if moved:
+            # QGIS is still packing the .qgz it just wrote: write again once it is done
+            QTimer.singleShot(0, self._save_again)
+            self.history_panel.reload()
+
+    def _save_again(self) -> None:
+        self._saving_again = True
+        try:
+            if not self.project.write():
+                self.show_message(tr("The answers moved beside the project, but saving the project again "
+                                     "failed: {0}. Save it once more.").format(self.project.error()))
+        finally:
+            self._saving_again = False
+
+    def reload_history(self, *args) -> None:
+        self.history_panel.reload()
 
     def selected_outputs(self) -> List[str]:
         return [g for g, box in self.output_boxes.items() if box.isChecked()]
 
     # -- messages ---------------------------------------------------------------------------------
     def show_message(self, text: str, level=Qgis.MessageLevel.Warning) -> None:
+        """The status line, and one message in QGIS's message bar (it replaces our previous one)."""
         self.last_message = text
         self.status.setText(text)
-        bar = self.iface.messageBar() if self.iface is not None else None
-        if bar is not None:
-            bar.pushMessage(tr("GeoReasoner"), text, level, 10)
+        bar = self.iface.messageBar()
+        if self._bar_item is not None:
+            try:
+                bar.popWidget(self._bar_item)
+            except RuntimeError:  # already closed by the user or timed out
+                pass
+        self._bar_item = QgsMessageBarItem(tr("GeoReasoner"), text, level, 10)
+        bar.pushItem(self._bar_item)
 
-    # -- actions ----------------------------------------------------------------------------------
+    # -- backend state ----------------------------------------------------------------------------
     def client(self) -> BackendClient:
         return BackendClient.from_settings(Settings.load())
 
-    def refresh_info(self) -> Optional[dict]:
-        try:
-            info = self.client().info()
-        except BackendError as exc:
-            self.show_message(str(exc))
-            return None
+    def refresh_info(self) -> None:
+        """Never blocks: /v1/health, then /v1/info; the Models row and the profiles follow."""
+        if sip.isdeleted(self):  # a timer fired after the dock was closed
+            return
+        client = self.client()
+        self.models_label.setText(tr("asking the backend at {0}...").format(client.base_url))
+        client.get_async("/v1/health", lambda data, error: self._on_health(client, data, error), self)
+
+    def _on_health(self, client, data, error) -> None:
+        self.health = data
+        if data is None:
+            self.models_label.setText(error)
+            return
+        state = data.get("status")
+        if state == "loading":
+            self.models_label.setText(tr("loading the models... ({0})").format(data.get("detail", "")))
+            QTimer.singleShot(3000, self.refresh_info)
+            return
+        if state == "error":
+            self.models_label.setText(tr("the models failed to load: {0}").format(data.get("detail", "")))
+            return
+        client.get_async("/v1/info", self._on_info, self)
+
+    def _on_info(self, info, error) -> None:
+        if info is None:
+            self.models_label.setText(error)
+            return
+        self.info = info
         current = self.profile.currentData()
         self.profile.clear()
         self.profile.addItem(tr("backend default ({0})").format(info.get("default_profile", "")), "")
         for p in info.get("profiles", []):
             self.profile.addItem(f"{p.get('name')} - {p.get('title', '')}", p.get("name"))
-        index = self.profile.findData(current)
-        self.profile.setCurrentIndex(max(0, index))
+        self.profile.setCurrentIndex(max(0, self.profile.findData(current)))
         models = info.get("models", {})
-        self.models_label.setText(", ".join(f"{k}: {v}" for k, v in models.items() if v)
+        self.models_label.setText(tr("ready: ") + ", ".join(f"{k}: {v}" for k, v in models.items() if v)
                                   + (tr(" (replaying a recorded answer)") if info.get("replay") else ""))
-        return info
 
-    def capture(self):
+    # -- asking -----------------------------------------------------------------------------------
+    def request(self, question: str) -> AskRequest:
+        settings = Settings.load()
+        return AskRequest(question=question, image_bytes=b"", outputs=self.selected_outputs(),
+                          profile=self.profile.currentData() or settings.profile,
+                          max_new_tokens=self.max_tokens.value(), temperature=self.temperature.value(),
+                          seed=None if self.seed.value() < 0 else self.seed.value(),
+                          simplify_tolerance=self.simplify.value(), min_area=self.min_area.value())
+
+    def questions(self, question: str) -> List[Question]:
+        """One Question per area, prepared on the GUI thread (the reading happens in the task)."""
         settings = Settings.load()
         canvas = self.iface.mapCanvas()
-        if self.source.currentData() == "raster":
-            layer = self.raster.currentLayer()
-            if not isinstance(layer, QgsRasterLayer):
-                raise CaptureError(tr("Choose a raster layer to read, or capture the canvas."))
-            return capture_raster(layer, canvas.extent(), canvas.mapSettings().destinationCrs(),
-                                  self.resolution.value(), settings.max_image_size, self.project)
-        return capture_canvas(canvas.mapSettings(), max_size=settings.max_image_size)
+        raster = self.raster.currentLayer() if isinstance(self.raster.currentLayer(), QgsRasterLayer) else None
+        reading_raster = self.source.currentData() == "raster"
+        if reading_raster and raster is None:
+            raise CaptureError(tr("Choose a raster layer to read, or read the map as displayed."))
+        context = self.project.transformContext()
+        out = []
+        for area in self.area.areas(raster):
+            if reading_raster:
+                spec = prepare_raster(raster, canvas.extent(), canvas.mapSettings().destinationCrs(),
+                                      self.resolution.value(), settings.max_image_size, context, area.geometry,
+                                      area.crs)
+            else:
+                spec = prepare_canvas(canvas.mapSettings(), max_size=settings.max_image_size, area=area.geometry,
+                                      area_crs=area.crs, transform_context=context)
+            out.append(Question(self.request(question), spec, store_path_for(self.project), context,
+                                self.project.ellipsoid(), area.label))
+        return out
 
     def ask(self) -> None:
         if self.asker.is_busy():
@@ -233,37 +380,42 @@ class GeoReasonerDock(QDockWidget):
             empty = exc.code == "empty_question"
             self.show_message(tr("Type a question first.") if empty else str(exc), Qgis.MessageLevel.Info)
             return
-        outputs = self.selected_outputs()
-        if not outputs:
+        if not self.selected_outputs():
             self.show_message(tr("Choose at least one output."), Qgis.MessageLevel.Info)
             return
         try:
-            capture = self.capture()
-        except CaptureError as exc:
+            questions = self.questions(question)
+        except (CaptureError, AreaError) as exc:
             self.show_message(str(exc))
             return
-        settings = Settings.load()
-        request = AskRequest(question=question, image_bytes=capture.png_bytes(), outputs=outputs,
-                             profile=self.profile.currentData() or settings.profile)
+        self.area_band.show([(q.spec.footprint(), q.spec.capture_crs()) for q in questions])
         self.reasoning.clear()
-        self.asker.ask(self.client(), request, capture)
+        self.notes.setVisible(False)
+        self.asker.ask(self.client(), questions)
 
     def cancel(self) -> None:
-        self.asker.cancel()
+        if not self.asker.is_busy():
+            return
+        # Say so first: a task that has not started yet finishes inside cancel().
         self.status.setText(tr("Cancelling..."))
+        self.asker.cancel()
 
     # -- asker signals ----------------------------------------------------------------------------
     def _set_busy(self, busy: bool) -> None:
         self.ask_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
-        self.progress.setRange(0, 0 if busy else 1)
-        self.progress.setValue(0)
+        self.progress.setVisible(busy)
+        if not busy:
+            self.area_band.hide()
+            if self.status.text() == tr("Cancelling..."):
+                self.status.setText(tr("Cancelled."))
 
     def _on_stage(self, stage: str, position: int = 0) -> None:
         title = tr(STAGE_TITLES.get(stage, stage))
         if stage == EVENT_QUEUED:
             title = tr("waiting in the backend's queue (position {0})").format(position)
-        self.status.setText(title + "...")
+        if self.status.text() != tr("Cancelling..."):
+            self.status.setText(title + "...")
 
     def _on_token(self, text: str) -> None:
         cursor = self.reasoning.textCursor()
@@ -274,131 +426,63 @@ class GeoReasonerDock(QDockWidget):
     def _on_answered(self, stored: StoredAnswer) -> None:
         answer = stored.answer
         self.reasoning.setPlainText(answer.reasoning or answer.raw_output)
-        text = tr("{0} object(s) found.").format(len(answer.objects))
         for warning in answer.warnings:
             log(warning, "warning")
-        if answer.warnings:
-            text += " " + tr("{0} note(s) from the backend in the log (GeoReasoner tab).").format(len(answer.warnings))
-        self.show_message(text, Qgis.MessageLevel.Success)
-        self.reload_history()
-        for i in range(self.history.count()):
-            if self.history.item(i).data(Qt.ItemDataRole.UserRole) == answer.answer_id:
-                self.history.setCurrentRow(i)
+        self.show_notes(answer.warnings)
+        self.show_message(tr("{0} object(s) found.").format(len(answer.objects)), Qgis.MessageLevel.Success)
+        self.history_panel.reload()
+        self.history.blockSignals(True)
+        self.history_panel.select(answer.answer_id)
+        self.history.blockSignals(False)
+        if self.zoom.isChecked():
+            self.zoom_to(stored)
+
+    def show_notes(self, notes: List[str]) -> None:
+        self.notes.setText("\n".join("• " + n for n in notes))
+        self.notes.setVisible(bool(notes))
 
     def _on_failed(self, message: str, kind: str) -> None:
         level = Qgis.MessageLevel.Info if kind == "cancelled" else Qgis.MessageLevel.Critical
         self.show_message(message, level)
 
     # -- history ----------------------------------------------------------------------------------
-    def store(self) -> AnswerStore:
-        return AnswerStore(self.asker.store_path_override or store_path_for(self.project))
-
-    def stored_answers(self) -> List[StoredAnswer]:
-        """Answers whose layers are in this project (read from the store(s) the layers point to)."""
-        stores = {}
-        for layer in self.project.mapLayers().values():
-            if layer.customProperty("georeasoner/answer_id", ""):
-                source = layer.source().split("|")[0]
-                if source.startswith("GPKG:"):
-                    source = source[5:].rsplit(":", 1)[0]
-                stores[source] = True
-        stores[str(self.store().path)] = True
-        present = {lyr.customProperty("georeasoner/answer_id", "") for lyr in self.project.mapLayers().values()}
-        out = []
-        for path in stores:
-            if Path(path).exists():
-                out += [s for s in AnswerStore(Path(path)).all() if s.answer.answer_id in present]
-        out.sort(key=lambda s: s.answer.created)
-        return out
-
-    def reload_history(self, *args) -> None:
-        self.history.clear()
-        self._answers = {}
-        try:
-            answers = self.stored_answers()
-        except Exception as exc:  # noqa: BLE001 - an unreadable store must not break the dock
-            self.show_message(tr("Cannot read the answer store: {0}").format(exc))
-            return
-        for stored in answers:
-            a = stored.answer
-            item = QListWidgetItem(f"{a.created[:16].replace('T', ' ')}  {a.question}  ({len(a.objects)})")
-            item.setData(Qt.ItemDataRole.UserRole, a.answer_id)
-            item.setToolTip(a.reasoning)
-            self.history.addItem(item)
-            self._answers[a.answer_id] = stored
-
     def selected_answers(self) -> List[StoredAnswer]:
-        ids = [i.data(Qt.ItemDataRole.UserRole) for i in self.history.selectedItems()]
-        return [self._answers[i] for i in ids if i in self._answers]
+        return self.history_panel.selected_answers()
 
-    def _history_selected(self) -> None:
-        chosen = self.selected_answers()
-        if not chosen:
-            return
-        stored = chosen[-1]
-        self.reasoning.setPlainText(stored.answer.reasoning or stored.answer.raw_output)
+    def zoom_to(self, stored: StoredAnswer) -> None:
         canvas = self.iface.mapCanvas()
         extent = answer_extent(stored.answer.answer_id, canvas.mapSettings().destinationCrs(), self.project)
         if not extent.isEmpty() and extent.isFinite():
             extent.scale(1.2)
             canvas.setExtent(extent)
             canvas.refresh()
-        group = find_group(stored.answer.answer_id, self.project)
-        view = self.iface.layerTreeView() if hasattr(self.iface, "layerTreeView") else None
-        if group is not None:
-            group.setItemVisibilityChecked(True)
-            group.setExpanded(True)
-        layers = answer_layers(stored.answer.answer_id, self.project)
-        if view is not None and layers:
-            try:
-                view.setCurrentLayer(layers[0])
-            except Exception:  # noqa: BLE001 - the test interface has no real tree view
-                pass
 
-    def export_selected(self) -> None:
-        chosen = self.selected_answers()
-        if not chosen:
-            self.show_message(tr("Select one or more answers to export."), Qgis.MessageLevel.Info)
-            return
-        formats = [tr("Shapefiles (a folder)"), tr("GeoPackage (one file)")]
-        fmt_text, ok = QInputDialog.getItem(self, tr("Export answers"), tr("Format"), formats, 0, False)
-        if not ok:
-            return
-        fmt = "shp" if fmt_text == formats[0] else "gpkg"
-        crs_choices = [tr("Source CRS (as captured)"), tr("Project CRS"), tr("Choose a CRS...")]
-        crs_text, ok = QInputDialog.getItem(self, tr("Export answers"), tr("Coordinate reference system"),
-                                            crs_choices, 0, False)
-        if not ok:
-            return
-        crs: Optional[QgsCoordinateReferenceSystem] = None
-        if crs_text == crs_choices[1]:
-            crs = self.project.crs()
-        elif crs_text == crs_choices[2]:
-            dialog = QgsProjectionSelectionDialog(self)
-            if not dialog.exec():
-                return
-            crs = dialog.crs()
-        if fmt == "shp":
-            target = QFileDialog.getExistingDirectory(self, tr("Export shapefiles to folder"))
-        else:
-            target, _ = QFileDialog.getSaveFileName(self, tr("Export to GeoPackage"), "", "GeoPackage (*.gpkg)")
-        if not target:
-            return
-        self.export(chosen, Path(target), fmt, crs, confirm=True)
+    def _history_selected(self, stored: StoredAnswer) -> None:
+        self.reasoning.setPlainText(stored.answer.reasoning or stored.answer.raw_output)
+        self.show_notes(stored.answer.warnings)
+        self.zoom_to(stored)
 
-    def export(self, answers, target: Path, fmt: str, crs=None, confirm: bool = True) -> List[Path]:
+    def export_dialog(self, answers: List[StoredAnswer]) -> None:
+        dialog = ExportDialog(len(answers), self.project, self)
+        if not dialog.exec():
+            return
+        self.export(answers, dialog.target(), dialog.fmt(), dialog.target_crs(), masks=dialog.masks.isChecked())
+
+    def export(self, answers, target: Path, fmt: str, crs=None, confirm: bool = True, masks: bool = False) -> List[Path]:
         try:
-            return export_answers(answers, target, fmt, crs, overwrite=False, project=self.project)
-        except ExistingFilesError as exc:
-            if confirm:
-                reply = QMessageBox.question(self, tr("Export answers"),
-                                             tr("{0} file(s) exist already in {1}. Overwrite them?")
-                                             .format(len(exc.files), target))
-                if reply != QMessageBox.StandardButton.Yes:
+            try:
+                written = export_answers(answers, target, fmt, crs, overwrite=False, project=self.project, masks=masks)
+            except ExistingFilesError as exc:
+                if not confirm or QMessageBox.question(
+                        self, tr("Export answers"), tr("{0} file(s) exist already in {1}. Overwrite them?")
+                        .format(len(exc.files), target)) != QMessageBox.StandardButton.Yes:
                     return []
-            else:
-                return []
-            return export_answers(answers, target, fmt, crs, overwrite=True, project=self.project)
+                written = export_answers(answers, target, fmt, crs, overwrite=True, project=self.project, masks=masks)
         except ExportError as exc:
             self.show_message(str(exc))
             return []
+        folder = target if fmt == "shp" else target.parent
+        link = QUrl.fromLocalFile(str(folder)).toString()
+        self.show_message(tr("Exported {0} answer(s): {1} file(s) in <a href=\"{2}\">{3}</a>.")
+                          .format(len(answers), len(written), link, folder), Qgis.MessageLevel.Success)
+        return written

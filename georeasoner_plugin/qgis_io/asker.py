@@ -1,49 +1,48 @@
-"""One question, start to end: capture -> backend (in a QgsTask) -> georeference -> store -> layers.
-
-The capture happens on the GUI thread before the task starts; the network call runs in the task;
-georeferencing, writing the GeoPackage and adding layers happen back on the GUI thread, and only
-once the whole answer is there, so a failure or a cancel leaves no half-made layers.
+"""The dock's questions, one at a time: `service.ask_one` (capture, network, georeferencing, store
+writing) runs in a QgsTask; only adding the finished answer's layers happens on the GUI thread,
+and only once the whole answer is stored, so a failure or a cancel leaves no half-made layers.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import List, Optional
 
 from qgis.core import QgsApplication, QgsProject, QgsTask
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
-from ..core.api import EVENT_QUEUED, EVENT_STAGE, EVENT_TOKEN
-from ..core.protocol import PARSE_INVALID, PARSE_NO_ANSWER, Answer
+from ..core.api import CLIENT_STAGE_CAPTURE, EVENT_QUEUED, EVENT_STAGE, EVENT_TOKEN
 from ..toolbelt.i18n import tr
 from ..toolbelt.log import log
-from .capture import Capture
-from .client import AskRequest, BackendClient, BackendError
-from .layers import add_to_project
-from .store import AnswerStore, StoredAnswer, StoreError, georeference, store_path_for
-
-# The plugin's own first stage, before the backend's (core/api.py STAGES).
-STAGE_SENDING = "sending"
+from .client import BackendClient
+from .layers import add_to_project, remember_answer
+from .service import Question, QuestionFailed, Result, ask_one
+from .store import StoredAnswer, StoreError
 
 
 class AskTask(QgsTask):
-    """The network part of one question; events arrive through `event` (queued to the GUI thread)."""
+    """One or more questions (one per area) asked in a row; events reach the GUI thread queued."""
 
     stream_event = pyqtSignal(dict)
 
-    def __init__(self, client: BackendClient, request: AskRequest, done: Callable[[Optional[Answer], str, str], None]):
-        super().__init__(tr("GeoReasoner: {0}").format(request.question[:60]), QgsTask.Flag.CanCancel)
+    def __init__(self, client: BackendClient, questions: List[Question], done):
+        super().__init__(tr("GeoReasoner: {0}").format(questions[0].request.question[:60]), QgsTask.Flag.CanCancel)
         self.client = client
-        self.request = request
+        self.questions = questions
         self.done = done
-        self.answer: Optional[Answer] = None
+        self.results: List[Result] = []
         self.error = ""
         self.error_kind = ""
 
     def run(self) -> bool:
         self.client.is_cancelled = self.isCanceled
         try:
-            self.answer = self.client.ask_stream(self.request, self._on_event)
-            return True
-        except BackendError as exc:
+            for n, question in enumerate(self.questions):
+                if self.isCanceled():
+                    break
+                if len(self.questions) > 1:
+                    self.stream_event.emit({"event": "stage", "stage": "area", "n": n + 1, "of": len(self.questions)})
+                self.results.append(ask_one(self.client, question, self._on_event))
+            return not self.isCanceled()
+        except QuestionFailed as exc:
             self.error, self.error_kind = str(exc), exc.kind
         except Exception as exc:  # noqa: BLE001 - a task must not raise
             self.error, self.error_kind = tr("Unexpected error: {0}").format(exc), "bug"
@@ -57,7 +56,7 @@ class AskTask(QgsTask):
     def finished(self, result: bool) -> None:
         if self.isCanceled() and not self.error:
             self.error, self.error_kind = tr("Cancelled."), "cancelled"
-        self.done(self.answer if result else None, self.error, self.error_kind)
+        self.done(self.results, self.error, self.error_kind)
 
 
 class Asker(QObject):
@@ -66,7 +65,7 @@ class Asker(QObject):
     stage = pyqtSignal(str)
     token = pyqtSignal(str)
     queued = pyqtSignal(int)
-    answered = pyqtSignal(object)  # StoredAnswer
+    answered = pyqtSignal(object)  # StoredAnswer (once per area)
     failed = pyqtSignal(str, str)  # message, kind
     busy_changed = pyqtSignal(bool)
 
@@ -74,20 +73,18 @@ class Asker(QObject):
         super().__init__(parent)
         self.project = project or QgsProject.instance()
         self.task: Optional[AskTask] = None
-        self.capture: Optional[Capture] = None
-        self.store_path_override = None
 
     def is_busy(self) -> bool:
         return self.task is not None
 
-    def ask(self, client: BackendClient, request: AskRequest, capture: Capture) -> AskTask:
+    def ask(self, client: BackendClient, questions) -> AskTask:
         if self.task is not None:
             raise RuntimeError("a question is already running")
-        self.capture = capture
-        self.task = AskTask(client, request, self._done)
+        questions = questions if isinstance(questions, list) else [questions]
+        self.task = AskTask(client, questions, self._done)
         self.task.stream_event.connect(self._on_event)
         self.busy_changed.emit(True)
-        self.stage.emit(STAGE_SENDING)
+        self.stage.emit(CLIENT_STAGE_CAPTURE)
         QgsApplication.taskManager().addTask(self.task)
         return self.task
 
@@ -104,32 +101,23 @@ class Asker(QObject):
         elif kind == EVENT_QUEUED:
             self.queued.emit(int(event.get("position", 0)))
 
-    def _done(self, answer: Optional[Answer], error: str, kind: str) -> None:
-        capture, self.task, self.capture = self.capture, None, None
+    def _done(self, results: List[Result], error: str, kind: str) -> None:
+        self.task = None
         try:
-            if answer is None:
+            for result in results:  # what finished before a failure or a cancel is kept
+                try:
+                    self.answered.emit(self.add_layers(result.stored))
+                except StoreError as exc:
+                    self.failed.emit(str(exc), "store")
+                    return
+            if error:
                 log(error, "warning")
-                self.failed.emit(error or tr("The question failed."), kind or "error")
-                return
-            if answer.parse_status in (PARSE_INVALID, PARSE_NO_ANSWER):
-                problems = "; ".join(answer.parse_problems) or tr("no answer found")
-                self.failed.emit(tr("The model's answer could not be read ({0}): {1}. Nothing was added. "
-                                    "Rephrase the question, or check that the profile matches the model.")
-                                 .format(answer.parse_status, problems), "parse")
-                return
-            try:
-                stored = self.store_answer(answer, capture)
-            except StoreError as exc:
-                self.failed.emit(str(exc), "store")
-                return
-            self.answered.emit(stored)
+                self.failed.emit(error, kind or "error")
         finally:
             self.busy_changed.emit(False)
 
-    def store_answer(self, answer: Answer, capture: Capture) -> StoredAnswer:
-        geo = georeference(answer, capture.transform, capture.crs, capture.source_layers, capture.source, self.project)
-        path = self.store_path_override or store_path_for(self.project)
-        stored = AnswerStore(path).add(geo)
+    def add_layers(self, stored: StoredAnswer) -> StoredAnswer:
         add_to_project(stored, self.project)
+        remember_answer(self.project, stored.answer.answer_id)
         self.project.setDirty(True)
         return stored

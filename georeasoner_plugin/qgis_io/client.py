@@ -16,7 +16,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-from qgis.core import QgsApplication, QgsAuthMethodConfig, QgsNetworkAccessManager
+from qgis.core import QgsApplication, QgsNetworkAccessManager
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QByteArray, QEventLoop, QTimer, QUrl
 from qgis.PyQt.QtNetwork import QNetworkProxy, QNetworkReply, QNetworkRequest
 
@@ -26,8 +27,10 @@ from ..core.api import (ASK_FIELDS, ASK_STREAM_PATH, EVENT_ANSWER, EVENT_ERROR, 
 from ..core.protocol import Answer, ProtocolError
 from ..toolbelt.i18n import tr
 from ..toolbelt.settings import Settings
+
+_PENDING: set = set()
 START_HINT = ("Start one from Settings > Options > GeoReasoner (Local backend > Start), or in a shell: "
-              "<backend python> -m georeasoner_plugin.backend.cli serve --port 8765")
+              "georeasoner serve")
 
 
 class BackendError(Exception):
@@ -86,18 +89,21 @@ def network_manager_for(url: str):
 
 
 def read_token(settings: Settings) -> str:
-    """The bearer token: the authentication-manager config first, else the local token file."""
-    if settings.authcfg:
-        cfg = QgsAuthMethodConfig()
-        manager = QgsApplication.authManager()
-        if manager.loadAuthenticationConfig(settings.authcfg, cfg, True):
-            token = cfg.config("password", "") or cfg.config("token", "")
-            if token:
-                return token.strip()
+    """The bearer token of a token file: the one in the settings, else GEOREASONER_TOKEN_FILE, else the
+    local backend's default (core/api.py's rule). (A token in an authentication config is applied to
+    each request by QGIS's authentication manager instead, see BackendClient.authcfg.)"""
     try:
         return settings.token_path().read_text(encoding="utf-8").strip()
     except OSError:
         return ""
+
+
+def apply_auth(request: QNetworkRequest, authcfg: str) -> bool:
+    """Let QGIS's authentication manager put the config's credentials on the request."""
+    if not authcfg:
+        return False
+    result = QgsApplication.authManager().updateNetworkRequest(request, authcfg)
+    return bool(result[0] if isinstance(result, tuple) else result)
 
 
 def _multipart(fields_: List[tuple]) -> tuple:
@@ -118,17 +124,24 @@ def _multipart(fields_: List[tuple]) -> tuple:
 
 class BackendClient:
     def __init__(self, base_url: str, token: str = "", timeout_s: float = 120.0, connect_timeout_s: float = 10.0,
-                 is_cancelled: Optional[Callable[[], bool]] = None):
+                 is_cancelled: Optional[Callable[[], bool]] = None, authcfg: str = ""):
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self.authcfg = authcfg
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.is_cancelled = is_cancelled or (lambda: False)
 
     @classmethod
-    def from_settings(cls, settings: Optional[Settings] = None, **kwargs) -> "BackendClient":
+    def from_settings(cls, settings: Optional[Settings] = None, url: str = "", authcfg: Optional[str] = None,
+                      **kwargs) -> "BackendClient":
+        """A client for the settings' backend (or `url`); the token from the authentication config
+        (`authcfg`, default the settings') when one is set, else from the token file."""
         settings = settings or Settings.load()
-        return cls(settings.backend_url, read_token(settings), settings.timeout_s, settings.connect_timeout_s, **kwargs)
+        authcfg = settings.authcfg if authcfg is None else authcfg
+        token = "" if authcfg else read_token(settings)
+        return cls(url or settings.backend_url, token, settings.timeout_s, settings.connect_timeout_s,
+                   authcfg=authcfg, **kwargs)
 
     # -- public calls -------------------------------------------------------------------------
     def health(self) -> Dict:
@@ -167,6 +180,44 @@ class BackendClient:
         raise BackendError(tr("The backend closed the answer stream before answering: it may have crashed or "
                               "been stopped. Look at its log (Options > GeoReasoner > Local backend log), then "
                               "start it again."), "closed")
+
+    def get_async(self, path: str, callback: Callable[[Optional[Dict], str], None], receiver=None):
+        """GUI thread, never blocks: GET `path`, then callback(json, "") or callback(None, message);
+        nothing is called when `receiver` (the widget that asked) is gone by then."""
+        url = self.base_url + path
+        nam = network_manager_for(url)
+        request = QNetworkRequest(QUrl(url))
+        request.setTransferTimeout(int(self.connect_timeout_s * 1000))
+        try:
+            if self.token:
+                request.setRawHeader(b"Authorization", f"Bearer {self.token}".encode("utf-8"))
+            elif self.authcfg:
+                apply_auth(request, self.authcfg)
+        except BackendError:
+            pass
+        reply = nam.get(request)
+
+        def finished():
+            status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute)
+            data = bytes(reply.readAll())
+            error = reply.errorString()
+            reply.deleteLater()
+            _PENDING.discard(keep)
+            if receiver is not None and sip.isdeleted(receiver):
+                return
+            if not status:
+                callback(None, tr("No GeoReasoner backend answers at {0} ({1}). ").format(self.base_url, error)
+                         + tr(START_HINT))
+                return
+            try:
+                callback(self._json(int(status), data), "")
+            except BackendError as exc:
+                callback(None, str(exc))
+
+        keep = (nam, reply, finished)
+        _PENDING.add(keep)  # the manager, the reply and the slot live until the reply finishes
+        reply.finished.connect(finished)
+        return reply
 
     # -- internals ----------------------------------------------------------------------------
     def _ask_body(self, request: AskRequest):
@@ -213,8 +264,8 @@ class BackendClient:
 
     def _http_error(self, status: int, message: str) -> BackendError:
         hints = {
-            401: tr("The backend refused the token. Set the token in Options > GeoReasoner (it is in the "
-                    "backend's token file, whose path the backend prints when it starts)."),
+            401: tr("The backend refused the token. Set the token in Options > GeoReasoner (a local backend's "
+                    "token file, whose path the backend prints when it starts, or an authentication config)."),
             403: tr("The backend refused the request (its host check). Use the address it printed."),
             413: tr("The image is too large for the backend. Lower the capture size in Options > GeoReasoner."),
             415: tr("The backend cannot read the captured image format."),
@@ -224,8 +275,10 @@ class BackendClient:
             504: tr("The backend timed out answering. Try a smaller capture or a lighter model."),
         }
         hint = hints.get(status, tr("Look at the backend's log."))
-        text = tr("Backend error {0}: {1}").format(status, message or "-") + " " + hint
         kind = "auth" if status in (401, 403) else "http"
+        if status == 401:  # the hint says it all; the server's own text would say it a second time
+            return BackendError(tr("Backend error 401:") + " " + hint, kind, status)
+        text = tr("Backend error {0}: {1}").format(status, message or "-") + " " + hint
         return BackendError(text, kind, status)
 
     def _request(self, method: str, path: str, body: Optional[bytes] = None, content_type: str = "",
@@ -241,6 +294,10 @@ class BackendClient:
                              QNetworkRequest.RedirectPolicy.NoLessSafeRedirectPolicy)
         if self.token:
             request.setRawHeader(b"Authorization", f"Bearer {self.token}".encode("utf-8"))
+        elif self.authcfg and not apply_auth(request, self.authcfg):
+            raise BackendError(tr("The authentication config {0} (Options > GeoReasoner > Token) cannot be "
+                                  "used: it is missing or the master password was not given.").format(self.authcfg),
+                               "auth")
         if content_type:
             request.setHeader(QNetworkRequest.KnownHeaders.ContentTypeHeader, content_type)
         if method == "GET":

@@ -1,15 +1,17 @@
-"""Every answer lives in one GeoPackage: an `answers` table (question, reasoning, the whole answer
-as JSON, transform, CRS) and, per answer, tables boxes_<id>, points_<id>, contours_<id> and a raster
-mask_<id>. The project's layers point into it, so reopening a project brings every answer back.
+"""Every answer lives in one GeoPackage: an `answers` table (title, question, reasoning, the whole
+answer as JSON, transform, CRS, area of interest) and, per answer, tables boxes_<id>, points_<id>,
+contours_<id> and a raster mask_<id>. The project's layers point into it (relative paths), so a
+reopened, moved or shared project folder brings every answer back.
 
-The store sits next to the saved project (<project>_georeasoner.gpkg) or, for an unsaved project,
-in the QGIS profile's data folder.
+The store sits next to the saved project (<project>_georeasoner.gpkg). Before a project's first
+save its answers go to the profile's data folder; `move_answers_into` moves them beside the project
+when it is saved. Feature attributes follow core/fields.py; this module is a thin adapter over it.
+Writing runs in a QgsTask: nothing here touches the project or the GUI.
 """
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -17,63 +19,45 @@ from osgeo import gdal, ogr
 from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
-    QgsDistanceArea,
+    QgsCoordinateTransformContext,
     QgsFeature,
-    QgsField,
-    QgsFields,
-    QgsGeometry,
-    QgsPointXY,
     QgsProject,
-    QgsUnitTypes,
     QgsVectorFileWriter,
     QgsVectorLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QMetaType
 
+from ..core.fields import KIND_DATETIME, KIND_STR
 from ..core.georef import GeoTransform
 from ..core.protocol import Answer
 from ..toolbelt.i18n import tr
+from .features import KINDS, GeoreferencedAnswer, georeference, layer_fields, model_label, qdatetime, qgs_fields
+
+__all__ = ["AnswerStore", "StoredAnswer", "StoreError", "georeference", "GeoreferencedAnswer", "store_path_for",
+           "model_label", "KINDS", "ANSWERS_TABLE", "STORE_SUFFIX", "short_id", "unsaved_store_path"]
 
 ANSWERS_TABLE = "answers"
-KINDS = ("boxes", "points", "contours")
 STORE_SUFFIX = "_georeasoner.gpkg"
+ANSWER_FIELDS = [("answer_id", KIND_STR), ("title", KIND_STR), ("question", KIND_STR), ("profile", KIND_STR),
+                 ("model", KIND_STR), ("created", KIND_DATETIME), ("reasoning", KIND_STR), ("source", KIND_STR),
+                 ("capture", KIND_STR), ("area_wkt", KIND_STR), ("crs", KIND_STR), ("transform", KIND_STR),
+                 ("tables", KIND_STR), ("edited", KIND_STR), ("original_json", KIND_STR), ("answer_json", KIND_STR)]
+GEOMETRY = {"boxes": QgsWkbTypes.Type.Polygon, "points": QgsWkbTypes.Type.Point,
+            "contours": QgsWkbTypes.Type.MultiPolygon}
 
 
 class StoreError(Exception):
     """Writing or reading the answer store failed; the message says where and why."""
 
 
-def _field(name: str, kind: str) -> QgsField:
-    types = {"str": QMetaType.Type.QString, "int": QMetaType.Type.Int, "float": QMetaType.Type.Double}
-    return QgsField(name, types[kind])
-
-
-# Attribute names are shapefile-safe (<= 10 characters) so exports keep them unchanged.
-FEATURE_FIELDS = [("answer_id", "str"), ("question", "str"), ("obj_index", "int"), ("score", "float"),
-                  ("area_m2", "float"), ("model", "str"), ("profile", "str"), ("created", "str"),
-                  ("source", "str")]
-POINT_FIELDS = FEATURE_FIELDS + [("point_no", "int")]
-ANSWER_FIELDS = [("answer_id", "str"), ("question", "str"), ("profile", "str"), ("model", "str"),
-                 ("created", "str"), ("reasoning", "str"), ("source", "str"), ("capture", "str"),
-                 ("crs", "str"), ("transform", "str"), ("tables", "str"), ("answer_json", "str")]
-
-
-def fields_of(spec) -> QgsFields:
-    fields = QgsFields()
-    for name, kind in spec:
-        fields.append(_field(name, kind))
-    return fields
-
-
 def short_id(answer_id: str) -> str:
     return "".join(ch for ch in answer_id if ch.isalnum())[:12].lower()
 
 
-def model_label(answer: Answer) -> str:
-    parts = [answer.models.get(k) for k in ("reasoner", "segmenter") if answer.models.get(k)]
-    parts += [v for k, v in answer.models.items() if k not in ("reasoner", "segmenter")]
-    return " + ".join(parts)
+def unsaved_store_path() -> Path:
+    folder = Path(QgsApplication.qgisSettingsDirPath()) / "georeasoner"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / ("unsaved" + STORE_SUFFIX)
 
 
 def store_path_for(project: QgsProject) -> Path:
@@ -82,9 +66,7 @@ def store_path_for(project: QgsProject) -> Path:
     if filename:
         path = Path(filename)
         return path.with_name(path.stem + STORE_SUFFIX)
-    folder = Path(QgsApplication.qgisSettingsDirPath()) / "georeasoner"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / ("unsaved" + STORE_SUFFIX)
+    return unsaved_store_path()
 
 
 @dataclass
@@ -96,7 +78,10 @@ class StoredAnswer:
     transform: GeoTransform
     source: str = ""
     capture: str = ""
-    extent: Optional[Sequence[float]] = None
+    title: str = ""
+    area_wkt: str = ""
+    edited: Sequence[int] = ()
+    original_json: str = ""  # the model's answer before any correction ("" = never corrected)
 
     def uri(self, kind: str) -> str:
         table = self.tables[kind]
@@ -105,84 +90,13 @@ class StoredAnswer:
         return f"{self.store}|layername={table}"
 
 
-@dataclass
-class GeoreferencedAnswer:
-    """An answer in map coordinates, with the features per layer (not yet written anywhere)."""
-    answer: Answer
-    crs: QgsCoordinateReferenceSystem
-    transform: GeoTransform
-    features: Dict[str, List[QgsFeature]] = field(default_factory=dict)
-    source: str = ""
-    capture: str = ""
-
-
-def georeference(answer: Answer, transform: GeoTransform, crs: QgsCoordinateReferenceSystem,
-                 source_layers: Sequence[str] = (), capture: str = "canvas",
-                 project: Optional[QgsProject] = None) -> GeoreferencedAnswer:
-    """Map-space features for the Boxes, Points and Contours layers, with ellipsoidal areas."""
-    project = project or QgsProject.instance()
-    area = QgsDistanceArea()
-    area.setSourceCrs(crs, project.transformContext())
-    ellipsoid = project.ellipsoid()
-    area.setEllipsoid(ellipsoid if ellipsoid and ellipsoid != "NONE" else "EPSG:7030")
-    source = ", ".join(source_layers)
-    common = {"answer_id": answer.answer_id, "question": answer.question, "model": model_label(answer),
-              "profile": answer.profile, "created": answer.created, "source": source}
-
-    def square_metres(geometry: QgsGeometry) -> Optional[float]:
-        if not crs.isValid():
-            return None
-        value = area.measureArea(geometry)
-        value = area.convertAreaMeasurement(value, QgsUnitTypes.AreaUnit.AreaSquareMeters)
-        return float(value) if math.isfinite(value) else None
-
-    def feature(spec, geometry, obj, extra=None) -> QgsFeature:
-        f = QgsFeature(fields_of(spec))
-        f.setGeometry(geometry)
-        values = dict(common, obj_index=obj.index, score=obj.score,
-                      area_m2=square_metres(geometry) if geometry.type() == QgsWkbTypes.GeometryType.PolygonGeometry
-                      else None)
-        values.update(extra or {})
-        for name, _ in spec:
-            f[name] = values.get(name)
-        return f
-
-    def pt(p) -> QgsPointXY:
-        return QgsPointXY(p[0], p[1])
-
-    out = GeoreferencedAnswer(answer, crs, transform, {k: [] for k in KINDS}, source, capture)
-    for obj in answer.objects:
-        if obj.box is not None and "boxes" in answer.granularities:
-            ring = [pt(p) for p in transform.box_to_map_ring(obj.box)]
-            out.features["boxes"].append(feature(FEATURE_FIELDS, QgsGeometry.fromPolygonXY([ring]), obj))
-        if "points" in answer.granularities:
-            for n, p in enumerate(obj.points):
-                geom = QgsGeometry.fromPointXY(pt(transform.pixel_to_map(p[0], p[1])))
-                out.features["points"].append(feature(POINT_FIELDS, geom, obj, {"point_no": n}))
-        if obj.polygons and "contours" in answer.granularities:
-            parts = []
-            for poly in obj.polygons:
-                mp = transform.polygon_to_map(poly)
-                rings = [[pt(p) for p in _closed(mp.exterior)]] + [[pt(p) for p in _closed(h)] for h in mp.holes]
-                parts.append(rings)
-            geom = QgsGeometry.fromMultiPolygonXY(parts)
-            out.features["contours"].append(feature(FEATURE_FIELDS, geom, obj))
-    return out
-
-
-def _closed(ring):
-    ring = list(ring)
-    if ring and ring[0] != ring[-1]:
-        ring.append(ring[0])
-    return ring
-
-
 class AnswerStore:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, transform_context: Optional[QgsCoordinateTransformContext] = None):
         self.path = Path(path)
+        self.context = transform_context or QgsCoordinateTransformContext()
 
     # -- writing --------------------------------------------------------------------------------
-    def add(self, geo: GeoreferencedAnswer) -> StoredAnswer:
+    def add(self, geo: GeoreferencedAnswer, title: str = "", original_json: str = "") -> StoredAnswer:
         """Write every table of one answer; on any failure remove what was written and raise."""
         answer = geo.answer
         sid = short_id(answer.answer_id)
@@ -194,9 +108,7 @@ class AnswerStore:
                 if kind not in answer.granularities:
                     continue
                 table = f"{kind}_{sid}"
-                geom_type = {"boxes": "Polygon", "points": "Point", "contours": "MultiPolygon"}[kind]
-                spec = POINT_FIELDS if kind == "points" else FEATURE_FIELDS
-                self._write_table(table, geom_type, spec, geo.features.get(kind, []), geo.crs)
+                self._write_features(table, layer_fields(kind), GEOMETRY[kind], geo.features.get(kind, []), geo.crs)
                 written.append(table)
                 tables[kind] = table
             if "masks" in answer.granularities and any(o.mask is not None for o in answer.objects):
@@ -204,80 +116,62 @@ class AnswerStore:
                 self._write_mask(table, answer, geo.transform, geo.crs)
                 written.append(table)
                 tables["mask"] = table
-            self._write_answer_row(geo, tables)
+            self._write_answer_row(geo, tables, title, original_json)
         except Exception as exc:  # noqa: BLE001 - leave nothing half-made behind
             self._drop_tables(written)
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(tr("Could not write the answer to {0}: {1}").format(self.path, exc)) from exc
-        return StoredAnswer(answer, self.path, tables, geo.crs, geo.transform, geo.source, geo.capture)
+        return StoredAnswer(answer, self.path, tables, geo.crs, geo.transform, geo.source, geo.capture, title,
+                            geo.area_wkt, tuple(geo.edited), original_json)
 
-    def _writer_options(self, table: str) -> QgsVectorFileWriter.SaveVectorOptions:
+    def _write_features(self, table, fields, geometry_type, features, crs, append=False) -> None:
         options = QgsVectorFileWriter.SaveVectorOptions()
         options.driverName = "GPKG"
         options.layerName = table
         options.fileEncoding = "UTF-8"
-        options.actionOnExistingFile = (QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteLayer
-                                        if self.path.exists() else
-                                        QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteFile)
-        return options
-
-    def _write_table(self, table, geom_type, spec, features, crs) -> None:
-        uri = f"{geom_type}?crs={crs.authid()}" if crs.authid() else geom_type
-        layer = QgsVectorLayer(uri, table, "memory")
-        if not crs.authid() and crs.isValid():
-            layer.setCrs(crs)
-        layer.dataProvider().addAttributes(list(fields_of(spec)))
-        layer.updateFields()
-        layer.dataProvider().addFeatures(features)
-        self._write_layer(layer, table)
-
-    def _write_layer(self, layer, table, append=False) -> None:
-        options = self._writer_options(table)
         if append:
             options.actionOnExistingFile = QgsVectorFileWriter.ActionOnExistingFile.AppendToLayerNoNewFields
-        error, message, _, _ = QgsVectorFileWriter.writeAsVectorFormatV3(
-            layer, str(self.path), QgsProject.instance().transformContext(), options)
-        if error != QgsVectorFileWriter.WriterError.NoError:
+        elif self.path.exists():
+            options.actionOnExistingFile = QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteLayer
+        else:
+            options.actionOnExistingFile = QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteFile
+        writer = QgsVectorFileWriter.create(str(self.path), fields, geometry_type, crs, self.context, options)
+        if writer.hasError() != QgsVectorFileWriter.WriterError.NoError:
+            raise StoreError(tr("Could not write table {0} to {1}: {2}").format(table, self.path, writer.errorMessage()))
+        for f in features:
+            out = QgsFeature(fields)
+            out.setGeometry(f.geometry())
+            out.setAttributes(f.attributes())
+            writer.addFeature(out)
+        message = writer.errorMessage()
+        del writer  # closes the file
+        if message:
             raise StoreError(tr("Could not write table {0} to {1}: {2}").format(table, self.path, message))
 
-    def _write_answer_row(self, geo: GeoreferencedAnswer, tables: Dict[str, str]) -> None:
+    def _write_answer_row(self, geo: GeoreferencedAnswer, tables: Dict[str, str], title: str,
+                          original_json: str) -> None:
         answer = geo.answer
-        layer = QgsVectorLayer("None", ANSWERS_TABLE, "memory")
-        layer.dataProvider().addAttributes(list(fields_of(ANSWER_FIELDS)))
-        layer.updateFields()
-        f = QgsFeature(layer.fields())
-        values = {"answer_id": answer.answer_id, "question": answer.question, "profile": answer.profile,
-                  "model": model_label(answer), "created": answer.created, "reasoning": answer.reasoning,
-                  "source": geo.source, "capture": geo.capture, "crs": geo.crs.toWkt(),
+        fields = qgs_fields(ANSWER_FIELDS)
+        f = QgsFeature(fields)
+        values = {"answer_id": answer.answer_id, "title": title, "question": answer.question,
+                  "profile": answer.profile, "model": model_label(answer),
+                  "created": qdatetime(answer.created), "reasoning": answer.reasoning,
+                  "source": geo.source, "capture": geo.capture, "area_wkt": geo.area_wkt, "crs": geo.crs.toWkt(),
                   "transform": json.dumps(list(geo.transform.to_gdal())), "tables": json.dumps(tables),
+                  "edited": json.dumps(sorted(geo.edited)), "original_json": original_json,
                   "answer_json": answer.to_json()}
         for name, _ in ANSWER_FIELDS:
             f[name] = values[name]
-        layer.dataProvider().addFeatures([f])
-        self._write_layer(layer, ANSWERS_TABLE, append=ANSWERS_TABLE in self.tables())
+        self._write_features(ANSWERS_TABLE, fields, QgsWkbTypes.Type.NoGeometry, [f], QgsCoordinateReferenceSystem(),
+                             append=ANSWERS_TABLE in self.tables())
 
     def _write_mask(self, table: str, answer: Answer, transform: GeoTransform, crs) -> None:
-        width, height = answer.image_width, answer.image_height
-        union = bytearray(width * height)
-        for obj in answer.objects:
-            if obj.mask is None or obj.mask.width != width or obj.mask.height != height:
-                continue
-            value = min(255, obj.index + 1)
-            pos, bit = 0, 0
-            for count in obj.mask.counts:
-                if bit and count:
-                    union[pos:pos + count] = bytes([value]) * count
-                pos += count
-                bit = 1 - bit
-        data, gt, w, h = bytes(union), transform.to_gdal(), width, height
+        mem = mask_dataset(answer, transform, crs)
         if transform.is_rotated():
-            data, gt, w, h = _north_up(union, width, height, transform)
-        mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Byte)
-        mem.SetGeoTransform(gt)
-        if crs.isValid():
-            mem.SetProjection(crs.toWkt())
-        mem.GetRasterBand(1).WriteRaster(0, 0, w, h, data)
+            # GDAL's warper takes the rotated geotransform to a north-up grid of the same pixel size.
+            size = transform.pixel_area() ** 0.5
+            mem = gdal.Warp("", mem, format="MEM", xRes=size, yRes=size, resampleAlg="near", dstNodata=0)
         options = ["RASTER_TABLE=" + table, "APPEND_SUBDATASET=YES", "TILE_FORMAT=PNG"]
         out = gdal.GetDriverByName("GPKG").CreateCopy(str(self.path), mem, options=options)
         if out is None:
@@ -303,15 +197,46 @@ class AnswerStore:
                     ds.ExecuteSQL(sql)
         ds = None  # noqa: F841
 
+    def _sql(self, statement: str) -> None:
+        ds = ogr.Open(str(self.path), 1)
+        if ds is None:
+            raise StoreError(tr("Cannot open the answer store {0} for writing.").format(self.path))
+        ds.ExecuteSQL(statement)
+        ds = None  # noqa: F841
+
     def remove(self, answer_id: str) -> None:
         """Drop an answer's tables and its row."""
-        rows = [r for r in self.answers() if r["answer_id"] == answer_id]
-        for row in rows:
+        for row in [r for r in self.answers() if r["answer_id"] == answer_id]:
             self._drop_tables(list(row["tables"].values()))
-        ds = ogr.Open(str(self.path), 1)
-        if ds is not None:
-            ds.ExecuteSQL(f"DELETE FROM {ANSWERS_TABLE} WHERE answer_id = '{answer_id}'")
-            ds = None  # noqa: F841
+        if self.path.exists():
+            self._sql(f"DELETE FROM {ANSWERS_TABLE} WHERE answer_id = {_quote(answer_id)}")
+
+    def rename(self, answer_id: str, title: str) -> None:
+        self._sql(f"UPDATE {ANSWERS_TABLE} SET title = {_quote(title)} WHERE answer_id = {_quote(answer_id)}")
+
+    def copy_answer(self, answer_id: str, target: "AnswerStore") -> Optional[StoredAnswer]:
+        """Copy one answer (row and tables) into another store; None when this store lacks it."""
+        row = next((r for r in self.answers() if r["answer_id"] == answer_id), None)
+        if row is None:
+            return None
+        target.path.parent.mkdir(parents=True, exist_ok=True)
+        for kind, table in row["tables"].items():
+            if kind == "mask":
+                out = gdal.Translate(str(target.path), f"GPKG:{self.path}:{table}", format="GPKG",
+                                     creationOptions=["RASTER_TABLE=" + table, "APPEND_SUBDATASET=YES",
+                                                      "TILE_FORMAT=PNG"])
+            else:
+                out = gdal.VectorTranslate(str(target.path), str(self.path), layers=[table], format="GPKG",
+                                           accessMode="update" if target.path.exists() else None)
+            if out is None:
+                raise StoreError(tr("Could not copy {0} into {1}: {2}").format(table, target.path, gdal.GetLastErrorMsg()))
+            out = None  # noqa: F841
+        out = gdal.VectorTranslate(str(target.path), str(self.path), layers=[ANSWERS_TABLE], format="GPKG",
+                                   accessMode="append", where=f"answer_id = {_quote(answer_id)}")
+        if out is None:
+            raise StoreError(tr("Could not copy the answer into {0}: {1}").format(target.path, gdal.GetLastErrorMsg()))
+        out = None  # noqa: F841
+        return target.get(answer_id)
 
     # -- reading --------------------------------------------------------------------------------
     def tables(self) -> List[str]:
@@ -329,13 +254,16 @@ class AnswerStore:
         if ANSWERS_TABLE not in self.tables():
             return []
         layer = QgsVectorLayer(f"{self.path}|layername={ANSWERS_TABLE}", ANSWERS_TABLE, "ogr")
+        names = layer.fields().names()
         rows = []
         for f in layer.getFeatures():
-            row = {name: f[name] for name, _ in ANSWER_FIELDS}
-            row["tables"] = json.loads(row["tables"] or "{}")
-            row["transform"] = json.loads(row["transform"] or "[]")
+            row = {name: (f[name] if name in names else None) for name, _ in ANSWER_FIELDS}
+            for key in ("tables", "transform", "edited"):
+                row[key] = json.loads(row[key] or ("{}" if key == "tables" else "[]"))
+            created = row["created"]
+            row["created"] = created.toString("yyyy-MM-ddTHH:mm:ss") if hasattr(created, "toString") else str(created)
             rows.append(row)
-        rows.sort(key=lambda r: str(r["created"]))
+        rows.sort(key=lambda r: r["created"])
         return rows
 
     def get(self, answer_id: str) -> Optional[StoredAnswer]:
@@ -351,29 +279,36 @@ class AnswerStore:
         answer = Answer.from_json(row["answer_json"])
         crs = QgsCoordinateReferenceSystem.fromWkt(row["crs"]) if row["crs"] else QgsCoordinateReferenceSystem()
         return StoredAnswer(answer, self.path, dict(row["tables"]), crs, GeoTransform.from_gdal(row["transform"]),
-                            row["source"] or "", row["capture"] or "")
+                            row["source"] or "", row["capture"] or "", _text(row["title"]), _text(row["area_wkt"]),
+                            tuple(row["edited"]), _text(row["original_json"]))
 
 
-def _north_up(data: bytearray, width: int, height: int, transform: GeoTransform):
-    """Nearest-neighbour resample of a rotated pixel grid onto a north-up grid of the same pixel area."""
+def _text(value) -> str:
+    return "" if value is None or (hasattr(value, "isNull") and value.isNull()) else str(value)
+
+
+def _quote(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def mask_dataset(answer: Answer, transform: GeoTransform, crs):
+    """The union of the objects' masks as a one-band MEM dataset (object index + 1; 0 = none)."""
     import numpy as np  # QGIS's own numpy
 
-    src = np.frombuffer(bytes(data), dtype=np.uint8).reshape(height, width)
-    corners = [transform.pixel_to_map(c, r) for c, r in ((0, 0), (width, 0), (0, height), (width, height))]
-    xs, ys = [p[0] for p in corners], [p[1] for p in corners]
-    size = math.sqrt(transform.pixel_area())
-    w = max(1, int(math.ceil((max(xs) - min(xs)) / size)))
-    h = max(1, int(math.ceil((max(ys) - min(ys)) / size)))
-    x0, y0 = min(xs), max(ys)
-    cols = x0 + (np.arange(w) + 0.5) * size
-    rows = y0 - (np.arange(h) + 0.5) * size
-    gx, gy = np.meshgrid(cols, rows)
-    det = transform.determinant()
-    dx, dy = gx - transform.origin_x, gy - transform.origin_y
-    pc = (dx * transform.pixel_height - dy * transform.row_rotation) / det
-    pr = (dy * transform.pixel_width - dx * transform.column_rotation) / det
-    ci, ri = np.floor(pc).astype(int), np.floor(pr).astype(int)
-    inside = (ci >= 0) & (ci < width) & (ri >= 0) & (ri < height)
-    out = np.zeros((h, w), dtype=np.uint8)
-    out[inside] = src[ri[inside], ci[inside]]
-    return out.tobytes(), (x0, size, 0.0, y0, 0.0, -size), w, h
+    width, height = answer.image_width, answer.image_height
+    union = np.zeros(width * height, dtype=np.uint8)
+    for obj in answer.objects:
+        if obj.mask is None or obj.mask.width != width or obj.mask.height != height:
+            continue
+        counts = np.asarray(obj.mask.counts, dtype=np.int64)
+        # run-length decode in one step: every odd run (ones) repeated by its length
+        inside = np.repeat((np.arange(len(counts)) % 2).astype(bool), counts)
+        union[inside] = min(255, obj.index + 1)
+    mem = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GDT_Byte)
+    mem.SetGeoTransform(transform.to_gdal())
+    if crs.isValid():
+        mem.SetProjection(crs.toWkt())
+    band = mem.GetRasterBand(1)
+    band.WriteArray(union.reshape(height, width))
+    band.SetNoDataValue(0)
+    return mem

@@ -190,3 +190,26 @@ def wait_until(predicate, timeout=120.0):
             return True
         time.sleep(0.02)
     return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def real_message_bar(request):
+    """pytest-qgis's interface has a recording stand-in for the message bar; the plugin uses QGIS's
+    own QgsMessageBar API (pushItem / popWidget), so give the interface a real one."""
+    if "qgis_iface" not in request.fixturenames and not _has_qgis():
+        yield None
+        return
+    iface = request.getfixturevalue("qgis_iface")
+    from qgis.gui import QgsMessageBar
+
+    bar = QgsMessageBar(iface.mainWindow())
+    iface._messageBar = bar
+    yield bar
+
+
+def _has_qgis() -> bool:
+    try:
+        import qgis.gui  # noqa: F401
+        return True
+    except ImportError:
+        return False

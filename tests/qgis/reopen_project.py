@@ -32,12 +32,12 @@ for group in project.layerTreeRoot().findGroups(True):
         layers.append({"name": layer.name(), "valid": layer.isValid(),
                        "kind": layer.customProperty("georeasoner/kind", ""),
                        "count": layer.featureCount() if hasattr(layer, "featureCount") else -1,
-                       "crs": layer.crs().authid()})
+                       "crs": layer.crs().authid(), "source": layer.source().replace("GPKG:", "")})
     report["groups"].append({"name": group.name(), "answer_id": answer_id, "layers": layers})
 for i in range(dock.history.count()):
     item = dock.history.item(i)
     answer_id = item.data(0x0100)
-    stored = dock._answers[answer_id]
+    stored = dock.history_panel.answers[answer_id]
     report["history"].append({"answer_id": answer_id, "reasoning": stored.answer.reasoning,
                               "objects": len(stored.answer.objects)})
 print("REPORT " + json.dumps(report))

@@ -1,14 +1,14 @@
 """A small stand-in for QgisInterface for scripts run outside pytest-qgis."""
 from unittest.mock import MagicMock
 
-from pytest_qgis.mock_qgis_classes import MockMessageBar
+from qgis.gui import QgsMessageBar
 
 
 class Iface:
     """The part of QgisInterface the plugin uses, keeping count of what is added and removed."""
 
     def __init__(self, window, canvas):
-        self.window, self.canvas, self.bar = window, canvas, MockMessageBar()
+        self.window, self.canvas, self.bar = window, canvas, QgsMessageBar(window)
         self.icons, self.menu_entries = [], []
         self.registerOptionsWidgetFactory = MagicMock()
         self.unregisterOptionsWidgetFactory = MagicMock()

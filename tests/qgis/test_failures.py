@@ -30,7 +30,6 @@ def dock(qgis_iface, naip_path, tmp_path):
     canvas.setLayers([layer])
     canvas.setExtent(layer.extent())
     widget = GeoReasonerDock(qgis_iface)
-    widget.asker.store_path_override = tmp_path / "answers.gpkg"
     widget.question.setText("Which lakes could supply irrigation water?")
     yield widget
     widget.asker.cancel()

@@ -33,9 +33,9 @@ def test_dock_enter_asks_and_history_zooms(qgis_iface, replay_backend, settings_
     canvas.setExtent(layer.extent())
     assert wait_until(lambda: canvas.mapSettings().outputSize().width() == 934, 10), canvas.mapSettings().outputSize()
     dock = GeoReasonerDock(qgis_iface)
-    dock.asker.store_path_override = tmp_path / "answers.gpkg"
-    info = dock.refresh_info()
-    assert info and dock.profile.count() > 1
+    # the dock asks the backend's health and profiles by itself when it opens
+    assert wait_until(lambda: dock.profile.count() > 1, 30), dock.models_label.text()
+    assert dock.models_label.text().startswith("ready")
     stages = []
     dock.asker.stage.connect(stages.append)
     dock.question.setText("Which lakes could supply irrigation water?")
@@ -52,6 +52,7 @@ def test_dock_enter_asks_and_history_zooms(qgis_iface, replay_backend, settings_
     dock.history.clearSelection()
     dock.history.item(0).setSelected(True)
     assert canvas.extent().width() < before
+    dock.history_panel.delete([dock.history_panel.answers[dock.history.item(0).data(Qt.ItemDataRole.UserRole)]])
     dock.deleteLater()
     canvas.resize(old_size)
     window.hide()

@@ -10,9 +10,11 @@ from osgeo import ogr
 from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer
 
 from georeasoner_plugin.qgis_io.asker import Asker
-from georeasoner_plugin.qgis_io.capture import capture_raster
+from georeasoner_plugin.qgis_io.capture import prepare_raster
 from georeasoner_plugin.qgis_io.client import AskRequest, BackendClient
 from georeasoner_plugin.qgis_io.export import ExistingFilesError, export_answers
+from georeasoner_plugin.qgis_io.service import Question
+from georeasoner_plugin.qgis_io.store import store_path_for
 
 from test_end_to_end import ask_and_wait
 
@@ -30,12 +32,12 @@ def saved_answer(replay_backend, naip_path, tmp_path_factory):
     project.setCrs(naip.crs())
     path = folder / "lakes.qgz"
     assert project.write(str(path))
-    capture = capture_raster(naip, naip.extent(), naip.crs(), project=project)
-    assert (capture.width, capture.height) == (934, 723)  # the raster's own grid
+    spec = prepare_raster(naip, naip.extent(), naip.crs(), transform_context=project.transformContext())
+    assert (spec.width, spec.height) == (934, 723)  # the raster's own grid
     client = BackendClient(replay_backend.url, replay_backend.token, timeout_s=120)
     asker = Asker(project)
-    results = ask_and_wait(asker, client, AskRequest("Which lakes could supply irrigation water?",
-                                                     capture.png_bytes()), capture)
+    results = ask_and_wait(asker, client, Question(AskRequest("Which lakes could supply irrigation water?", b""),
+                                                   spec, store_path_for(project), project.transformContext()))
     assert "error" not in results, results.get("error")
     assert project.write(str(path))
     stored = results["stored"]
@@ -53,7 +55,7 @@ def test_reopen_after_restart_brings_everything_back(saved_answer):
     report = json.loads(lines[-1][7:])
     assert report["read"]
     (group,) = [g for g in report["groups"] if g["answer_id"] == stored.answer.answer_id]
-    assert group["name"] == "Which lakes could supply irrigation water?"
+    assert group["name"].startswith("Which lakes could supply irrigation water? (")
     kinds = {layer["kind"]: layer for layer in group["layers"]}
     assert set(kinds) == {"boxes", "points", "contours", "mask"}
     assert all(layer["valid"] for layer in group["layers"])
@@ -77,7 +79,8 @@ def test_export_shapefiles_in_source_crs(saved_answer, tmp_path):
     srs.AutoIdentifyEPSG()
     assert srs.GetAuthorityCode(None) == "26914"
     names = [layer.GetLayerDefn().GetFieldDefn(i).GetName() for i in range(layer.GetLayerDefn().GetFieldCount())]
-    assert names == ["answer_id", "question", "obj_index", "score", "area_m2", "model", "profile", "created", "source"]
+    from georeasoner_plugin.core.fields import field_names
+    assert names == field_names("boxes")
     assert layer.GetFeatureCount() == 4
     feature = layer.GetNextFeature()
     assert feature.GetField("answer_id") == stored.answer.answer_id

@@ -110,7 +110,7 @@ class TiledEngine:
         for rgb in images:
             height, width = rgb.shape[:2]
             frame = prof.frame.frame_for(width, height)
-            frames.append(_resize_to_frame(rgb, frame.frame_width, frame.frame_height, prof.frame.kind))
+            frames.append(resize_to_frame(rgb, frame.frame_width, frame.frame_height, prof.frame.kind))
         answers: List[Optional[str]] = [None] * len(frames)
         opts = request.options
         for size in dict.fromkeys(f.size for f in frames):
