@@ -1,8 +1,10 @@
-"""``training``: prepare EarthReason (more subcommands plug in through COMMANDS).
+"""``training``: prepare EarthReason, score completions, evaluate, train, export.
 
 Each subcommand is a (register, run) pair: ``register(subparsers)`` adds its argparse parser and
-``run(args) -> int`` does the work. Problems the user can fix (a missing dataset root, a bad
-option) end with one "training: error: ..." line and exit code 2, never a traceback.
+``run(args) -> int`` does the work. The library modules raise their own exceptions
+(training.errors; the backend's ModelLoadError) and never import this module; ``main`` maps them
+to one "training: error: ..." line and an exit code of georeasoner_plugin.core.exit_codes, never
+a traceback (``--debug`` shows one for internal errors).
 """
 from __future__ import annotations
 
@@ -10,29 +12,40 @@ import argparse
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
+from georeasoner_plugin.core.exit_codes import (EXIT_CONFIG, EXIT_DATAERR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,
+                                                EXIT_SOFTWARE, EXIT_UNAVAILABLE, EXIT_USAGE, UsageError, run_command)
 from georeasoner_plugin.core.profiles import PROFILES
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # the command ran but produced nothing usable
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-EXIT_BUG = 70
+from .errors import ConfigError, DatasetError, ExportError, OptionError
+
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_CONFIG", "EXIT_DATAERR", "EXIT_UNAVAILABLE",
+           "EXIT_INTERRUPTED", "EXIT_BUG", "COMMANDS", "build_parser", "main", "exit_table"]
+
+EXIT_BUG = EXIT_SOFTWARE
 PROBLEMS_PRINTED = 20
 
 
-class UserError(Exception):
-    """A problem the user can fix; printed as one line."""
+def exit_table() -> Dict[type, int]:
+    """{exception type: exit code} of the training commands (the nearest class wins)."""
+    table: Dict[type, int] = {OptionError: EXIT_USAGE, ConfigError: EXIT_CONFIG, DatasetError: EXIT_DATAERR,
+                              ExportError: EXIT_USAGE}
+    try:  # a model that cannot be found or loaded (evaluate, export); the backend may be absent
+        from georeasoner_plugin.backend.models import ModelLoadError
+    except ImportError:
+        return table
+    table[ModelLoadError] = EXIT_UNAVAILABLE
+    return table
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's own errors: same one-line form and exit code as ours
-        raise UserError(f"{self.prog}: {message}")
+    def error(self, message):  # argparse's own errors: the same one-line form as ours
+        raise UsageError(f"{self.prog}: {message}")
 
 
 # --------------------------------------------------------------------------- prepare
 
 def register_prepare(subparsers) -> None:
-    from .prepare import DEFAULT_MIN_AREA, DEFAULT_PROFILE, QUESTION_MODES, SPLITS
+    from .prepare import DEFAULT_MIN_AREA, DEFAULT_TRAINING_PROFILE, QUESTION_MODES, SPLITS
 
     p = subparsers.add_parser("prepare", help="EarthReason -> JSON-lines dataset with boxes, points, contours",
                               description="Read an EarthReason split (images/, labels/, QAs/) and write "
@@ -40,7 +53,7 @@ def register_prepare(subparsers) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="EarthReason root (holds train/, val/, test/)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--split", choices=SPLITS, default="train")
-    p.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE,
+    p.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_TRAINING_PROFILE,
                    help="prompt profile whose model frame and answer format the records use")
     p.add_argument("--min-area", type=int, default=DEFAULT_MIN_AREA, metavar="PX",
                    help=f"drop mask components smaller than this many pixels (default {DEFAULT_MIN_AREA})")
@@ -50,15 +63,12 @@ def register_prepare(subparsers) -> None:
 
 
 def run_prepare(args) -> int:
-    from .prepare import DatasetError, prepare_split
+    from .prepare import prepare_split
 
     if args.min_area < 0:
-        raise UserError("--min-area must not be negative")
-    try:
-        result = prepare_split(args.data, args.out, split=args.split, profile=args.profile,
-                               min_area=args.min_area, questions=args.questions, seed=args.seed)
-    except DatasetError as exc:
-        raise UserError(str(exc)) from None
+        raise UsageError("--min-area must not be negative")
+    result = prepare_split(args.data, args.out, split=args.split, profile=args.profile,
+                           min_area=args.min_area, questions=args.questions, seed=args.seed)
     print(result.summary_markdown.split("\n## Problems")[0].rstrip())
     if result.problems:
         print(f"\n{len(result.problems)} problem(s); "
@@ -74,65 +84,28 @@ def run_prepare(args) -> int:
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------- evaluate
+# --------------------------------------------------------------------------- the other commands, loaded lazily
 
-def register_evaluate(subparsers) -> None:
-    from .evaluate import register
+def _lazy(module: str) -> Tuple[Callable, Callable[..., int]]:
+    """(register, run) of a subcommand module, imported only when used (torch stays unloaded for --help)."""
+    import importlib
 
-    register(subparsers)
+    def register(subparsers) -> None:
+        importlib.import_module(f"training.{module}").register(subparsers)
 
+    def run(args) -> int:
+        return importlib.import_module(f"training.{module}").run(args)
 
-def run_evaluate(args) -> int:
-    from .evaluate import run
-
-    return run(args)
-
-
-# --------------------------------------------------------------------------- train, export
-
-def register_train(subparsers) -> None:
-    from .train import register
-
-    register(subparsers)
+    return register, run
 
 
-def run_train(args) -> int:
-    from .train import run
-
-    return run(args)
-
-
-def register_export(subparsers) -> None:
-    from .export import register
-
-    register(subparsers)
-
-
-def run_export(args) -> int:
-    from .export import run
-
-    return run(args)
-
-
-def register_rewards(subparsers) -> None:
-    from .reward_cli import register
-
-    register(subparsers)
-
-
-def run_rewards(args) -> int:
-    from .reward_cli import run
-
-    return run(args)
-
-
-# name -> (register, run); later subcommands (evaluate, train, export) add themselves here.
+# name -> (register, run)
 COMMANDS: Dict[str, Tuple[Callable, Callable[..., int]]] = {
     "prepare": (register_prepare, run_prepare),
-    "rewards": (register_rewards, run_rewards),
-    "evaluate": (register_evaluate, run_evaluate),
-    "train": (register_train, run_train),
-    "export": (register_export, run_export),
+    "rewards": _lazy("reward_cli"),
+    "evaluate": _lazy("evaluate"),
+    "train": _lazy("train"),
+    "export": _lazy("export"),
 }
 
 
@@ -148,27 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    try:
+
+    def body() -> int:
+        parser = build_parser()
         args = parser.parse_args(argv)
         if args.command not in COMMANDS:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
         return COMMANDS[args.command][1](args)
-    except UserError as exc:
-        print(f"training: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("training: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
-    except Exception as exc:  # noqa: BLE001 - users get one line; --debug shows the traceback
-        if "--debug" in argv:
-            raise
-        print(f"training: internal error: {type(exc).__name__}: {exc}\n"
-              "This is a bug; rerun with --debug for the traceback.", file=sys.stderr)
-        return EXIT_BUG
+
+    return run_command("training", body, exit_table(), debug="--debug" in argv)
 
 
 if __name__ == "__main__":

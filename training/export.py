@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+from georeasoner_plugin.core.exit_codes import EXIT_OK
+
+from .errors import ExportError
+
 EXPORT_NOTE = "georeasoner_export.json"
 EXPORT_DTYPES = ("auto", "bfloat16", "float32")
-
-
-class ExportError(ValueError):
-    """An export the user has to fix (no base model, wrong folder, output exists)."""
 
 
 @dataclass
@@ -146,13 +146,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from .cli import EXIT_OK, UserError
-
-    try:
-        result = export_model(args.source, args.out, base=args.base, dtype=args.dtype, device=args.device,
-                              overwrite=args.overwrite)
-    except ExportError as exc:
-        raise UserError(str(exc)) from None
+    """ExportError (the user's to fix) reaches training.cli, which prints it as one line."""
+    result = export_model(args.source, args.out, base=args.base, dtype=args.dtype, device=args.device,
+                          overwrite=args.overwrite)
     what = f"LoRA adapter merged into {result.base}" if result.merged_adapter else "full model re-saved"
     print(f"{what} ({result.dtype}): {result.out_dir}\n"
           f"use it: georeasoner ask IMAGE QUESTION --profile georeasoner --reasoner {result.out_dir}")

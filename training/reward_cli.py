@@ -5,7 +5,7 @@
 
 ``--truth`` is ``{"boxes": [[x1, y1, x2, y2], ...], "points": [[[x, y], [x, y]], ...]}`` in pixels
 of the image (inline JSON, or a file holding it); it is mapped to the profile's model frame exactly
-as training maps a prepared record (training.data_frames), so the numbers are those the trainer's
+as training maps a prepared record (training.data), so the numbers are those the trainer's
 rewards would give. ``total`` is the plain sum, as both papers add their rewards (RemoteReasoner
 Eq. 6; GRASP Section 3.3).
 """
@@ -19,11 +19,13 @@ from typing import Any, Dict, List, Sequence, Tuple
 from georeasoner_plugin.core.frames import FrameError
 from georeasoner_plugin.core.profiles import PROFILES, get_profile
 
+from georeasoner_plugin.core.exit_codes import EXIT_OK
+
+from .errors import OptionError
 from .rewards import REWARD_SETS, REWARDS
 
-
-class RewardInputError(ValueError):
-    """A bad --truth, --image-size, --rewards or completion; the message says what to fix."""
+# A bad --truth, --image-size, --rewards or completion; the message says what to fix.
+RewardInputError = OptionError
 
 
 def parse_image_size(text: str) -> Tuple[int, int]:
@@ -80,7 +82,7 @@ def reward_names(set_name: str = None, names: str = None) -> List[str]:
 def score_completion(completion: str, profile: str, names: Sequence[str], truth: Dict[str, Any],
                      image_size: Tuple[int, int]) -> Dict[str, Any]:
     """{"rewards": {name: value}, "total": sum}, ground truth mapped to the profile's frame as in training."""
-    from .train import frame_spec_for_profile, ground_truth_in_frame
+    from .data import frame_spec_for_profile, ground_truth_in_frame
 
     prof = get_profile(profile)
     width, height = image_size
@@ -116,23 +118,18 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from .cli import EXIT_OK, UserError
-
-    try:
-        names = reward_names(args.reward_set, args.rewards)
-        size = parse_image_size(args.image_size)
-        truth = read_truth(args.truth)
-        if args.completion == "-":
-            completion = sys.stdin.read()
-        else:
-            try:
-                completion = Path(args.completion).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise RewardInputError(f"--completion {args.completion}: "
-                                       f"{getattr(exc, 'strerror', None) or exc}") from None
-        result = score_completion(completion, args.profile, names, truth, size)
-    except RewardInputError as exc:
-        raise UserError(str(exc)) from None
+    names = reward_names(args.reward_set, args.rewards)
+    size = parse_image_size(args.image_size)
+    truth = read_truth(args.truth)
+    if args.completion == "-":
+        completion = sys.stdin.read()
+    else:
+        try:
+            completion = Path(args.completion).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RewardInputError(f"--completion {args.completion}: "
+                                   f"{getattr(exc, 'strerror', None) or exc}") from None
+    result = score_completion(completion, args.profile, names, truth, size)
     if args.json:
         print(json.dumps(result))
     else:

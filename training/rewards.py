@@ -38,238 +38,22 @@ from __future__ import annotations
 import ast
 import json
 import math
-import re
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from georeasoner_plugin.core.frames import box_center, box_iou, map_objects_to_image
-from georeasoner_plugin.core.parsing import MAX_OUTPUT_CHARS, ParsedAnswer, ParsedObject
-from georeasoner_plugin.core.profiles import (Profile, get_profile)
-from georeasoner_plugin.core.protocol import PARSE_EMPTY, PARSE_OK, PARSE_PARTIAL
+from georeasoner_plugin.core.frames import box_center, box_iou
+from georeasoner_plugin.core.parsing import MAX_OUTPUT_CHARS, ParsedObject
 
-DEFAULT_PROFILE = "georeasoner"
-USABLE_STATUSES = (PARSE_OK, PARSE_EMPTY, PARSE_PARTIAL)
-SCHEMA_STATUSES = (PARSE_OK, PARSE_EMPTY)
-
-# GRASP thresholds (paper): box IoU > 0.5; centre distance reward max(0, 1 - d / 0.5); mean L1 < 0.5.
-GRASP_BOX_IOU = 0.5
-GRASP_CENTER_SCALE = 0.5
-GRASP_POINT_L1 = 0.5
-# Seg-Zero / VisionReasoner accuracy reward (pixels of the model frame; 840 x 840 in the originals).
-SEGZERO_IOU = 0.5
-SEGZERO_BOX_L1_PX = 10.0
-SEGZERO_POINT_PX = 30.0
-SEGZERO_MAX_OBJECTS = 120
-# Seg-Zero's non-repetition reward fails from the second repeated sentence on.
-REPEATS_TOLERATED = 1
-
-Box = Tuple[float, float, float, float]
-Point = Tuple[float, float]
-
-_LAYOUT = re.compile(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", re.DOTALL)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-
-
-# --------------------------------------------------------------------------- inputs
-
-def completion_text(completion: Any) -> str:
-    """The assistant's text of a completion: a string, or TRL's list of chat messages."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, Mapping):
-        return _content_text(completion.get("content"))
-    if isinstance(completion, (list, tuple)):
-        parts = []
-        for message in completion:
-            if isinstance(message, str):
-                parts.append(message)
-            elif isinstance(message, Mapping) and message.get("role", "assistant") == "assistant":
-                parts.append(_content_text(message.get("content")))
-        return "".join(parts)
-    return ""
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, (list, tuple)):  # multimodal parts: [{"type": "text", "text": ...}]
-        return "".join(p["text"] for p in content
-                       if isinstance(p, Mapping) and isinstance(p.get("text"), str))
-    return ""
-
-
-def resolve_profile(profile: Any) -> Profile:
-    if isinstance(profile, Profile):
-        return profile
-    if profile is None:
-        return get_profile(DEFAULT_PROFILE)
-    try:
-        return get_profile(str(profile))
-    except KeyError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def parse_completion(completion: Any, profile: Any = DEFAULT_PROFILE) -> ParsedAnswer:
-    return resolve_profile(profile).parse(completion_text(completion))
-
-
-def has_answer_section(text: str) -> bool:
-    """True when the text holds an opening <answer> followed by a closing </answer> (any case)."""
-    lowered = text[:MAX_OUTPUT_CHARS].lower()
-    start = lowered.find("<answer>")
-    return start >= 0 and lowered.find("</answer>", start + len("<answer>")) >= 0
-
-
-def _parsed_for_accuracy(completion, profile) -> Optional[ParsedAnswer]:
-    """The parsed answer an accuracy reward may score, or None (which scores 0, see the module doc).
-
-    Profiles that answer inside tags get no credit without a closed <answer>...</answer> section,
-    however much the tolerant parser could read from the free text.
-    """
-    prof = resolve_profile(profile)
-    text = completion_text(completion)
-    if prof.expects_think and not has_answer_section(text):
-        return None
-    parsed = prof.parse(text)
-    return parsed if parsed.status in USABLE_STATUSES else None
-
-
-def _predicted_objects(completion, profile) -> Optional[List[ParsedObject]]:
-    """The parsed objects, or None when the answer is unusable (which scores 0, see the module doc)."""
-    parsed = _parsed_for_accuracy(completion, profile)
-    return list(parsed.objects) if parsed is not None else None
-
-
-def _maybe_json(value: Any) -> Any:
-    # Some dataset tools flatten nested lists into JSON strings; accept those too.
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise ValueError(f"ground truth {value[:80]!r} is neither a list nor JSON") from None
-    return value
-
-
-def _numbers(raw: Any, count: int, what: str) -> Tuple[float, ...]:
-    if not isinstance(raw, (list, tuple)) or len(raw) != count:
-        raise ValueError(f"ground-truth {what} must be {count} numbers, got {raw!r}")
-    values = tuple(float(v) for v in raw)
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"ground-truth {what} has a non-finite number: {raw!r}")
-    return values
-
-
-def ground_truth_boxes(gt_boxes: Any) -> List[Box]:
-    boxes = _maybe_json(gt_boxes)
-    if boxes is None:
-        return []
-    if not isinstance(boxes, (list, tuple)):
-        raise ValueError(f"gt_boxes must be a list of [x1, y1, x2, y2], got {type(boxes).__name__}")
-    return [_numbers(b, 4, "box") for b in boxes]
-
-
-def ground_truth_points(gt_points: Any, object_count: int) -> List[List[Point]]:
-    """One list of points per ground-truth object ([] where the record has none)."""
-    points = _maybe_json(gt_points)
-    if points is None:
-        return [[] for _ in range(object_count)]
-    if not isinstance(points, (list, tuple)) or len(points) != object_count:
-        raise ValueError(f"gt_points must hold one list of points per ground-truth box ({object_count}), "
-                         f"got {points!r}")
-    return [[_numbers(p, 2, "point") for p in object_points] for object_points in points]
-
-
-# --------------------------------------------------------------------------- pure scores
-
-def count_score(gt_count: int, pred_count: int) -> float:
-    """RemoteReasoner's count reward: 1 if J = K = 0, 0 if J = 0 < K, else exp(-2 |K - J| / J)."""
-    if gt_count == 0:
-        return 1.0 if pred_count == 0 else 0.0
-    return math.exp(-2.0 * abs(pred_count - gt_count) / gt_count)
-
-
-def max_over_k_mean(scores: np.ndarray, gt_count: int) -> float:
-    """RemoteReasoner Eq. 4 as written: mean over ground truth j of max over predictions k.
-
-    One prediction may serve several ground-truth boxes. J = 0: 1 when nothing was predicted, else 0.
-    """
-    pred_count = scores.shape[0]
-    if gt_count == 0:
-        return 1.0 if pred_count == 0 else 0.0
-    if pred_count == 0:
-        return 0.0
-    return float(scores.max(axis=0).sum()) / gt_count
-
-
-def hungarian_mean(scores: np.ndarray, gt_count: int) -> float:
-    """Best one-to-one sum of a (K predicted, J ground truth) score matrix, divided by J.
-
-    J = 0 gives 1 when nothing was predicted and 0 otherwise.
-    """
-    pred_count = scores.shape[0]
-    if gt_count == 0:
-        return 1.0 if pred_count == 0 else 0.0
-    if pred_count == 0:
-        return 0.0
-    rows, cols = linear_sum_assignment(scores, maximize=True)
-    return float(scores[rows, cols].sum()) / gt_count
-
-
-def _pair_matrix(objects: Sequence[ParsedObject], gt_count: int, score: Callable[[ParsedObject, int], float]) -> np.ndarray:
-    matrix = np.zeros((len(objects), gt_count), dtype=float)
-    for i, obj in enumerate(objects):
-        for j in range(gt_count):
-            matrix[i, j] = score(obj, j)
-    return matrix
-
-
-def _box_scale(box: Box) -> Tuple[float, float]:
-    # A degenerate ground-truth box (a line) still needs a finite scale: one pixel at least.
-    return max(box[2] - box[0], 1.0), max(box[3] - box[1], 1.0)
-
-
-def normalised_center_distance(pred_box: Sequence[float], gt_box: Box) -> float:
-    """GRASP Eq. 6: d = 1/2 (|cx_p - cx_g| / w_g + |cy_p - cy_g| / h_g)."""
-    (px, py), (gx, gy) = box_center(pred_box), box_center(gt_box)
-    width, height = _box_scale(gt_box)
-    return 0.5 * (abs(px - gx) / width + abs(py - gy) / height)
-
-
-def grasp_center_score(pred_box: Sequence[float], gt_box: Box) -> float:
-    """GRASP Eq. 7: max(0, 1 - d / 0.5)."""
-    return max(0.0, 1.0 - normalised_center_distance(pred_box, gt_box) / GRASP_CENTER_SCALE)
-
-
-def _inside(point: Sequence[float], box: Sequence[float]) -> bool:
-    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
-
-
-def grasp_points_distance(pred_points: Sequence[Point], gt_box: Box, gt_points: Sequence[Point]) -> float:
-    """GRASP Eqs. 8-9: S = (d1 + d2) / 2, d1 = L1(p1 - p1_gt) / s_min, d2 = L1(p2 - p2_gt) / s_max."""
-    width, height = _box_scale(gt_box)
-    s_min, s_max = min(width, height), max(width, height)
-    (p1, p2), (g1, g2) = pred_points[:2], gt_points[:2]
-    d1 = (abs(p1[0] - g1[0]) + abs(p1[1] - g1[1])) / s_min
-    d2 = (abs(p2[0] - g2[0]) + abs(p2[1] - g2[1])) / s_max
-    return (d1 + d2) / 2.0
-
-
-def grasp_points_score(pred_points: Sequence[Point], gt_box: Box, gt_points: Sequence[Point]) -> float:
-    """GRASP reward (5): 1 when both predicted points lie in the GT box (edges included) and S < 0.5.
-
-    Point k is compared with ground-truth point k (the paper's p1 = centre, p2 = edge point). A
-    ground truth without points can only check that both points are inside its box.
-    """
-    if len(pred_points) < 2 or not all(_inside(p, gt_box) for p in pred_points[:2]):
-        return 0.0
-    if not gt_points:
-        return 1.0
-    if len(gt_points) < 2:
-        raise ValueError(f"GRASP ground truth needs two points per object, got {list(gt_points)!r}")
-    return 1.0 if grasp_points_distance(pred_points, gt_box, gt_points) < GRASP_POINT_L1 else 0.0
-
+from .mask_reward import SegmentPrompt, answer_prompts, make_mask_iou_reward  # noqa: F401 - part of this API
+from .reward_base import (DEFAULT_TRAINING_PROFILE, GRASP_BOX_IOU, GRASP_POINT_L1, REPEATS_TOLERATED,  # noqa: F401
+                          SCHEMA_STATUSES, SEGZERO_BOX_L1_PX, SEGZERO_IOU, SEGZERO_MAX_OBJECTS, SEGZERO_POINT_PX,
+                          USABLE_STATUSES, _LAYOUT, _SENTENCE_END, Box, Point, _inside, _pair_matrix,
+                          _parsed_for_accuracy, _predicted_objects, completion_text, count_score,
+                          grasp_center_score, grasp_points_distance, grasp_points_score, ground_truth_boxes,
+                          ground_truth_points, has_answer_section, hungarian_mean, max_over_k_mean,
+                          normalised_center_distance, parse_completion, resolve_profile)
 
 # --------------------------------------------------------------------------- RemoteReasoner
 
@@ -281,19 +65,19 @@ def _iou_matrix(completion, gt_boxes, profile) -> Optional[Tuple[np.ndarray, int
     return _pair_matrix(objects, len(gt), lambda o, j: box_iou(o.box, gt[j]) if o.box is not None else 0.0), len(gt)
 
 
-def remotereasoner_iou_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_) -> float:
+def remotereasoner_iou_reward(completion, gt_boxes=None, profile=DEFAULT_TRAINING_PROFILE, **_) -> float:
     """RemoteReasoner R_IoU (Eq. 4), the text's reading: Hungarian-matched IoU summed over J."""
     matrix = _iou_matrix(completion, gt_boxes, profile)
     return 0.0 if matrix is None else hungarian_mean(*matrix)
 
 
-def remotereasoner_iou_max_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_) -> float:
+def remotereasoner_iou_max_reward(completion, gt_boxes=None, profile=DEFAULT_TRAINING_PROFILE, **_) -> float:
     """RemoteReasoner R_IoU (Eq. 4), the formula's reading: mean over j of max over k of IoU."""
     matrix = _iou_matrix(completion, gt_boxes, profile)
     return 0.0 if matrix is None else max_over_k_mean(*matrix)
 
 
-def remotereasoner_count_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_) -> float:
+def remotereasoner_count_reward(completion, gt_boxes=None, profile=DEFAULT_TRAINING_PROFILE, **_) -> float:
     """count_score(J, K), K = the number of objects in a usable answer."""
     gt = ground_truth_boxes(gt_boxes)
     objects = _predicted_objects(completion, profile)
@@ -311,7 +95,7 @@ def think_answer_format_reward(completion, **_) -> float:
     return 1.0 if single and _LAYOUT.fullmatch(text) else 0.0
 
 
-def answer_schema_reward(completion, profile=DEFAULT_PROFILE, **_) -> float:
+def answer_schema_reward(completion, profile=DEFAULT_TRAINING_PROFILE, **_) -> float:
     """1 when every answered object has a box and exactly the profile's number of points.
 
     An explicit empty answer fits every schema; an answer the parser had to salvage (partial)
@@ -395,7 +179,7 @@ def grasp_prompt_format_reward(completion, **_) -> float:
 
 # --------------------------------------------------------------------------- GRASP
 
-def grasp_box_iou_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_) -> float:
+def grasp_box_iou_reward(completion, gt_boxes=None, profile=DEFAULT_TRAINING_PROFILE, **_) -> float:
     """GRASP reward (3), Eq. 5: share of ground-truth boxes matched by a predicted box with IoU > 0.5."""
     gt = ground_truth_boxes(gt_boxes)
     objects = _predicted_objects(completion, profile)
@@ -406,7 +190,7 @@ def grasp_box_iou_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_
     return hungarian_mean(scores, len(gt))
 
 
-def grasp_center_distance_reward(completion, gt_boxes=None, profile=DEFAULT_PROFILE, **_) -> float:
+def grasp_center_distance_reward(completion, gt_boxes=None, profile=DEFAULT_TRAINING_PROFILE, **_) -> float:
     """GRASP reward (4), Eqs. 6-7 per object, matched and averaged over ground truth."""
     gt = ground_truth_boxes(gt_boxes)
     objects = _predicted_objects(completion, profile)
@@ -419,7 +203,7 @@ def grasp_center_distance_reward(completion, gt_boxes=None, profile=DEFAULT_PROF
     return hungarian_mean(_pair_matrix(objects, len(gt), score), len(gt))
 
 
-def grasp_points_reward(completion, gt_boxes=None, gt_points=None, profile=DEFAULT_PROFILE, **_) -> float:
+def grasp_points_reward(completion, gt_boxes=None, gt_points=None, profile=DEFAULT_TRAINING_PROFILE, **_) -> float:
     """GRASP reward (5), Eqs. 8-9 per matched object (grasp_points_score), averaged over ground truth."""
     gt = ground_truth_boxes(gt_boxes)
     gt_pts = ground_truth_points(gt_points, len(gt))
@@ -432,7 +216,7 @@ def grasp_points_reward(completion, gt_boxes=None, gt_points=None, profile=DEFAU
 
 # --------------------------------------------------------------------------- Seg-Zero
 
-def segzero_accuracy_reward(completion, gt_boxes=None, gt_points=None, profile=DEFAULT_PROFILE, **_) -> float:
+def segzero_accuracy_reward(completion, gt_boxes=None, gt_points=None, profile=DEFAULT_TRAINING_PROFILE, **_) -> float:
     """Seg-Zero / VisionReasoner accuracy, in [0, 3] like the original.
 
     Pair cost 3 - [IoU > 0.5] - [mean |box coordinate difference| < 10 px] - [the predicted
@@ -474,7 +258,7 @@ def _sentences(text: str) -> List[str]:
     return [" ".join(s.split()).lower() for s in _SENTENCE_END.split(text) if s.strip()]
 
 
-def reasoning_penalty(completion, profile=DEFAULT_PROFILE, penalty: float = 0.5, **_) -> float:
+def reasoning_penalty(completion, profile=DEFAULT_TRAINING_PROFILE, penalty: float = 0.5, **_) -> float:
     """-penalty for empty reasoning, -penalty for repeated sentences (Seg-Zero: two repeats or more).
 
     Never positive, so it only pushes away from degenerate outputs and cannot be farmed. The
@@ -490,113 +274,6 @@ def reasoning_penalty(completion, profile=DEFAULT_PROFILE, penalty: float = 0.5,
     if len(sentences) - len(set(sentences)) > REPEATS_TOLERATED:
         total -= penalty
     return total
-
-
-# --------------------------------------------------------------------------- mask IoU (frozen SAM2)
-
-class SegmentPrompt(NamedTuple):
-    """One object's SAM prompt in pixels of the image handed to ``segment``."""
-
-    box: Optional[Box]
-    points: List[Point]
-
-
-Segment = Callable[[Any, List[SegmentPrompt]], Any]
-
-
-def answer_prompts(completion, image_width: int, image_height: int, profile=DEFAULT_PROFILE,
-                   frame_width: Optional[int] = None, frame_height: Optional[int] = None) -> Optional[List[SegmentPrompt]]:
-    """SAM prompts in image pixels for a completion; None when the answer is unusable."""
-    prof = resolve_profile(profile)
-    parsed = _parsed_for_accuracy(completion, prof)
-    if parsed is None:
-        return None
-    return _prompts(parsed, prof, image_width, image_height, frame_width, frame_height)
-
-
-def _prompts(parsed: ParsedAnswer, prof: Profile, image_width, image_height, frame_width, frame_height):
-    if frame_width and frame_height:
-        # The profile's frame kind keeps Qwen3-VL's 0-1000 answer frame (issue 12).
-        frame = prof.frame.model_frame(int(image_width), int(image_height), int(frame_width), int(frame_height))
-    else:
-        frame = prof.frame.frame_for(int(image_width), int(image_height))
-    mapped, _ = map_objects_to_image(parsed.objects, frame)
-    # The same prompting as the cascade's, so the reward scores what inference will produce.
-    return [SegmentPrompt(m.box, prof.sam_points(m.box, m.points)) for m in prof.drop_duplicates(mapped)]
-
-
-def _load_mask(value: Any) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        array = value
-    elif value is None:
-        raise ValueError("the mask IoU reward needs the record's ground-truth mask (column 'mask' or 'gt_mask')")
-    elif hasattr(value, "size") and hasattr(value, "mode"):  # a PIL image
-        array = np.asarray(value)
-    else:
-        from PIL import Image
-
-        with Image.open(value) as img:
-            array = np.asarray(img)
-    if array.ndim == 3:
-        array = array.any(axis=2)
-    return array != 0
-
-
-def _load_image(value: Any) -> Any:
-    if isinstance(value, (str, bytes)) or hasattr(value, "__fspath__"):
-        from PIL import Image
-
-        with Image.open(value) as img:
-            return np.asarray(img.convert("RGB"))
-    if hasattr(value, "size") and hasattr(value, "mode"):
-        return np.asarray(value.convert("RGB"))
-    return value
-
-
-def _union_of_masks(masks: Any, shape: Tuple[int, int]) -> np.ndarray:
-    union = np.zeros(shape, dtype=bool)
-    if masks is None:
-        return union
-    if isinstance(masks, np.ndarray) and masks.ndim == 2:
-        masks = [masks]
-    for mask in masks:
-        array = np.asarray(getattr(mask, "mask", mask))
-        if array.shape != shape:
-            raise ValueError(f"segment() returned a mask of shape {array.shape}, the target is {shape}")
-        union |= array.astype(bool)
-    return union
-
-
-def make_mask_iou_reward(segment: Segment, empty_target_reward: float = 1.0, name: str = "mask_iou"):
-    """Think2Seg-RS's reward: IoU of the frozen segmenter's mask with the ground-truth mask.
-
-    ``segment(image, prompts) -> masks`` is injected (torch stays out of this module): ``image``
-    is an RGB uint8 array (paths and PIL images are loaded first), ``prompts`` a list of
-    SegmentPrompt in its pixels; it returns one mask per prompt (arrays, a stacked array, or
-    objects with a ``.mask``). Masks are OR-merged. An explicit empty answer on an empty target
-    scores ``empty_target_reward``; an unusable answer scores 0; an answer whose objects all fall
-    outside the image counts as predicting nothing where something was claimed, which scores 0.
-    """
-
-    def mask_iou_reward(completion, mask=None, gt_mask=None, image=None, profile=DEFAULT_PROFILE,
-                        frame_width=None, frame_height=None, **_) -> float:
-        target = _load_mask(gt_mask if gt_mask is not None else mask)
-        height, width = target.shape
-        prof = resolve_profile(profile)
-        parsed = _parsed_for_accuracy(completion, prof)
-        if parsed is None:
-            return 0.0
-        if parsed.status == PARSE_EMPTY:
-            return float(empty_target_reward) if not target.any() else 0.0
-        prompts = _prompts(parsed, prof, width, height, frame_width, frame_height)
-        if not prompts:
-            return 0.0
-        predicted = _union_of_masks(segment(_load_image(image), prompts), target.shape)
-        union = np.count_nonzero(predicted | target)
-        return float(np.count_nonzero(predicted & target)) / union if union else 0.0
-
-    mask_iou_reward.__name__ = name
-    return mask_iou_reward
 
 
 # --------------------------------------------------------------------------- registry, TRL

@@ -21,16 +21,11 @@ from scipy.spatial.distance import directed_hausdorff
 from georeasoner_plugin.core.parsing import ParsedObject
 from georeasoner_plugin.core.profiles import get_profile
 from training import cli
-from training.evaluate import failure_kind, to_evaluation_grid
+from training.evaluation.report import failure_kind
+from training.evaluation.scores import to_evaluation_grid
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
-rasterio = pytest.importorskip("rasterio")
-
-ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
-NAIP = DATA / "naip_nd_2020.tif"
-LANDSAT = DATA / "landsat_2020_wgs84.tif"
 # 224 is a multiple of 28 within Qwen's pixel bounds, so the remotereasoner frame is the image
 # itself: a recorded box lands on exactly the pixels it names.
 SIZE = 224
@@ -39,12 +34,6 @@ SPLIT = "val"
 
 LAKE_BOX = [40, 40, 140, 120]
 FIELD_BOX = [20, 30, 80, 60]
-
-
-def crop_rgb(path: Path, col: int, row: int) -> np.ndarray:
-    with rasterio.open(path) as src:
-        window = rasterio.windows.Window(col, row, SIZE, SIZE)
-        return np.transpose(src.read([1, 2, 3], window=window), (1, 2, 0)).copy()
 
 
 def draw_masks():
@@ -66,20 +55,18 @@ def bounding_box(mask: np.ndarray):
 
 
 @pytest.fixture(scope="module")
-def earthreason(tmp_path_factory):
-    if not (NAIP.exists() and LANDSAT.exists()):
-        pytest.skip(f"sample imagery not found at {DATA} (../shared/data beside the project)")
+def earthreason(imagery, tmp_path_factory):
     root = tmp_path_factory.mktemp("earthreason")
     folders = {name: root / SPLIT / name for name in ("images", "labels", "QAs")}
     for folder in folders.values():
         folder.mkdir(parents=True)
     masks = draw_masks()
     samples = {
-        "empty": (crop_rgb(NAIP, 600, 400), ["Where is the airport?"], ""),
-        "lake": (crop_rgb(NAIP, 300, 200), ["Which lake could water the fields?"], "the lake"),
-        "multi": (crop_rgb(NAIP, 500, 100), ["Which field and pond store water?", "Where is the field?"],
+        "empty": (imagery.crop(imagery.naip, 600, 400, SIZE), ["Where is the airport?"], ""),
+        "lake": (imagery.crop(imagery.naip, 300, 200, SIZE), ["Which lake could water the fields?"], "the lake"),
+        "multi": (imagery.crop(imagery.naip, 500, 100, SIZE), ["Which field and pond store water?", "Where is the field?"],
                   "the field and the pond"),
-        "ring": (crop_rgb(LANDSAT, 100, 100), ["Which ring of land surrounds the pond?"], "the ring"),
+        "ring": (imagery.crop(imagery.landsat, 100, 100, SIZE), ["Which ring of land surrounds the pond?"], "the ring"),
     }
     for image_id, (rgb, questions, answer) in samples.items():
         Image.fromarray(rgb).save(folders["images"] / f"{image_id}.png")
@@ -341,10 +328,11 @@ def test_recorded_file_must_cover_the_samples(earthreason, tmp_path, capsys):
     root, _ = earthreason
     recorded = tmp_path / "recorded.jsonl"
     recorded.write_text(json.dumps({"id": "val/lake/q0", "raw_output": "[]"}) + "\n")
-    assert evaluate(root, tmp_path / "run", "--tasks", "region", "--recorded", str(recorded)) == 2
+    assert evaluate(root, tmp_path / "run", "--tasks", "region", "--recorded", str(recorded)) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert "has no output for 3 sample(s): val/empty/q0, val/multi/q0, val/ring/q0" in err
-    assert evaluate(tmp_path / "nowhere", tmp_path / "run", "--tasks", "region", "--recorded", str(recorded)) == 2
+    assert evaluate(tmp_path / "nowhere", tmp_path / "run", "--tasks", "region",
+                    "--recorded", str(recorded)) == cli.EXIT_DATAERR
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -386,7 +374,7 @@ def test_resume_skips_scored_samples_and_matches_one_run(earthreason, tiny, tmp_
     assert scores(resumed) == scores(once)
 
     # Options that change scores cannot be mixed into one samples.jsonl.
-    assert evaluate(root, resumed, "--questions", "all", "--resolution", "resize840", **models) == 2
+    assert evaluate(root, resumed, "--questions", "all", "--resolution", "resize840", **models) == cli.EXIT_USAGE
     assert "resolution: 'original' there, 'resize840' now" in capsys.readouterr().err
 
 

@@ -8,7 +8,6 @@ not read from the code.
 import json
 import math
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image

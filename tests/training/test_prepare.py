@@ -11,28 +11,9 @@ from georeasoner_plugin.core.profiles import get_profile
 from training import cli
 from training.prepare import grasp_points, mask_objects, point_generator, prepare_split, whole_mask_object
 
-rasterio = pytest.importorskip("rasterio")
-
-ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
-NAIP = DATA / "naip_nd_2020.tif"
-LANDSAT = DATA / "landsat_2020_wgs84.tif"
-needs_data = pytest.mark.skipif(not (NAIP.exists() and LANDSAT.exists()),
-                                reason=f"sample imagery not found at {DATA} (../shared/data beside the project)")
 SIZE = 200
 
 
-def crop_rgb(path: Path, col: int, row: int, size: int = SIZE) -> np.ndarray:
-    with rasterio.open(path) as src:
-        window = rasterio.windows.Window(col, row, size, size)
-        return np.transpose(src.read([1, 2, 3], window=window), (1, 2, 0)).copy()
-
-
-def write_qa(path: Path, questions, answer) -> None:
-    path.write_text(json.dumps({"questions": questions, "answer": answer}), encoding="utf-8")
-
-
-# Masks drawn with OpenCV. cv2.rectangle fills both corner pixels: box = [x1, y1, x2 + 1, y2 + 1].
 def multi_object_mask() -> np.ndarray:
     mask = np.zeros((SIZE, SIZE), np.uint8)
     cv2.rectangle(mask, (20, 30), (79, 59), 255, -1)  # 60 x 30 field
@@ -49,49 +30,47 @@ def ring_mask() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def earthreason(tmp_path_factory) -> Path:
-    if not (NAIP.exists() and LANDSAT.exists()):
-        pytest.skip(f"sample imagery not found at {DATA}")
+def earthreason(imagery, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("earthreason")
     split = root / "train"
     images, labels, qas = (split / n for n in ("images", "labels", "QAs"))
     for folder in (images, labels, qas):
         folder.mkdir(parents=True)
 
-    Image.fromarray(crop_rgb(NAIP, 300, 200)).save(images / "multi.png")
+    Image.fromarray(imagery.crop(imagery.naip, 300, 200, SIZE)).save(images / "multi.png")
     Image.fromarray(multi_object_mask()).save(labels / "multi.png")
-    write_qa(qas / "multi.json", ["Which fields and lakes could be irrigated?", "Where is water stored?"],
+    imagery.write_qa(qas / "multi.json", ["Which fields and lakes could be irrigated?", "Where is water stored?"],
              "the field and the lake")
 
-    Image.fromarray(crop_rgb(LANDSAT, 100, 100)).save(images / "ring.jpg", quality=90)
+    Image.fromarray(imagery.crop(imagery.landsat, 100, 100, SIZE)).save(images / "ring.jpg", quality=90)
     Image.fromarray(ring_mask()).save(labels / "ring.png")
-    write_qa(qas / "ring.json", ["Which ring-shaped area surrounds the pond?"], "the ring")
+    imagery.write_qa(qas / "ring.json", ["Which ring-shaped area surrounds the pond?"], "the ring")
 
-    Image.fromarray(crop_rgb(NAIP, 600, 400)).save(images / "empty.png")
+    Image.fromarray(imagery.crop(imagery.naip, 600, 400, SIZE)).save(images / "empty.png")
     Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(labels / "empty.png")
-    write_qa(qas / "empty.json", ["Where is the airport?"], "")
+    imagery.write_qa(qas / "empty.json", ["Where is the airport?"], "")
 
     # malformed samples
-    Image.fromarray(crop_rgb(NAIP, 0, 0)).save(images / "badjson.png")
+    Image.fromarray(imagery.crop(imagery.naip, 0, 0, SIZE)).save(images / "badjson.png")
     Image.fromarray(ring_mask()).save(labels / "badjson.png")
     (qas / "badjson.json").write_text('{"questions": ["Where', encoding="utf-8")
 
     Image.fromarray(ring_mask()).save(labels / "noimage.png")
-    write_qa(qas / "noimage.json", ["Where is the lake?"], "the lake")
+    imagery.write_qa(qas / "noimage.json", ["Where is the lake?"], "the lake")
 
-    Image.fromarray(crop_rgb(NAIP, 100, 100)).save(images / "mismatch.png")
+    Image.fromarray(imagery.crop(imagery.naip, 100, 100, SIZE)).save(images / "mismatch.png")
     Image.fromarray(np.zeros((150, SIZE), np.uint8)).save(labels / "mismatch.png")
-    write_qa(qas / "mismatch.json", ["Where is the lake?"], "the lake")
+    imagery.write_qa(qas / "mismatch.json", ["Where is the lake?"], "the lake")
 
-    Image.fromarray(crop_rgb(NAIP, 200, 300)).save(images / "emptymask.png")
+    Image.fromarray(imagery.crop(imagery.naip, 200, 300, SIZE)).save(images / "emptymask.png")
     Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(labels / "emptymask.png")
-    write_qa(qas / "emptymask.json", ["Where is the lake?"], "the lake")
+    imagery.write_qa(qas / "emptymask.json", ["Where is the lake?"], "the lake")
 
     (images / "unreadable.png").write_bytes(b"\x89PNG\r\n\x1a\n but the rest is not an image")
     Image.fromarray(ring_mask()).save(labels / "unreadable.png")
-    write_qa(qas / "unreadable.json", ["Where is the lake?"], "the lake")
+    imagery.write_qa(qas / "unreadable.json", ["Where is the lake?"], "the lake")
 
-    Image.fromarray(crop_rgb(NAIP, 400, 100)).save(images / "noquestions.png")
+    Image.fromarray(imagery.crop(imagery.naip, 400, 100, SIZE)).save(images / "noquestions.png")
     Image.fromarray(ring_mask()).save(labels / "noquestions.png")
     (qas / "noquestions.json").write_text(json.dumps({"answer": "x"}), encoding="utf-8")
     return root
@@ -180,7 +159,6 @@ def _ring_area(ring):
 
 # --------------------------------------------------------------------------- the prepared dataset
 
-@needs_data
 def test_records_per_question_and_malformed_samples_reported(prepared):
     result, records = prepared
     assert result.records == 4  # multi: 2 questions, ring: 1, empty: 1
@@ -201,7 +179,6 @@ def test_records_per_question_and_malformed_samples_reported(prepared):
     assert "| empty-target share | 33.3% |" in summary
 
 
-@needs_data
 def test_boxes_points_and_frame_of_the_multi_object_sample(prepared, earthreason):
     _, records = prepared
     record = records["train/multi/q1"]
@@ -241,7 +218,6 @@ def test_boxes_points_and_frame_of_the_multi_object_sample(prepared, earthreason
     assert "Where is water stored?" in record["prompt"][-1]["content"][1]["text"]
 
 
-@needs_data
 def test_ring_with_hole_and_empty_target(prepared):
     _, records = prepared
     ring = records["train/ring/q0"]
@@ -262,7 +238,6 @@ def test_ring_with_hole_and_empty_target(prepared):
     assert get_profile("georeasoner").parse(empty["solution"]).status == "empty"
 
 
-@needs_data
 def test_grasp_profile_trains_on_one_object_per_mask(earthreason, tmp_path):
     result = prepare_split(earthreason, tmp_path / "g", profile="grasp")
     records = {json.loads(line)["id"]: json.loads(line) for line in result.records_path.read_text().splitlines()}
@@ -277,7 +252,6 @@ def test_grasp_profile_trains_on_one_object_per_mask(earthreason, tmp_path):
     assert get_profile("grasp").parse(empty["solution"]).status == "empty"
 
 
-@needs_data
 def test_other_profile_frame_and_question_sampling(earthreason, tmp_path):
     result = prepare_split(earthreason, tmp_path / "a", profile="segzero", questions="sample", seed=3)
     records = [json.loads(line) for line in result.records_path.read_text().splitlines()]
@@ -308,20 +282,19 @@ def test_cli_missing_root_names_the_path(tmp_path, capsys):
 def test_cli_root_without_split_names_the_split_folder(tmp_path, capsys):
     (tmp_path / "root" / "val").mkdir(parents=True)
     code, _, err = run(["prepare", "--data", tmp_path / "root", "--out", tmp_path / "out"], capsys)
-    assert code == 2 and str(tmp_path / "root" / "train") in err
+    assert code == cli.EXIT_DATAERR and str(tmp_path / "root" / "train") in err
     (tmp_path / "root" / "train" / "images").mkdir(parents=True)
     code, _, err = run(["prepare", "--data", tmp_path / "root", "--out", tmp_path / "out"], capsys)
-    assert code == 2 and str(tmp_path / "root" / "train" / "labels") in err
+    assert code == cli.EXIT_DATAERR and str(tmp_path / "root" / "train" / "labels") in err
 
 
 def test_cli_bad_option_is_one_line(tmp_path, capsys):
     code, _, err = run(["prepare", "--data", tmp_path, "--out", tmp_path, "--split", "nope"], capsys)
-    assert code == 2 and "invalid choice" in err
+    assert code == cli.EXIT_USAGE and "invalid choice" in err and err.strip().count("\n") == 0
     code, _, _ = run([], capsys)
-    assert code == 2
+    assert code == cli.EXIT_USAGE
 
 
-@needs_data
 def test_cli_prepare_prints_the_summary(earthreason, tmp_path, capsys):
     code, out, err = run(["prepare", "--data", earthreason, "--out", tmp_path, "--min-area", "0"], capsys)
     assert code == 0

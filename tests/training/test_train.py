@@ -17,7 +17,6 @@ import yaml
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("trl")
-rasterio = pytest.importorskip("rasterio")
 
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -27,24 +26,14 @@ from georeasoner_plugin.core.profiles import get_profile  # noqa: E402
 from training import cli  # noqa: E402
 from training.prepare import prepare_split  # noqa: E402
 from training.rewards import REWARD_SETS  # noqa: E402
-from training.train import (  # noqa: E402
-    ConfigError,
-    DatasetError,
-    build_dataset,
-    build_rewards,
-    config_from_dict,
-    grpo_arguments,
-    image_groups,
-    load_config,
-    load_records,
-    pin_processor_frames,
-    run_training,
-)
+from training.config import ConfigError, config_from_dict, load_config  # noqa: E402
+from training.data import build_dataset, image_groups, load_records, pin_processor_frames  # noqa: E402
+from training.errors import DatasetError  # noqa: E402
+from training.policy import build_rewards  # noqa: E402
+from training.train import run_training  # noqa: E402
+from training.trainer import grpo_arguments  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
-NAIP = DATA / "naip_nd_2020.tif"
-LANDSAT = DATA / "landsat_2020_wgs84.tif"
 TINY_CONFIG = ROOT / "training" / "configs" / "tiny-cpu.yaml"
 SIZE = 200
 # 200 x 200 crops -> a 196 x 196 frame (49 visual tokens) instead of the profile's 448 x 448.
@@ -75,17 +64,9 @@ class StopAfter(TrainerCallback):
 
 # --------------------------------------------------------------------------- fixtures
 
-def crop_rgb(path, col, row, size=SIZE):
-    with rasterio.open(path) as src:
-        window = rasterio.windows.Window(col, row, size, size)
-        return np.transpose(src.read([1, 2, 3], window=window), (1, 2, 0)).copy()
-
-
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
+def prepared(imagery, tmp_path_factory):
     """A prepared EarthReason-shaped split: 4 records (2 questions on a two-object image, a ring, an empty target)."""
-    if not (NAIP.exists() and LANDSAT.exists()):
-        pytest.skip(f"sample imagery not found at {DATA} (../shared/data beside the project)")
     import cv2
 
     root = tmp_path_factory.mktemp("earthreason")
@@ -104,11 +85,11 @@ def prepared(tmp_path_factory):
     ring = np.zeros((SIZE, SIZE), np.uint8)
     cv2.circle(ring, (100, 100), 60, 255, -1)
     cv2.circle(ring, (100, 100), 30, 0, -1)
-    sample("multi", crop_rgb(NAIP, 300, 200), multi, ["Which fields and lakes could be irrigated?",
+    sample("multi", imagery.crop(imagery.naip, 300, 200, SIZE), multi, ["Which fields and lakes could be irrigated?",
                                                       "Where is water stored?"], "the field and the lake")
-    sample("ring", crop_rgb(LANDSAT, 100, 100), ring, ["Which ring-shaped area surrounds the pond?"], "the ring",
+    sample("ring", imagery.crop(imagery.landsat, 100, 100, SIZE), ring, ["Which ring-shaped area surrounds the pond?"], "the ring",
            ext="jpg")
-    sample("empty", crop_rgb(NAIP, 600, 400), np.zeros((SIZE, SIZE), np.uint8), ["Where is the airport?"], "")
+    sample("empty", imagery.crop(imagery.naip, 600, 400, SIZE), np.zeros((SIZE, SIZE), np.uint8), ["Where is the airport?"], "")
     result = prepare_split(root, tmp_path_factory.mktemp("prepared"), split="train", profile="georeasoner")
     assert result.records == 4
     return result.records_path
@@ -283,15 +264,15 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
     raw = yaml.safe_load(TINY_CONFIG.read_text())
     raw["generation"]["temperature"] = -1
     bad.write_text(yaml.safe_dump(raw))
-    assert cli.main(["train", str(bad)]) == 2
+    assert cli.main(["train", str(bad)]) == cli.EXIT_CONFIG
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("\n") == 1
+    assert "Traceback" not in err and err.strip().count("\n") == 0
     assert f"training: error: {bad}: generation.temperature: must be greater than 0" in err
     broken = tmp_path / "broken.yaml"
     broken.write_text("model: [unclosed\n")
-    assert cli.main(["train", str(broken)]) == 2
+    assert cli.main(["train", str(broken)]) == cli.EXIT_CONFIG
     assert "not valid YAML" in capsys.readouterr().err
-    assert cli.main(["train", str(TINY_CONFIG), "--set", "optimization.beta"]) == 2
+    assert cli.main(["train", str(TINY_CONFIG), "--set", "optimization.beta"]) == cli.EXIT_CONFIG
     assert "expected KEY=VALUE" in capsys.readouterr().err
 
 
@@ -342,7 +323,7 @@ def test_records_reframed_from_pixels_and_bad_lines_skipped_with_file_and_line(t
 
 
 def test_shuffle_order_depends_only_on_seed_and_epoch():
-    from training.train import _epoch_seeded_sampler_class
+    from training.trainer import _epoch_seeded_sampler_class
 
     sampler_class = _epoch_seeded_sampler_class()
     data = list(range(10))
@@ -358,7 +339,7 @@ def test_shuffle_order_depends_only_on_seed_and_epoch():
 
 
 def per_image_sampler(groups, **options):
-    from training.train import _question_per_image_sampler_class
+    from training.trainer import _question_per_image_sampler_class
 
     return _question_per_image_sampler_class()(list(range(groups.questions)), groups, **options)
 
@@ -412,7 +393,7 @@ def test_one_question_per_image_per_epoch_sampler():
     assert {image_of[i]: i for i in list(fresh)[::2]} == epochs[4]
 
     # With one question per image it is exactly the per-record sampler.
-    from training.train import _epoch_seeded_sampler_class
+    from training.trainer import _epoch_seeded_sampler_class
 
     single = image_groups([{"image_id": str(i), "question_index": 0} for i in range(7)])
     options = dict(mini_repeat_count=2, batch_size=3, repeat_count=2, seed=1)
@@ -422,7 +403,7 @@ def test_one_question_per_image_per_epoch_sampler():
         theirs.set_epoch(epoch)
         assert list(ours) == list(theirs) and len(ours) == len(theirs)
     with pytest.raises(ValueError, match="groups hold 2 record"):
-        from training.train import _question_per_image_sampler_class
+        from training.trainer import _question_per_image_sampler_class
 
         _question_per_image_sampler_class()(list(range(3)), image_groups(rows[:2]), mini_repeat_count=2)
 
@@ -631,7 +612,7 @@ def test_tensorboard_has_each_reward_and_completion_lengths(lora_run):
 
 
 @pytest.mark.slow
-def test_exported_adapter_is_served_by_the_cascade(lora_run, tiny, tiny_sam, tmp_path, capsys):
+def test_exported_adapter_is_served_by_the_cascade(imagery, lora_run, tiny, tiny_sam, tmp_path, capsys):
     from georeasoner_plugin.backend.cascade import AskOptions, Cascade
     from georeasoner_plugin.backend.reasoner import Reasoner
 
@@ -650,16 +631,16 @@ def test_exported_adapter_is_served_by_the_cascade(lora_run, tiny, tiny_sam, tmp
         assert torch.allclose(merged_state[name], tensor, atol=1e-6), name
     assert any(not torch.equal(merged_state[n], base[n]) for n in base if "language_model" in n)
 
-    image = crop_rgb(NAIP, 300, 200)
+    image = imagery.crop(imagery.naip, 300, 200, SIZE)
     cascade = Cascade(exported, tiny_sam, profile="georeasoner")
     result = cascade.ask(image, "Where is water stored?", options=AskOptions(max_new_tokens=8, seed=1))
     assert result.answer.raw_output and result.answer.models["reasoner"] == str(out)
     assert result.answer.profile == "georeasoner"
 
     # Exporting again into the same folder needs --overwrite; a folder that is no run is named.
-    assert cli.main(["export", str(adapter), "--out", str(out)]) == 2
+    assert cli.main(["export", str(adapter), "--out", str(out)]) == cli.EXIT_USAGE
     assert "--overwrite" in capsys.readouterr().err
-    assert cli.main(["export", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert cli.main(["export", str(tmp_path), "--out", str(tmp_path / "x")]) == cli.EXIT_USAGE
     assert "neither a LoRA adapter" in capsys.readouterr().err
 
 
