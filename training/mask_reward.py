@@ -9,7 +9,7 @@ from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from georeasoner_plugin.core.frames import ModelFrame, map_objects_to_image
+from georeasoner_plugin.core.frames import map_objects_to_image
 from georeasoner_plugin.core.parsing import ParsedAnswer
 from georeasoner_plugin.core.profiles import (Profile)
 from georeasoner_plugin.core.protocol import PARSE_EMPTY

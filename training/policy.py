@@ -8,7 +8,6 @@ fine-tuning with the vision tower frozen unless asked.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
 from typing import Callable, List, Mapping, Optional, Tuple, Union
