@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
+import numpy as np
 import shapely
 
 __all__ = ["GpkgLayer", "write_geopackage", "srs_of_wkt"]
@@ -88,13 +89,22 @@ def _depth(text: str, position: int) -> int:
     return depth
 
 
-def _blob(geometry, srs_id: int) -> bytes:
-    """GeoPackage binary: 'GP', version 0, flags (little-endian, xy envelope), srs_id, envelope, WKB."""
-    if geometry.is_empty:
-        return b"GP\x00\x11" + struct.pack("<i", srs_id) + shapely.to_wkb(geometry, byte_order=1)
-    min_x, min_y, max_x, max_y = geometry.bounds
-    return (b"GP\x00\x03" + struct.pack("<i4d", srs_id, min_x, max_x, min_y, max_y)
-            + shapely.to_wkb(geometry, byte_order=1))
+def _blobs(geometries: List[Any], srs_id: int) -> List[bytes]:
+    """GeoPackage binary of each geometry: 'GP', version 0, flags (little-endian; xy envelope, or
+    the empty flag), srs_id, envelope, then standard WKB. WKB and envelopes in one shapely call each."""
+    if not geometries:
+        return []
+    array = np.asarray(geometries, dtype=object)
+    wkbs = shapely.to_wkb(array, byte_order=1)
+    bounds = shapely.bounds(array).tolist()
+    empty = shapely.is_empty(array).tolist()
+    blobs = []
+    for wkb, (min_x, min_y, max_x, max_y), is_empty in zip(wkbs, bounds, empty):
+        if is_empty:
+            blobs.append(b"GP\x00\x11" + struct.pack("<i", srs_id) + wkb)
+        else:
+            blobs.append(b"GP\x00\x03" + struct.pack("<i4d", srs_id, min_x, max_x, min_y, max_y) + wkb)
+    return blobs
 
 
 def write_geopackage(path: Path, layers: Sequence[GpkgLayer], crs_wkt: Optional[str]) -> None:
@@ -154,4 +164,4 @@ def _write_layer(connection: sqlite3.Connection, layer: GpkgLayer, srs_id: int) 
     names = ", ".join(["geom"] + [_quote(name) for name, _ in layer.fields])
     marks = ", ".join("?" * (len(layer.fields) + 1))
     connection.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})",
-                           [(_blob(g, srs_id), *row) for g, row in zip(layer.geometries, layer.rows)])
+                           [(blob, *row) for blob, row in zip(_blobs(layer.geometries, srs_id), layer.rows)])

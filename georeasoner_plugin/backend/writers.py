@@ -223,40 +223,53 @@ def _box_sum(table: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> int:
 
 def _features(answer: Answer, transform: GeoTransform) -> Dict[str, list]:
     """Per layer: (geometry, point index or None, object) for every feature of the answer."""
-    boxes, points, contours = [], [], []
+    boxes, points = [], []
     for obj in answer.objects:
         if obj.box is not None:
             boxes.append((shapely.Polygon(transform.box_to_map_ring(obj.box)), None, obj))
         for n, (col, row) in enumerate(obj.points):
             points.append((shapely.Point(transform.pixel_to_map(col, row)), n, obj))
-        parts = [p for p in (_map_polygon(poly, transform) for poly in obj.polygons) if p is not None]
-        if parts:
-            contours.append((shapely.MultiPolygon(parts), None, obj))
-    return {"boxes": boxes, "points": points, "contours": contours}
+    return {"boxes": boxes, "points": points, "contours": _contours(answer, transform)}
 
 
-def _map_polygon(polygon: Polygon, transform: GeoTransform):
-    exterior = _map_ring(polygon.exterior, transform)
-    if exterior is None:
-        return None
-    holes = [ring for ring in (_map_ring(h, transform) for h in polygon.holes) if ring is not None]
-    return shapely.Polygon(exterior, holes)
+def _contours(answer: Answer, transform: GeoTransform) -> list:
+    """Every object's polygons in map coordinates, all vertices mapped in one numpy pass.
 
-
-def _map_ring(ring: List[Tuple[float, float]], transform: GeoTransform) -> Optional[np.ndarray]:
-    """The ring in map coordinates, closed, or None when it has fewer than three distinct vertices.
-
-    The same arithmetic as GeoTransform.pixel_to_map, in the same order, on numpy arrays (bit-for-bit
-    the same values; a Python loop per vertex cost more than the GeoPackage write itself)."""
-    if len(set(map(tuple, ring))) < 3:
-        return None
-    pixels = np.asarray(ring, dtype=np.float64)
-    if not np.array_equal(pixels[0], pixels[-1]):
-        pixels = np.vstack([pixels, pixels[:1]])
+    The same arithmetic as GeoTransform.pixel_to_map, in the same order (bit-for-bit the same
+    values); a Python call per vertex or per ring cost more than the GeoPackage write itself. Rings
+    with fewer than three distinct vertices (no area) are left out, and a polygon without its
+    exterior with them."""
+    rings: List[list] = []
+    layout = []
+    for obj in answer.objects:
+        polygons = []
+        for polygon in obj.polygons:
+            if len(set(polygon.exterior)) < 3:
+                continue
+            exterior = len(rings)
+            rings.append(_closed(polygon.exterior))
+            holes = []
+            for hole in polygon.holes:
+                if len(set(hole)) >= 3:
+                    holes.append(len(rings))
+                    rings.append(_closed(hole))
+            polygons.append((exterior, holes))
+        layout.append((obj, polygons))
+    if not rings:
+        return []
+    pixels = np.array([vertex for ring in rings for vertex in ring], dtype=np.float64).reshape(-1, 2)
     col, row = pixels[:, 0], pixels[:, 1]
     t = transform
-    return np.column_stack([t.origin_x + col * t.pixel_width + row * t.row_rotation,
-                            t.origin_y + col * t.column_rotation + row * t.pixel_height])
+    mapped = np.column_stack([t.origin_x + col * t.pixel_width + row * t.row_rotation,
+                              t.origin_y + col * t.column_rotation + row * t.pixel_height])
+    arrays = np.split(mapped, np.cumsum([len(ring) for ring in rings])[:-1])
+    return [(shapely.MultiPolygon([shapely.Polygon(arrays[e], [arrays[h] for h in holes]) for e, holes in polygons]),
+             None, obj) for obj, polygons in layout if polygons]
+
+
+def _closed(ring: list) -> list:
+    ring = [tuple(vertex) for vertex in ring]
+    return ring if ring[0] == ring[-1] else ring + [ring[0]]
 
 
 def _attributes(answer: Answer, layer: str, features: list, crs_wkt: Optional[str], raster: str) -> List[dict]:
@@ -276,9 +289,12 @@ def _geometries(features: list, exterior_clockwise: bool) -> list:
 def _geopackage_layer(layer: str, answer: Answer, features: list, crs_wkt: Optional[str], raster: str) -> GpkgLayer:
     schema = fields_for(layer)
     rows = []
+    created_text = {}  # one answer, one creation time: formatted once
     for values in _attributes(answer, layer, features, crs_wkt, raster):
         created = values["created"]
-        values["created"] = created.strftime("%Y-%m-%dT%H:%M:%S.") + f"{created.microsecond // 1000:03d}Z"
+        if created not in created_text:
+            created_text[created] = created.strftime("%Y-%m-%dT%H:%M:%S.") + f"{created.microsecond // 1000:03d}Z"
+        values["created"] = created_text[created]
         rows.append([values[f.name] for f in schema])
     return GpkgLayer(layer, _GEOMETRY_TYPES[layer].upper(), [(f.name, f.kind) for f in schema],
                      _geometries(features, exterior_clockwise=False), rows)
