@@ -226,3 +226,22 @@ def test_a_secret_in_the_reasoner_url_never_shows(caplog):
     assert answer.status_code == 502, answer.text
     for text in (info.text, answer.text, caplog.text):
         assert "SECRET123" not in text and "pa55word" not in text, text
+
+
+def test_routers_of_other_features_sit_behind_the_gate():
+    from fastapi import APIRouter
+    from starlette.testclient import TestClient
+
+    from georeasoner_plugin.backend.server import Service, ServiceConfig, create_app
+
+    router = APIRouter()
+
+    @router.get("/v1/extra")
+    async def extra():
+        return {"ok": True}
+
+    service = Service(ServiceConfig(recorded_output="x"), loader=lambda cfg: (TimedCascade(), {}))
+    with TestClient(create_app(service, token=TOKEN, routers=[router]), base_url="http://127.0.0.1") as client:
+        assert client.get("/v1/extra").status_code == 401
+        assert client.get("/v1/extra", headers=HEADERS).json() == {"ok": True}
+        assert client.get("/v1/extra", headers={**HEADERS, "Host": "evil.example"}).status_code == 403
