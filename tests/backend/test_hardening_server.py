@@ -229,10 +229,10 @@ def test_a_secret_in_the_reasoner_url_never_shows(caplog):
 
 
 def test_routers_of_other_features_sit_behind_the_gate():
-    from fastapi import APIRouter
+    from fastapi import APIRouter, Request
     from starlette.testclient import TestClient
 
-    from georeasoner_plugin.backend.server import Service, ServiceConfig, create_app
+    from georeasoner_plugin.backend.server import Service, ServiceConfig, _read_form, create_app, decode_image
 
     router = APIRouter()
 
@@ -240,8 +240,16 @@ def test_routers_of_other_features_sit_behind_the_gate():
     async def extra():
         return {"ok": True}
 
+    @router.post("/v1/extra")
+    async def extra_image(request: Request):  # the pre-split helpers a feature route may use
+        fields = await _read_form(request, 10**7)
+        return {"shape": list(decode_image(fields["image"], 10**7).shape)}
+
     service = Service(ServiceConfig(recorded_output="x"), loader=lambda cfg: (TimedCascade(), {}))
     with TestClient(create_app(service, token=TOKEN, routers=[router]), base_url="http://127.0.0.1") as client:
         assert client.get("/v1/extra").status_code == 401
         assert client.get("/v1/extra", headers=HEADERS).json() == {"ok": True}
         assert client.get("/v1/extra", headers={**HEADERS, "Host": "evil.example"}).status_code == 403
+        posted = client.post("/v1/extra", headers=HEADERS, files={"image": ("a.png", png(20, 30), "image/png")},
+                             data={"request": "{}"})
+        assert posted.json() == {"shape": [20, 30, 3]}
