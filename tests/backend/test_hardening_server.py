@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from fastapi import Request  # module level: routes resolve their annotations here
 
 from georeasoner_plugin.backend.server.connections import RateLimitedLog, loop_exception_handler
 from georeasoner_plugin.core import api
@@ -229,7 +230,7 @@ def test_a_secret_in_the_reasoner_url_never_shows(caplog):
 
 
 def test_routers_of_other_features_sit_behind_the_gate():
-    from fastapi import APIRouter, Request
+    from fastapi import APIRouter
     from starlette.testclient import TestClient
 
     from georeasoner_plugin.backend.server import Service, ServiceConfig, _read_form, create_app, decode_image
