@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from fastapi import Request  # module level: routes resolve their annotations here
 
 from georeasoner_plugin.backend.server.connections import RateLimitedLog, loop_exception_handler
 from georeasoner_plugin.core import api
@@ -226,3 +227,30 @@ def test_a_secret_in_the_reasoner_url_never_shows(caplog):
     assert answer.status_code == 502, answer.text
     for text in (info.text, answer.text, caplog.text):
         assert "SECRET123" not in text and "pa55word" not in text, text
+
+
+def test_routers_of_other_features_sit_behind_the_gate():
+    from fastapi import APIRouter
+    from starlette.testclient import TestClient
+
+    from georeasoner_plugin.backend.server import Service, ServiceConfig, _read_form, create_app, decode_image
+
+    router = APIRouter()
+
+    @router.get("/v1/extra")
+    async def extra():
+        return {"ok": True}
+
+    @router.post("/v1/extra")
+    async def extra_image(request: Request):  # the pre-split helpers a feature route may use
+        fields = await _read_form(request, 10**7)
+        return {"shape": list(decode_image(fields["image"], 10**7).shape)}
+
+    service = Service(ServiceConfig(recorded_output="x"), loader=lambda cfg: (TimedCascade(), {}))
+    with TestClient(create_app(service, token=TOKEN, routers=[router]), base_url="http://127.0.0.1") as client:
+        assert client.get("/v1/extra").status_code == 401
+        assert client.get("/v1/extra", headers=HEADERS).json() == {"ok": True}
+        assert client.get("/v1/extra", headers={**HEADERS, "Host": "evil.example"}).status_code == 403
+        posted = client.post("/v1/extra", headers=HEADERS, files={"image": ("a.png", png(20, 30), "image/png")},
+                             data={"request": "{}"})
+        assert posted.json() == {"shape": [20, 30, 3]}

@@ -28,7 +28,9 @@ from ...core.api import (API_PREFIX, DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAU
 from .app import create_app
 from .config import ServiceConfig
 from .errors import ApiError, BodyTooLarge, error_body, error_event, error_response, public_event
-from .forms import read_form, validate_request
+from .forms import read_form, read_form_bytes, validate_request
+
+_read_form = read_form_bytes  # the name routes used before the split (issue 14's segment_routes.py)
 from .gate import Gate, is_loopback_bind
 from .images import decode_image, sniff_image_type
 from .run import bind_socket, exposure_warning, run_server, url_of
@@ -39,7 +41,8 @@ __all__ = [
     "API_PREFIX", "DEFAULT_HOST", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_PORT", "DEFAULT_QUEUE_SIZE", "DEFAULT_TIMEOUT_S",
     "LISTENING_PREFIX", "MAX_REQUEST_PART_BYTES", "NDJSON", "PUBLIC_PATHS", "STATE_ERROR", "STATE_LOADING",
     "STATE_READY", "host_name", "is_loopback_name", "is_loopback_bind", "create_app", "ServiceConfig", "ApiError",
-    "BodyTooLarge", "error_body", "error_event", "error_response", "public_event", "read_form", "validate_request",
+    "BodyTooLarge", "error_body", "error_event", "error_response", "public_event", "read_form", "read_form_bytes",
+    "validate_request",
     "Gate", "decode_image", "sniff_image_type", "bind_socket", "exposure_warning", "run_server", "url_of",
     "AskRequest", "ErrorBody", "HealthResponse", "InfoResponse", "RETRY_AFTER_LOADING_S", "Job", "Loader", "Service",
     "load_cascade",

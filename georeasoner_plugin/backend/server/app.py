@@ -9,9 +9,9 @@ import json
 import logging
 import time
 import traceback
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -37,11 +37,14 @@ log = logging.getLogger("georeasoner.server")
 NDJSON = NDJSON_MEDIA_TYPE
 
 
-def create_app(service: Service, *, token: str, loopback_only: bool = True) -> FastAPI:
+def create_app(service: Service, *, token: str, loopback_only: bool = True,
+               routers: Sequence[APIRouter] = ()) -> Gate:
     """The ASGI application; `service` owns the models and the queue.
 
-    Routers of other features (jobs, segment, ...) are included at the place marked "routers" below;
-    they sit behind the same Gate (token, Host, body size) as every route here.
+    `routers` (further features: jobs, segment, ...) are included after the routes here, at the place
+    marked "routers"; they sit behind the same Gate (token, Host, body size). A router that takes
+    images should admit them like `_accept` does: `service.reserve_place()` before reading the body,
+    `images.probe_image` + `admission.decode_cost` + `service.budget` before decoding.
     """
     config = service.config
     app = FastAPI(title="GeoReasoner backend", version=__version__, docs_url=None, redoc_url=None,
@@ -246,7 +249,9 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True) -> F
             if not finished:
                 service.cancel(job, "the client disconnected from the stream")
 
-    # ---- routers: app.include_router(...) for further features goes here ----
+    # ---- routers: further features are included here ----
+    for router in routers:
+        app.include_router(router)
 
     original_openapi = app.openapi
 

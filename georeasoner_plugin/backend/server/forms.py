@@ -85,6 +85,21 @@ async def read_form(request: Request, max_body_bytes: int) -> Dict[str, Any]:
         raise
 
 
+async def read_form_bytes(request: Request, max_body_bytes: int) -> Dict[str, Any]:
+    """{'image': bytes, 'request': str}: read_form for routes that want the image in memory (the
+    pre-split `_read_form` contract); an aborted upload is ApiError 499 (one log line, no traceback).
+    Such a route should still charge the decoded size (images.probe_image, admission.decode_cost,
+    service.budget) before decoding."""
+    try:
+        fields = await read_form(request, max_body_bytes)
+    except ClientGone as exc:
+        raise ApiError(499, "client_gone", str(exc)) from None
+    try:
+        return {"image": await fields["image"].read(), "request": fields["request"]}
+    finally:
+        await fields["form"].close()
+
+
 async def _counted(request: Request, counter):
     async for chunk in request.stream():
         counter[0] += len(chunk)

@@ -9,7 +9,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from ...core.api import is_loopback_host, listening_line
 from .app import create_app
@@ -124,7 +124,7 @@ def make_server(app, service: Service, url: str, *, log_level: str = "info"):
 
 
 def run_server(config: ServiceConfig, *, host: str, port: int, token: str, token_file: Path,
-               log_level: str = "info", loader: Optional[Loader] = None) -> None:
+               log_level: str = "info", loader: Optional[Loader] = None, routers: Sequence = ()) -> None:
     """Bind, announce the URL on stdout, load the models in the background, serve until SIGTERM or
     Ctrl+C, then shut down gracefully (README "Security model")."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -132,7 +132,7 @@ def run_server(config: ServiceConfig, *, host: str, port: int, token: str, token
     sock = bind_socket(host, port)
     url = url_of(sock)
     service = Service(config, loader=loader)
-    app = create_app(service, token=token, loopback_only=loopback)
+    app = create_app(service, token=token, loopback_only=loopback, routers=routers)
     warning = exposure_warning(host)
     if warning:
         print(warning, file=sys.stderr, flush=True)
