@@ -250,6 +250,7 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True,
                 service.cancel(job, "the client disconnected from the stream")
 
     # ---- routers: further features are included here ----
+    install_jobs(app, service)  # tiled jobs, /v1/jobs (issue 10)
     for router in routers:
         app.include_router(router)
 
@@ -279,5 +280,4 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True,
         return schema
 
     app.openapi = openapi
-    install_jobs(app, service)
     return Gate(app, token=token, loopback_only=loopback_only, max_body_bytes=config.max_body_bytes)
