@@ -23,7 +23,10 @@ from georeasoner_plugin.core.parsing import ParsedObject  # noqa: E402
 from georeasoner_plugin.core.profiles import get_profile  # noqa: E402
 from training import cli  # noqa: E402
 from training.prepare import prepare_split  # noqa: E402
-from training.train import ConfigError, config_from_dict, load_config, load_policy, run_training  # noqa: E402
+from training.config import config_from_dict, load_config  # noqa: E402
+from training.errors import ConfigError  # noqa: E402
+from training.policy import load_policy  # noqa: E402
+from training.train import run_training  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
