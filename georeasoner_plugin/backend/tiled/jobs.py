@@ -176,8 +176,8 @@ class JobManager:
         job = self.jobs.get(job_id)
         if job is None:
             raise JobError(404, "no_such_job", f"there is no tiled job {job_id!r}; it may have expired after "
-                                               f"{self.ttl_s:.0f} s without any request, or been forgotten after "
-                                               f"its result was fetched")
+                                               f"{self.ttl_s:.0f} s without any request (a finished job too, "
+                                               f"counted from its last read); create it again")
         job.touch()
         return job
 
