@@ -4,7 +4,7 @@
     PUT    /v1/jobs/{id}/tiles/{index}   upload one tile (PNG/JPEG/TIFF bytes, exactly the tile's size)
     GET    /v1/jobs/{id}                 status: state, tiles done / total, objects so far
     GET    /v1/jobs/{id}/events?after=N  progress as NDJSON lines until the job ends
-    GET    /v1/jobs/{id}/result          the merged answer (?partial=true while it runs)
+    GET    /v1/jobs/{id}/result          the merged answer (?partial=true: the tiles finished so far)
     DELETE /v1/jobs/{id}                 cancel; what is done stays in the result
     (POST /v1/jobs/{id}/tiles/{index} and POST /v1/jobs/{id}/cancel do the same for GET/POST-only clients)
 
@@ -142,12 +142,17 @@ def build_router(manager: JobManager, service) -> APIRouter:
             job = manager.get(job_id)
         except JobError as exc:
             return _error(exc.status, exc.code, exc.message)
+        if job.result is None and partial and job.state == "running":
+            so_far = await run_in_threadpool(job.answer_so_far)
+            if so_far is not None:
+                return {"state": job.state, "complete": False, "answer": so_far.to_dict(), "georef": job.georef,
+                        "plan": job.plan.to_dict()}
         if job.result is None:
             if job.state == "failed":
                 return _error(500, "job_failed", f"the job failed: {job.error['message']}")
             return _error(409, "not_finished", f"the job is {job.state} ({job.done} of {len(job.plan.selected)} "
-                                               f"tiles done); wait for its 'done' event, or cancel it to keep the "
-                                               f"finished part")
+                                               f"tiles done); wait for its 'done' event, ask with ?partial=true for "
+                                               f"the tiles finished so far, or cancel it to keep the finished part")
         return {"state": job.state, "complete": job.state == "done", "answer": job.result.to_dict(),
                 "georef": job.georef, "plan": job.plan.to_dict()}
 

@@ -194,6 +194,9 @@ def test_cancel_keeps_what_is_done(live, scenes):
         pass
     r = live.client.get(f"/v1/jobs/{job['job_id']}/result")
     assert r.status_code == 409 and "cancel it to keep the finished part" in r.json()["error"]["message"]
+    so_far = live.client.get(f"/v1/jobs/{job['job_id']}/result", params={"partial": "true"}).json()
+    assert so_far["state"] == "running" and not so_far["complete"]  # layers can fill in as tiles finish
+    assert len(so_far["answer"]["tiles"]) == 1 + 3 and so_far["answer"]["objects"]
     status = live.client.delete(f"/v1/jobs/{job['job_id']}").json()
     assert status["state"] == "cancelled" and status["done"] == 3
     result = live.client.get(f"/v1/jobs/{job['job_id']}/result").json()

@@ -367,6 +367,14 @@ class TiledEngine:
         return TiledResult(answer=answer, plan=plan, records=list(done.values()), resumed=resumed,
                            asked=counters["asked"], nodata=counters["nodata"], cancelled=cancelled, timings=timings)
 
+    def answer_so_far(self, plan: TilePlan, request: TiledRequest, journal: Journal) -> Answer:
+        """The merged answer of the tiles finished so far (a running job's partial result)."""
+        prof = get_profile(request.profile or self.default_profile)
+        records = list(journal.tiles.values())
+        answer = self._answer(prof, request, plan, journal, journal.overview, records)
+        answer.warnings.append(f"partial: {len(records)} tile(s) finished so far")
+        return answer
+
     def _answer(self, prof, request: TiledRequest, plan: TilePlan, journal, overview, records) -> Answer:
         records = sorted(records, key=lambda r: r["tile"])
         objects = merge_records(records, centre_points=prof.sam_prompting == SAM_BOX_AND_CENTER)

@@ -85,6 +85,14 @@ class TiledJob:
         self.done = 0
         self.objects = 0
         self.thread: Optional[threading.Thread] = None
+        self.engine: Optional[TiledEngine] = None
+        self.journal: Optional[MemoryJournal] = None
+
+    def answer_so_far(self):
+        """The merged answer of the finished tiles while the job runs (layers can fill in); None before any."""
+        if self.engine is None or self.journal is None or not self.journal.tiles:
+            return None
+        return self.engine.answer_so_far(self.plan, self.request, self.journal)
 
     def touch(self) -> None:
         self.touched = time.monotonic()
@@ -154,8 +162,9 @@ class JobManager:
             elif kind in ("plan", "focus"):
                 job.post({"event": "progress", "what": kind, **data})
 
+        job.engine, job.journal = engine, MemoryJournal("", {}).open()
         try:
-            result = engine.run(job.source, job.plan, job.request, journal=MemoryJournal("", {}).open(),
+            result = engine.run(job.source, job.plan, job.request, journal=job.journal,
                                 on_event=on_event, should_stop=job.cancelled.is_set)
             job.result = result.answer
             job.plan = result.plan
@@ -176,8 +185,8 @@ class JobManager:
         job = self.jobs.get(job_id)
         if job is None:
             raise JobError(404, "no_such_job", f"there is no tiled job {job_id!r}; it may have expired after "
-                                               f"{self.ttl_s:.0f} s without any request, or been forgotten after "
-                                               f"its result was fetched")
+                                               f"{self.ttl_s:.0f} s without any request (a finished job too, "
+                                               f"counted from its last read); create it again")
         job.touch()
         return job
 
