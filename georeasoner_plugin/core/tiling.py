@@ -157,7 +157,7 @@ class TilePlan:
         return plan
 
 
-def default_tile_size(frame_spec) -> int:
+def default_tile_size(frame_spec: Any) -> int:
     """The side of a square image the profile's model sees without being shrunk (its frame).
 
     Fixed frames: their side. Qwen smart resize: the largest square within max_pixels, rounded
@@ -253,9 +253,9 @@ def plan_tiles(source_width: int, source_height: int, *, tile_size: int, overlap
     notes: List[str] = []
     rings = [list(r) for r in mask_rings] if mask_rings else []
     if area is None and rings:
-        xs = [p[0] for r in rings for p in r]
-        ys = [p[1] for r in rings for p in r]
-        area = (min(xs), min(ys), max(xs), max(ys))
+        ring_xs = [p[0] for r in rings for p in r]
+        ring_ys = [p[1] for r in rings for p in r]
+        area = (min(ring_xs), min(ring_ys), max(ring_xs), max(ring_ys))
     if area is None:
         area = (0.0, 0.0, float(source_width), float(source_height))
     c0, r0 = max(0.0, float(area[0])), max(0.0, float(area[1]))
@@ -328,10 +328,11 @@ def _point_in_ring(x: float, y: float, ring: Ring) -> bool:
     return inside
 
 
-def _segments_cross(p, q, r, s) -> bool:
-    def orient(a, b, c):
+def _segments_cross(p: Tuple[float, float], q: Tuple[float, float], r: Tuple[float, float],
+                    s: Tuple[float, float]) -> bool:
+    def orient(a: Tuple[float, float], b: Tuple[float, float], c: Tuple[float, float]) -> int:
         v = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
-        return (v > 0) - (v < 0)
+        return int(v > 0) - int(v < 0)
 
     return orient(p, q, r) * orient(p, q, s) < 0 and orient(r, s, p) * orient(r, s, q) < 0
 
