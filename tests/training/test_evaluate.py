@@ -120,7 +120,7 @@ def boundary_points(mask):
 
 
 def expected_contour(pred, gt):
-    """(F1@1, F1@3, ASSD, HD) by nearest-neighbour queries on boundary pixel centres."""
+    """(F1@1, F1@3, ASD, HD) by nearest-neighbour queries on boundary pixel centres."""
     bp, bg = boundary_points(pred), boundary_points(gt)
     if len(bp) == 0 and len(bg) == 0:
         return 1.0, 1.0, 0.0, 0.0

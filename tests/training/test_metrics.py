@@ -230,7 +230,7 @@ def test_contour_empty_conventions_and_summary_counts():
     assert one.f1 == {1: 0.0, 3: 0.0} and one.assd == diagonal and one.hd == diagonal and one.one_empty
 
     acc = MetricAccumulator()
-    acc.add("same", gt, gt)  # F1 1, ASSD 0, HD 0
+    acc.add("same", gt, gt)  # F1 1, ASD 0, HD 0
     acc.add("missed", None, gt, parse_status="no_answer")  # F1 0, distances the grid's diagonal
     acc.add("shifted", square((10, 10), 2, 4, 4), gt)
     expected = contour_scores(square((10, 10), 2, 4, 4), gt)

@@ -562,6 +562,22 @@ def test_records_keep_their_image_and_question(tiny, prepared, tmp_path):
     assert [[rows[i]["question_index"] for i in members] for members in groups.members] == [[0], [0, 1], [0]]
 
 
+def test_grasp_trains_on_one_object_per_mask_and_a_recipe_system_prompt(tiny, prepared, tmp_path):
+    """GRASP Section 4.1: one box + two points per target mask; a paper config's own system prompt."""
+    raw = tiny_raw(tiny, prepared, tmp_path / "run", profile="grasp", rewards="grasp",
+                   system_prompt="Think first, then answer.")
+    raw["data"].pop("image_min_pixels", None)
+    raw["data"].pop("image_max_pixels", None)
+    config = config_from_dict(raw, "grasp.yaml")
+    rows, _ = load_records(config)
+    multi = next(r for r in rows if r["image_id"] == "multi")
+    assert len(json.loads(multi["gt_boxes"])) == 1  # the field and the lake together
+    assert len(json.loads(multi["gt_points"])[0]) == 2
+    item = build_dataset(rows, config)[0]
+    assert item["prompt"][0] == {"role": "system", "content": [{"type": "text", "text": "Think first, then answer."}]}
+    assert "'points 1'" in item["prompt"][1]["content"][1]["text"]
+
+
 @pytest.mark.slow
 def test_one_question_per_image_per_epoch_trains_and_resumes(tiny, prepared, tmp_path):
     # Four records on three images (two questions on "multi"); three prompts per step, so each
