@@ -28,7 +28,7 @@ from shapely.geometry.polygon import orient
 
 from ..core.georef import GeoTransform
 from ..core.protocol import Answer, Polygon
-from .attributes import area_function, layer_columns
+from .attributes import layer_columns
 
 __all__ = ["OutputError", "LAYERS", "write_vectors", "write_mask_geotiff", "vector_targets", "all_output_files"]
 
@@ -216,7 +216,7 @@ def _write_layer(path: Path, layer: str, driver: str, answer: Answer, features: 
 
     # The columns and their values are core.fields' (one schema for the CLI and the QGIS store).
     names, field_data, masks, tz_offsets = layer_columns(
-        layer, answer, features, shapefile=shapefile, area=area_function(crs_wkt), raster=raster)
+        layer, answer, features, shapefile=shapefile, crs_wkt=crs_wkt, raster=raster)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="'crs' was not provided")  # pixel space, on purpose
         pyogrio.raw.write(
