@@ -8,6 +8,9 @@
    itself costs almost nothing. The overhead is split into decoding the image on the server and
    the rest (transfer on loopback, multipart parsing, queue hand-over, JSON). Target: <= 15 ms plus
    transfer. A 64 x 64 image shows the fixed part alone.
+3. Peak RSS of a replay server (default limits: --queue-size 8, --image-memory-mb 1024) while 12
+   clients send 8000 x 8000 1-bit PNGs at once (a few KB each, 192 MB decoded). Goal: at most
+   1.5 GiB above idle (the image memory budget plus what the running request's cascade allocates).
 
 Run: ``python bench/bench_server.py`` or call ``run()``. Both servers bind 127.0.0.1 only.
 """
@@ -171,10 +174,38 @@ def _overhead(server: _Server, array: np.ndarray, fmt: str, repeat: int) -> Dict
             "decode_ms": median["decode"], "rest_ms": overhead - median["decode"], "upload_ms": median["upload"]}
 
 
+def _rss_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _peak_rss_bombs(server: _Server, clients: int = 12, side: int = 8000) -> Dict[str, object]:
+    """Peak RSS above idle while `clients` send side x side 1-bit PNGs at once (Linux /proc)."""
+    from collections import Counter
+
+    buffer = io.BytesIO()
+    Image.new("1", (side, side), 0).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    pid = server.process.pid
+    idle = _rss_kib(pid, "VmRSS")
+    request = {"question": QUESTION, "outputs": ["boxes", "points"]}
+    with ThreadPoolExecutor(clients) as pool, _client() as client:
+        statuses = Counter(pool.map(lambda _: client.post(f"{server.url}{ASK_PATH}", headers=server.headers,
+                                                          files={"image": ("bomb.png", data, "image/png")},
+                                                          data={"request": json.dumps(request)}).status_code,
+                                    range(clients)))
+    peak = _rss_kib(pid, "VmHWM")
+    return {"clients": clients, "png_kb": len(data) / 1024, "idle_mib": idle / 1024, "peak_mib": peak / 1024,
+            "above_idle_mib": (peak - idle) / 1024, "statuses": dict(statuses)}
+
+
 def run(print_table: bool = True) -> Dict[str, List[Dict[str, object]]]:
     from georeasoner_plugin.backend.tiny import make_tiny_models
 
-    results: Dict[str, List[Dict[str, object]]] = {"concurrency": [], "overhead": []}
+    results: Dict[str, List[Dict[str, object]]] = {"concurrency": [], "overhead": [], "memory": []}
     with tempfile.TemporaryDirectory(prefix="georeasoner-bench-") as tmp:
         workdir = Path(tmp)
         models = make_tiny_models(workdir / "tiny")
@@ -198,6 +229,13 @@ def run(print_table: bool = True) -> Dict[str, List[Dict[str, object]]]:
             results["overhead"].append(_overhead(replay, big, "TIFF", repeat=9))
         finally:
             replay.stop()
+        if os.path.exists("/proc/self/status"):
+            (workdir / "memory").mkdir()
+            fresh = _Server(["--reasoner-output", str(RECORDED), "--segmenter", "none"], workdir / "memory")
+            try:
+                results["memory"].append(_peak_rss_bombs(fresh))
+            finally:
+                fresh.stop()
     if print_table:
         _print(results)
     return results
@@ -219,6 +257,11 @@ def _print(results) -> None:
     print("overhead = HTTP - in-process; decode = the image bytes to pixels on the server; rest = overhead - decode "
           "(loopback transfer, multipart parsing, queue hand-over, JSON; target <= 15 ms plus transfer); upload = "
           "a request refused right after parsing (transfer + multipart + JSON, no decode, no queue)")
+    for row in results.get("memory", []):
+        print()
+        print(f"Peak RSS, {row['clients']} concurrent 8000 x 8000 1-bit PNGs ({row['png_kb']:.0f} KB each) on a "
+              f"replay server with default limits: idle {row['idle_mib']:.0f} MiB, peak {row['peak_mib']:.0f} MiB, "
+              f"+{row['above_idle_mib']:.0f} MiB above idle (goal <= 1536); answers {row['statuses']}")
 
 if __name__ == "__main__":
     run()

@@ -17,25 +17,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
 from .. import __version__
-from ..core.exit_codes import (EXIT_CANTCREAT, EXIT_CONFIG, EXIT_DATAERR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOINPUT,
-                               EXIT_OK, EXIT_SOFTWARE, EXIT_UNAVAILABLE, EXIT_USAGE, CommandError,
-                               UsageError, run_command)
-from ..core.api import (DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, DEFAULT_QUEUE_SIZE, DEFAULT_TIMEOUT_S,
-                        EVENT_STAGE, EVENT_TOKEN, MAX_IMAGE_PIXELS, STAGE_DONE, STAGE_PARSE, TOKEN_FILE_ENV)
+from ..core.api import EVENT_STAGE, EVENT_TOKEN, STAGE_DONE, STAGE_PARSE
+from ..core.exit_codes import (EXIT_CANTCREAT, EXIT_DATAERR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOFTWARE,
+                               EXIT_UNAVAILABLE, EXIT_USAGE, CommandError, UsageError, run_command)
 from ..core.files import atomic_write_text
 from ..core.profiles import DEFAULT_PROFILE, PROFILES, UnknownProfileError, get_profile
 from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_NO_ANSWER
 from .cli_ask import (Progress, output_paths, parse_bands, parse_outputs, print_summary, read_recorded_output,
                       refuse_existing_outputs, remove_files, write_answer_json)
 
-DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-large"
+from .cli_checks import check_input, check_writable
+from .cli_serve import DEFAULT_SEGMENTER, add_serve_parser, cmd_serve
 
 EXIT_BUG = EXIT_SOFTWARE  # the name this module used before the codes moved to core
 __all__ = ["main", "build_parser", "output_paths", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_BUG",
@@ -90,37 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("profiles", help="list the prompt profiles")
 
-    serve = sub.add_parser("serve", help="run the HTTP backend (for the QGIS plugin and other clients)")
-    serve.add_argument("--host", default=DEFAULT_HOST,
-                       help=f"address to listen on (default {DEFAULT_HOST}; anything else is reachable from the "
-                            f"network)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
-                       help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one; the URL is printed)")
-    serve.add_argument("--profile", default=DEFAULT_PROFILE, help=f"default prompt profile ({', '.join(PROFILES)})")
-    serve.add_argument("--reasoner", help="reasoning model: hub id or local folder (default: the profile's checkpoint)")
-    serve.add_argument("--adapter", help="LoRA adapter folder applied on top of the reasoner")
-    serve.add_argument("--segmenter", default=DEFAULT_SEGMENTER,
-                       help="SAM2 model: hub id or local folder; 'none' serves boxes and points only")
-    serve.add_argument("--reasoner-output", metavar="FILE",
-                       help="replay this saved raw model output for every question (tests, demos; no reasoner loaded)")
-    serve.add_argument("--reasoner-url", metavar="URL",
-                       help="OpenAI-compatible chat-completions endpoint (vLLM, SGLang), e.g. http://gpu:8000/v1; "
-                            "its API key, if any, is read from GEOREASONER_REASONER_API_KEY")
-    serve.add_argument("--reasoner-model", metavar="NAME", help="the model name the --reasoner-url endpoint serves")
-    serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    serve.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
-    serve.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
-                       help=f"requests allowed to wait (default {DEFAULT_QUEUE_SIZE}); more get 429")
-    serve.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                       help=f"per-request time limit in seconds, queue included (default {DEFAULT_TIMEOUT_S:g})")
-    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
-                       help=f"largest request body accepted (default {DEFAULT_MAX_BODY_BYTES})")
-    serve.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
-                       help=f"largest decoded image accepted (default and ceiling {MAX_IMAGE_PIXELS})")
-    serve.add_argument("--token-file", metavar="PATH",
-                       help=f"bearer token file (default: ${TOKEN_FILE_ENV}, else "
-                            "$XDG_CONFIG_HOME/georeasoner/token or ~/.config/georeasoner/token); created if missing")
-    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    add_serve_parser(sub)
     return parser
 
 
@@ -156,8 +124,8 @@ def cmd_ask(args) -> int:
         raise UserError("--max-size must be at least 64 pixels", EXIT_USAGE)
     paths = output_paths(args.out)
     refuse_existing_outputs(paths, outputs, args.overwrite)
-    if not Path(args.image).exists():
-        raise UserError(f"{args.image}: no such file", EXIT_NOINPUT)
+    check_input(args.image)
+    check_writable(paths)
     recorded = read_recorded_output(args.reasoner_output) if args.reasoner_output else None
 
     # Heavy imports only now, so `--help` and argument errors stay instant.
@@ -289,46 +257,6 @@ def cmd_profiles() -> int:
         checkpoint = profile.default_checkpoint or "(no published checkpoint)"
         print(f"{profile.name:15s} {profile.title}")
         print(f"{'':15s} checkpoint: {checkpoint}; frame: {profile.frame.describe()}")
-    return EXIT_OK
-
-
-def cmd_serve(args) -> int:
-    from .auth import TokenFileError, load_or_create_token, token_file_path
-    from .remote_reasoner import API_KEY_ENV
-    from .server import ServiceConfig, run_server
-
-    recorded = read_recorded_output(args.reasoner_output) if args.reasoner_output else None
-    segmenter = None if args.segmenter.strip().lower() in ("", "none") else args.segmenter
-    config = ServiceConfig(
-        profile=args.profile, reasoner=args.reasoner, adapter=args.adapter, segmenter=segmenter,
-        recorded_output=recorded, recorded_source=args.reasoner_output, reasoner_url=args.reasoner_url,
-        reasoner_model=args.reasoner_model, reasoner_api_key=os.environ.get(API_KEY_ENV) or None,
-        device=args.device, dtype=args.dtype, queue_size=args.queue_size, timeout_s=args.timeout,
-        max_body_bytes=args.max_body_bytes, max_image_pixels=args.max_image_pixels)
-    try:
-        config.validate()
-        if args.reasoner_url:
-            from .remote_reasoner import chat_completions_url
-            chat_completions_url(args.reasoner_url)
-    except UnknownProfileError as exc:
-        raise UserError(str(exc), EXIT_USAGE) from None
-    except ValueError as exc:
-        raise UserError(str(exc), EXIT_USAGE) from None
-    if not 0 <= args.port <= 65535:
-        raise UserError("--port must be between 0 and 65535 (0 picks a free port)", EXIT_USAGE)
-    token_file = token_file_path(args.token_file)
-    try:
-        token = load_or_create_token(token_file)
-    except TokenFileError as exc:
-        raise UserError(str(exc), EXIT_CONFIG) from None
-    try:
-        run_server(config, host=args.host, port=args.port, token=token, token_file=token_file,
-                   log_level=args.log_level)
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once it has shut down cleanly
-        print("georeasoner: server stopped", file=sys.stderr)
-    except OSError as exc:
-        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; choose another --port "
-                        f"(0 picks a free one) or --host", EXIT_UNAVAILABLE) from None
     return EXIT_OK
 
 

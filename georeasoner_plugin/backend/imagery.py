@@ -27,6 +27,9 @@ __all__ = ["ImageryError", "RasterImage", "read_raster", "read_image_bytes", "st
 
 NO_CRS_WARNING = "no CRS: outputs are in pixel coordinates"
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
+# Pillow modes decoded through Pillow's own RGB conversion; any other mode is stretched like a raster.
+_STRIP_PIXELS = 1 << 20
+EIGHT_BIT_MODES = ("RGB", "L", "RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1")
 # Percentiles are estimated from at most this many valid values per band: plenty for a 2/98 %
 # stretch, and it keeps float rasters of millions of pixels from being sorted in full.
 _PERCENTILE_SAMPLE = 1_000_000
@@ -166,11 +169,17 @@ def read_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) ->
     """
     if not data:
         raise ImageryError("the image is empty (0 bytes)")
+    return read_image_file(io.BytesIO(data), max_pixels)
+
+
+def read_image_file(stream, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, formats=None) -> np.ndarray:
+    """read_image_bytes for a binary file object (a spooled upload), read from its start."""
+    stream.seek(0)
     try:
         with warnings.catch_warnings():
             # Our own limit below replaces Pillow's global warning/limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(stream, formats=formats)
             width, height = image.size
             if width <= 0 or height <= 0:
                 raise ImageryError(f"the image has no pixels ({width} x {height})")
@@ -188,8 +197,17 @@ def read_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) ->
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageryError(f"the image could not be decoded (truncated or corrupt?): {exc}") from exc
 
-    if image.mode in ("RGB", "L", "RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
-        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    if image.mode in EIGHT_BIT_MODES:
+        # Converted strip by strip into the result: the peak is the source pixels plus the (H, W, 3)
+        # array (4 bytes per pixel for a 1-bit PNG), not also a full RGBX copy and its bytes (11).
+        width, height = image.size
+        rgb = np.empty((height, width, 3), dtype=np.uint8)
+        step = max(1, _STRIP_PIXELS // width)
+        for top in range(0, height, step):
+            bottom = min(height, top + step)
+            rgb[top:bottom] = np.asarray(image.crop((0, top, width, bottom)).convert("RGB"))
+        image.close()
+        return rgb
     # 16-bit / 32-bit integer and float images: Pillow's own conversion would clip them to 0..255.
     array = np.asarray(image)
     if array.ndim == 3:

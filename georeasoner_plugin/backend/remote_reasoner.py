@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from typing import Callable, Dict, List, Optional
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -35,14 +35,20 @@ RemoteFrameError = FrameMismatchError
 
 
 def chat_completions_url(url: str) -> str:
-    """Accepts the server's base (http://host:8000/v1) or the full chat-completions address."""
-    text = url.strip()
-    parts = urlsplit(text)
+    """Accepts the server's base (http://host:8000/v1) or the full chat-completions address; a query
+    string (some gateways take their key there) is kept at the end."""
+    parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"the reasoner URL must start with http:// or https:// and name a host, e.g. "
-                         f"http://gpu-server:8000/v1; got {url!r}")
-    text = text.rstrip("/")
-    return text if text.endswith("/chat/completions") else text + "/chat/completions"
+                         f"http://gpu-server:8000/v1; got {redact_url(url)!r}")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions"
+    return urlunsplit(parts._replace(path=path, fragment=""))
+
+
+def _with_path(url: str, path: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=path))
 
 
 def image_data_url(image) -> str:
@@ -71,13 +77,20 @@ def to_openai_messages(messages: List[Dict], data_url: str) -> List[Dict]:
     return converted
 
 
-def redacted_url(url: str) -> str:
-    """The URL without user:password, for messages and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return parts._replace(netloc=host).geturl()
+def redact_url(url: str) -> str:
+    """The URL for messages, logs and /v1/info: no user:password, no query string, no fragment (a
+    key may travel in any of them)."""
+    try:
+        parts = urlsplit(str(url).strip())
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:
+        return "<unreadable URL>"
+    query = "?<redacted>" if parts.query else ""
+    return urlunsplit(parts._replace(netloc=host, query="", fragment="")) + query
 
 
 class RemoteReasoner:  # implements reasoning.ReasonerProtocol
@@ -88,10 +101,14 @@ class RemoteReasoner:  # implements reasoning.ReasonerProtocol
         if not model or not model.strip():
             raise ValueError("the remote reasoner needs the served model's name (--reasoner-model)")
         self.endpoint = chat_completions_url(url)
-        self.base_url = self.endpoint[: -len("/chat/completions")]
+        endpoint_path = urlsplit(self.endpoint).path
+        self.base_url = _with_path(self.endpoint, endpoint_path[: -len("/chat/completions")])
+        self.models_url = _with_path(self.endpoint, endpoint_path[: -len("/chat/completions")] + "/models")
         self.model = model.strip()
         self.name = self.model
-        self.display_url = redacted_url(self.base_url)
+        self.display_url = redact_url(self.base_url)
+        given = urlsplit(url.strip())
+        self._secrets = [v for v in (given.query, given.password, given.username, api_key) if v]
         headers = {"Accept": "text/event-stream, application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -102,13 +119,19 @@ class RemoteReasoner:  # implements reasoning.ReasonerProtocol
     def close(self) -> None:
         self._client.close()
 
+    def _scrub(self, text: str) -> str:
+        """A message without the URL's credentials or query string, whatever library wrote it."""
+        for secret in self._secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
+
     def list_models(self) -> List[str]:
         """Model names the endpoint serves (GET /models); RemoteReasonerError when it cannot say."""
         try:
-            response = self._client.get(self.base_url + "/models", timeout=10.0)
+            response = self._client.get(self.models_url, timeout=10.0)
         except httpx.HTTPError as exc:
             raise RemoteReasonerError(f"the reasoning server at {self.display_url} cannot be reached: "
-                                      f"{_describe(exc)}") from None
+                                      f"{self._scrub(_describe(exc))}") from None
         if response.status_code != 200:
             raise RemoteReasonerError(f"the reasoning server at {self.display_url} answered HTTP "
                                       f"{response.status_code} to GET /models")
@@ -166,7 +189,7 @@ class RemoteReasoner:  # implements reasoning.ReasonerProtocol
             # Closing the response from the watchdog breaks the read: that is a cancel, not a failure.
             if not cancelled.is_set():
                 raise RemoteReasonerError(f"the reasoning server at {self.display_url} failed: "
-                                          f"{_describe(exc)}") from None
+                                          f"{self._scrub(_describe(exc))}") from None
         finished = time.perf_counter()
         self.last_timings = {"preprocess_s": prepared - started, "reason_s": finished - prepared,
                              "chunks": len(pieces), "cancelled": cancelled.is_set()}
@@ -187,8 +210,8 @@ class RemoteReasoner:  # implements reasoning.ReasonerProtocol
             hint = f"; set the endpoint's API key in the environment variable {API_KEY_ENV}"
         elif response.status_code == 404:
             hint = f"; check --reasoner-url (the server's /v1 base) and --reasoner-model ({self.model})"
-        return (f"the reasoning server at {self.display_url} answered HTTP {response.status_code}"
-                f"{': ' + detail if detail else ''}{hint}")
+        return self._scrub(f"the reasoning server at {self.display_url} answered HTTP {response.status_code}"
+                           f"{': ' + detail if detail else ''}{hint}")
 
 
 class _StopWatchdog(threading.Thread):

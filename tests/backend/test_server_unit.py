@@ -112,7 +112,7 @@ def test_health_answers_while_loading_and_asks_get_503_with_retry_after():
     service.close()
 
 
-def test_models_that_fail_to_load_give_the_reason_everywhere():
+def test_models_that_fail_to_load_give_the_reason_behind_the_token_never_in_health():
     from georeasoner_plugin.backend.models import ModelLoadError
 
     def failing_loader(config):
@@ -121,8 +121,11 @@ def test_models_that_fail_to_load_give_the_reason_everywhere():
     service, client = make_client(loader=failing_loader)
     wait_for_state(service, STATE_ERROR)
     with client:
-        health = client.get("/v1/health").json()
-        assert health["status"] == "error" and "lacks config.json" in health["detail"]
+        health = client.get("/v1/health").json()  # no token: no path, no model name
+        assert health["status"] == "error" and "/models/qwen" not in json.dumps(health)
+        assert "/v1/info" in health["detail"]
+        info = client.get("/v1/info", headers=HEADERS).json()
+        assert info["status"] == "error" and "lacks config.json" in info["detail"]
         response = client.post("/v1/ask/stream", headers=HEADERS, **body())
         error = error_of(response, 503, "models_failed")
         assert "lacks config.json" in error["message"] and "Retry-After" not in response.headers

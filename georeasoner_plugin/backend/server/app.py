@@ -9,9 +9,9 @@ import json
 import logging
 import time
 import traceback
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -24,9 +24,10 @@ from ...core.parsing import MAX_OBJECTS
 from ...core.profiles import PROFILES
 from ...core.protocol import PROTOCOL_VERSION
 from .errors import ApiError, error_event, error_response, public_event, sentence as _sentence
-from .forms import read_form as _read_form, validate_request as _validate
+from .admission import decode_cost
+from .forms import ClientGone, read_form as _read_form, validate_request as _validate
 from .gate import Gate
-from .images import decode_image
+from .images import decode_image_file, probe_image
 from .schema import (ASK_BODY as _ASK_BODY, ERROR_RESPONSES as _ERROR_RESPONSES, STREAM_EVENT_SCHEMA,
                      STREAM_EVENTS_DOC as _STREAM_EVENTS_DOC, AskRequest, HealthResponse, InfoResponse)
 from .service import Job, Service
@@ -35,8 +36,15 @@ log = logging.getLogger("georeasoner.server")
 NDJSON = NDJSON_MEDIA_TYPE
 
 
-def create_app(service: Service, *, token: str, loopback_only: bool = True) -> FastAPI:
-    """The ASGI application; `service` owns the models and the queue."""
+def create_app(service: Service, *, token: str, loopback_only: bool = True,
+               routers: Sequence[APIRouter] = ()) -> Gate:
+    """The ASGI application; `service` owns the models and the queue.
+
+    `routers` (further features: jobs, segment, ...) are included after the routes here, at the place
+    marked "routers"; they sit behind the same Gate (token, Host, body size). A router that takes
+    images should admit them like `_accept` does: `service.reserve_place()` before reading the body,
+    `images.probe_image` + `admission.decode_cost` + `service.budget` before decoding.
+    """
     config = service.config
     app = FastAPI(title="GeoReasoner backend", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=OPENAPI_PATH, redirect_slashes=False,
@@ -75,7 +83,8 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True) -> F
     @app.get(HEALTH_PATH, response_model=HealthResponse, tags=["service"],
              summary="Model state; no token needed", responses={403: _ERROR_RESPONSES[403]})
     async def health():
-        return {"status": service.state, "detail": service.detail, "version": __version__}
+        # No token here: the detail names no model, path or URL (the reason of a failure is in /v1/info).
+        return {"status": service.state, "detail": service.public_detail(), "version": __version__}
 
     @app.get(INFO_PATH, response_model=InfoResponse, tags=["service"],
              summary="Models, profiles, device and limits",
@@ -90,6 +99,8 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True) -> F
             "device": service.runtime["device"],
             "dtype": service.runtime["dtype"],
             "replay": config.replay,
+            "status": service.state,
+            "detail": service.detail,
             "limits": {
                 "max_body_bytes": config.max_body_bytes,
                 "max_image_pixels": config.max_image_pixels,
@@ -97,6 +108,13 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True) -> F
                 "max_objects": MAX_OBJECTS,
                 "queue_size": config.queue_size,
                 "request_timeout_s": config.timeout_s,
+                "image_memory_bytes": config.image_memory_bytes,
+                "max_decodes": config.max_decodes,
+                "header_timeout_s": config.header_timeout_s,
+                "body_timeout_s": config.body_timeout_s,
+                "keep_alive_s": config.keep_alive_s,
+                "max_connections": config.max_connections,
+                "shutdown_grace_s": config.shutdown_grace_s,
             },
         }
 
@@ -127,17 +145,62 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True) -> F
         return StreamingResponse(_event_lines(job), media_type=NDJSON,
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
+    decode_slots = asyncio.Semaphore(config.max_decodes)
+
     async def _accept(request: Request, streaming: bool) -> Job:
-        fields = await _read_form(request, config.max_body_bytes)
-        ask_request, question, options = _validate(fields["request"])
-        image_bytes = fields["image"]
+        """Admission before work: a free place before the body is read, the image's header before its
+        pixels, its decoded size charged against the memory budget, at most N decodes at once."""
         service.check_ready()
-        service.check_room()
-        image = await run_in_threadpool(decode_image, image_bytes, config.max_image_pixels)
-        job = Job(asyncio.get_running_loop(), image, question, ask_request.profile, options, streaming,
-                  config.timeout_s)
-        service.submit(job)
-        return job
+        place = service.reserve_place()  # 429 (or 503 shutting_down) before a byte of the body is read
+        reservation = None
+        form = None
+        try:
+            try:
+                fields = await _read_form(request, config.max_body_bytes)
+            except ClientGone as exc:
+                log.info("request %s %s aborted by the client during the upload (%d bytes received)",
+                         request.method, request.url.path, exc.received)
+                raise ApiError(499, "client_gone", "the client disconnected during the upload") from None
+            form = fields["form"]
+            ask_request, question, options = _validate(fields["request"])
+            upload = fields["image"].file
+            header = await run_in_threadpool(probe_image, upload, config.max_image_pixels)
+            cost = decode_cost(header.width, header.height, header.eight_bit)
+            if cost > config.image_memory_bytes:
+                raise ApiError(413, "image_too_large", f"decoding this {header.width} x {header.height} image needs "
+                                                       f"about {cost // 2**20} MiB, more than this server's image "
+                                                       f"memory ({config.image_memory_bytes // 2**20} MiB); send a "
+                                                       f"smaller image or start it with a larger --image-memory-mb")
+            reservation = service.budget.try_reserve(cost)
+            if reservation is None:
+                retry_after = service.retry_after_s()
+                raise ApiError(503, "images_busy", f"the server holds as many decoded images as its memory budget "
+                                                   f"allows ({config.image_memory_bytes // 2**20} MiB); ask again in "
+                                                   f"about {retry_after} s, or send a smaller image",
+                               {"Retry-After": str(retry_after)})
+            async with decode_slots:
+                service.stats["decoding"] += 1
+                service.stats["decoding_peak"] = max(service.stats["decoding_peak"], service.stats["decoding"])
+                try:
+                    image = await run_in_threadpool(decode_image_file, upload, header, config.max_image_pixels)
+                finally:
+                    service.stats["decoding"] -= 1
+            reservation.shrink(image.nbytes)
+            job = Job(asyncio.get_running_loop(), image, question, ask_request.profile, options, streaming,
+                      config.timeout_s)
+            job.reservation, reservation = reservation, None
+            try:
+                service.submit(job, place)
+            except ApiError:
+                job.release()
+                raise
+            return job
+        finally:
+            place.free()
+            if reservation is not None:
+                reservation.release()
+            if form is not None:
+                await form.close()
 
     async def _final_event(request: Request, job: Job) -> dict:
         """The job's answer or error; cancels the job when the client leaves or time runs out."""
@@ -163,12 +226,16 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True) -> F
                 return
 
     async def _next_event(job: Job) -> dict:
-        remaining = job.deadline - time.monotonic()
-        try:
-            return await asyncio.wait_for(job.events.get(), timeout=max(0.0, remaining) + 0.5)
-        except asyncio.TimeoutError:
-            service.cancel(job, "time limit reached")
-            return job.timeout_error()
+        # Short waits, so a deadline moved by a shutdown is seen within a second.
+        while True:
+            remaining = job.deadline - time.monotonic() + 0.5
+            if remaining <= 0:
+                service.cancel(job, "the server is shutting down" if job.shutting_down else "time limit reached")
+                return job.timeout_error()
+            try:
+                return await asyncio.wait_for(job.events.get(), timeout=min(remaining, 1.0))
+            except asyncio.TimeoutError:
+                continue
 
     async def _event_lines(job: Job):
         finished = False
@@ -180,6 +247,10 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True) -> F
         finally:
             if not finished:
                 service.cancel(job, "the client disconnected from the stream")
+
+    # ---- routers: further features are included here ----
+    for router in routers:
+        app.include_router(router)
 
     original_openapi = app.openapi
 

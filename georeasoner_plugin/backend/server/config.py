@@ -5,7 +5,9 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from ...core.api import DEFAULT_MAX_BODY_BYTES, DEFAULT_QUEUE_SIZE, DEFAULT_TIMEOUT_S, MAX_IMAGE_PIXELS
+from ...core.api import (DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, DEFAULT_IMAGE_MEMORY_BYTES,
+                         DEFAULT_KEEP_ALIVE_S, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DECODES,
+                         DEFAULT_QUEUE_SIZE, DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_TIMEOUT_S, MAX_IMAGE_PIXELS)
 from ...core.profiles import DEFAULT_PROFILE, get_profile
 
 
@@ -28,6 +30,13 @@ class ServiceConfig:
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_image_pixels: int = MAX_IMAGE_PIXELS
+    image_memory_bytes: int = DEFAULT_IMAGE_MEMORY_BYTES
+    max_decodes: int = DEFAULT_MAX_DECODES
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    keep_alive_s: float = DEFAULT_KEEP_ALIVE_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
 
     @property
     def replay(self) -> bool:
@@ -57,12 +66,24 @@ class ServiceConfig:
             raise ValueError("--max-body-bytes must be at least 1024")
         if not 1 <= self.max_image_pixels <= MAX_IMAGE_PIXELS:
             raise ValueError(f"--max-image-pixels must be between 1 and {MAX_IMAGE_PIXELS}")
+        if self.image_memory_bytes < 1024 * 1024:
+            raise ValueError("--image-memory-mb must be at least 1")
+        if not 1 <= self.max_decodes <= 64:
+            raise ValueError("--max-decodes must be between 1 and 64")
+        for flag, value in (("--header-timeout", self.header_timeout_s), ("--body-timeout", self.body_timeout_s),
+                            ("--keep-alive", self.keep_alive_s)):
+            if not math.isfinite(value) or not 0 < value <= 3600:
+                raise ValueError(f"{flag} must be a positive number of seconds (at most an hour)")
+        if not math.isfinite(self.shutdown_grace_s) or not 0 <= self.shutdown_grace_s <= 3600:
+            raise ValueError("--shutdown-grace must be between 0 and 3600 seconds")
+        if not 4 <= self.max_connections <= 100_000:
+            raise ValueError("--max-connections must be between 4 and 100000")
 
     def reasoner_label(self) -> Optional[str]:
         if self.replay:
             return None
         if self.reasoner_url:
-            from ..remote_reasoner import redacted_url
-            return f"{self.reasoner_model} at {redacted_url(self.reasoner_url)}"
+            from ..remote_reasoner import redact_url
+            return f"{self.reasoner_model} at {redact_url(self.reasoner_url)}"
         name = self.reasoner or get_profile(self.profile).default_checkpoint
         return f"{name} + adapter {self.adapter}" if self.adapter else name

@@ -16,26 +16,40 @@ from .errors import ApiError, BodyTooLarge, sentence, too_large_message
 from .schema import AskRequest
 
 
-class _InMemoryMultiPartParser(MultiPartParser):
-    # The image is decoded from memory anyway and the Gate bounds the body, so parts stay in memory:
-    # spooling them to a temporary file costs a thread hop per chunk (60 ms for a 12 MB TIFF).
-    spool_max_size = 2**62
+SPOOL_MAX_BYTES = 8 * 1024 * 1024
+
+
+class _SpoolingMultiPartParser(MultiPartParser):
+    # Uploads up to 8 MiB (a typical capture) stay in memory; larger ones go to a temporary file, so
+    # the bodies being read at once (at most --queue-size of them) never sit in memory whole. Above
+    # the threshold each chunk costs a thread hop (60 ms for a 12 MB TIFF), a price paid only by big ones.
+    spool_max_size = SPOOL_MAX_BYTES
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body was read: nobody is left to answer."""
+
+    def __init__(self, received: int):
+        super().__init__(f"the client disconnected during the upload ({received} bytes received)")
+        self.received = received
 
 
 async def read_form(request: Request, max_body_bytes: int) -> Dict[str, Any]:
-    """{'image': bytes, 'request': str} from the multipart body, or ApiError 413 / 415 / 422."""
+    """{'image': UploadFile (in memory or spooled), 'request': str, 'form': to close} from the multipart
+    body, or ApiError 413 / 415 / 422, or ClientGone."""
+    counter = [0]
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise ApiError(415, "unsupported_media_type",
                        f"send the request as multipart/form-data with a file part '{IMAGE_PART}' and a text part "
                        f"'{REQUEST_PART}' (JSON); got Content-Type {content_type[:80] or 'none'!r}")
     try:
-        form = await _InMemoryMultiPartParser(request.headers, request.stream(), max_files=2, max_fields=2,
-                                              max_part_size=MAX_REQUEST_PART_BYTES).parse()
+        form = await _SpoolingMultiPartParser(request.headers, _counted(request, counter), max_files=2,
+                                              max_fields=2, max_part_size=MAX_REQUEST_PART_BYTES).parse()
     except BodyTooLarge:
         raise ApiError(413, "body_too_large", too_large_message(max_body_bytes)) from None
     except ClientDisconnect:
-        raise
+        raise ClientGone(counter[0]) from None
     except MultiPartException as exc:
         raise ApiError(422, "malformed_form", f"the multipart body could not be read ({exc.message}); send one "
                                               f"file part 'image' and one JSON part 'request' (at most "
@@ -65,9 +79,16 @@ async def read_form(request: Request, max_body_bytes: int) -> Dict[str, Any]:
                                                       f"{MAX_REQUEST_PART_BYTES // 1024} KiB; it holds only the "
                                                       f"question and options")
             request_part = raw.decode("utf-8", "replace")
-        return {"image": await image_part.read(), "request": request_part}
-    finally:
+        return {"image": image_part, "request": request_part, "form": form}
+    except BaseException:
         await form.close()
+        raise
+
+
+async def _counted(request: Request, counter):
+    async for chunk in request.stream():
+        counter[0] += len(chunk)
+        yield chunk
 
 
 def validate_request(text: str) -> Tuple[AskRequest, str, AskOptions]:

@@ -1,5 +1,9 @@
 """The security gate: ASGI middleware in front of every route. Host (403, DNS rebinding), bearer
-token (401) and body size (413) are checked before any route runs."""
+token (401) and body size (413) are checked before any route runs and before any body byte is read.
+
+A refusal is answered at once, never after reading the body: a client that sent
+`Expect: 100-continue` gets the refusal instead of `100 Continue` (and the connection is closed);
+the rest of a body already on its way is discarded by the HTTP layer without being buffered."""
 from __future__ import annotations
 
 from typing import Dict, Optional
@@ -16,21 +20,6 @@ __all__ = ["Gate", "host_name", "is_loopback_name", "is_loopback_bind"]
 def is_loopback_bind(host: str) -> bool:
     """Whether `serve --host` binds to this machine only (core/api.py's rule)."""
     return is_loopback_host(host)
-
-
-async def drain(receive, limit: int) -> bool:
-    """Reads and discards the rest of the request body; False when it exceeds `limit` (then the
-    connection must be closed). A client still sending gets the error instead of a reset."""
-    drained = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return False
-        drained += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return True
-        if drained > limit:
-            return False
 
 
 class Gate:
@@ -78,8 +67,6 @@ class Gate:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    if message.get("more_body", False):
-                        await drain(receive, self.max_body_bytes)
                     raise BodyTooLarge()
             return message
 
@@ -88,6 +75,7 @@ class Gate:
     async def _refuse(self, scope, receive, send, status: int, code: str, message: str,
                       headers: Optional[Dict[str, str]] = None) -> None:
         headers = dict(headers or {})
-        if not await drain(receive, self.max_body_bytes):
-            headers["Connection"] = "close"
+        request_headers = Headers(scope=scope)
+        if "100-continue" in request_headers.get("expect", "").lower():
+            headers["Connection"] = "close"  # the body was never invited: nothing is in flight, end it cleanly
         await error_response(status, code, message, headers)(scope, receive, send)

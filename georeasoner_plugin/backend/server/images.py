@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -59,4 +59,59 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         raise ApiError(400, "corrupt_image", f"the {kind} image could not be decoded: {exc}") from None
     except Exception:  # noqa: BLE001
         raise ApiError(400, "corrupt_image", f"the {kind} image could not be decoded (truncated or corrupt?); "
+                                             f"export it again and resend") from None
+
+
+class ImageHeader(NamedTuple):
+    kind: str  # PNG, JPEG or TIFF
+    width: int
+    height: int
+    eight_bit: bool  # decoded through Pillow's RGB conversion (else stretched like a raster: more memory)
+
+
+def probe_image(stream, max_pixels: int) -> ImageHeader:
+    """The upload's format, size and mode from its header, no pixel decoded; ApiError 400 / 413 / 415."""
+    from PIL import Image
+
+    from ..imagery import EIGHT_BIT_MODES
+
+    stream.seek(0)
+    head = stream.read(16)
+    if not head:
+        raise ApiError(400, "corrupt_image", "the image part is empty (0 bytes); attach the image file")
+    kind = sniff_image_type(head)
+    if kind is None:
+        raise ApiError(415, "unsupported_image_type",
+                       "the image is not PNG, JPEG or TIFF (judging by its first bytes); send it in one of those formats")
+    stream.seek(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Only the decoder the signature names: the bytes never reach any other image plugin.
+            with Image.open(stream, formats=[kind]) as header:
+                width, height, mode = header.size[0], header.size[1], header.mode
+    except Image.DecompressionBombError:
+        raise ApiError(413, "image_too_large", f"the image claims more pixels than this server decodes (limit "
+                                               f"{max_pixels}); send a smaller image") from None
+    except Exception:  # noqa: BLE001 - any decoder failure on untrusted bytes means the same thing
+        raise ApiError(400, "corrupt_image", f"the {kind} image could not be read (truncated or corrupt?); "
+                                             f"export it again and resend") from None
+    if width <= 0 or height <= 0:
+        raise ApiError(400, "corrupt_image", f"the {kind} image has no pixels ({width} x {height})")
+    if width * height > max_pixels:
+        raise ApiError(413, "image_too_large", f"the image is {width} x {height} = {width * height} pixels; this "
+                                               f"server accepts at most {max_pixels}. Send a smaller or downsampled image")
+    return ImageHeader(kind, width, height, mode in EIGHT_BIT_MODES)
+
+
+def decode_image_file(stream, header: ImageHeader, max_pixels: int) -> np.ndarray:
+    """The probed upload -> (H, W, 3) uint8, or ApiError 400."""
+    from ..imagery import ImageryError, read_image_file
+
+    try:
+        return read_image_file(stream, max_pixels=max_pixels, formats=[header.kind])
+    except ImageryError as exc:
+        raise ApiError(400, "corrupt_image", f"the {header.kind} image could not be decoded: {exc}") from None
+    except Exception:  # noqa: BLE001
+        raise ApiError(400, "corrupt_image", f"the {header.kind} image could not be decoded (truncated or corrupt?); "
                                              f"export it again and resend") from None

@@ -1,17 +1,23 @@
 """Running the service: bind, announce, serve with uvicorn until interrupted."""
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
+import signal
 import socket
 import sys
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from ...core.api import is_loopback_host, listening_line
 from .app import create_app
+from .connections import effective_max_connections, guarded_protocol, loop_exception_handler
 from .config import ServiceConfig
 from .service import Loader, Service
+
+log = logging.getLogger("georeasoner.server")
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -50,36 +56,88 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
 
 
-def run_server(config: ServiceConfig, *, host: str, port: int, token: str, token_file: Path,
-               log_level: str = "info", loader: Optional[Loader] = None) -> None:
-    """Bind, announce the URL on stdout, load the models in the background, serve until interrupted."""
+class NoQueryString(logging.Filter):
+    """The access log never shows a query string: our API takes none, and a client that puts its
+    token there (?token=...) must not find it in the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = args[:2] + (args[2].split("?", 1)[0] + "?<query omitted>",) + args[3:]
+        return True
+
+
+def uvicorn_config(app, config: ServiceConfig, *, log_level: str = "info"):
+    """uvicorn's settings for the service: h11 with the connection guards, keep-alive timeout, logs
+    on stderr (stdout carries only the lines a launching client parses: token file, URL), an access
+    log with method, path and status only (never headers or query strings: the token travels there)."""
     import uvicorn
 
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    log_config.setdefault("filters", {})["no_query"] = {"()": f"{__name__}.NoQueryString"}
+    log_config["handlers"]["access"]["filters"] = ["no_query"]
+    protocol = guarded_protocol(header_timeout_s=config.header_timeout_s, body_timeout_s=config.body_timeout_s,
+                                max_connections=effective_max_connections(config.max_connections))
+    return uvicorn.Config(app, http=protocol, log_level=log_level, log_config=log_config, access_log=True,
+                          proxy_headers=False, server_header=False, timeout_keep_alive=config.keep_alive_s,
+                          timeout_graceful_shutdown=1, lifespan="off", ws="none")
+
+
+def make_server(app, service: Service, url: str, *, log_level: str = "info"):
+    """The uvicorn server with the service's start-up line and graceful shutdown."""
+    import uvicorn
+
+    grace_s = service.config.shutdown_grace_s
+
+    class GeoReasonerServer(uvicorn.Server):
+        async def startup(self, sockets=None):
+            asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
+            await super().startup(sockets=sockets)
+            if self.started:
+                print(listening_line(url), flush=True)
+
+        def handle_exit(self, sig, frame) -> None:
+            if sig == getattr(signal, "SIGTERM", None):
+                # A graceful stop on SIGTERM is a normal end (exit status 0): not re-raised afterwards.
+                self.force_exit = self.force_exit or self.should_exit
+                self.should_exit = True
+                return
+            super().handle_exit(sig, frame)
+
+        async def shutdown(self, sockets=None):
+            # 1. Stop accepting: new connections are refused from now on.
+            for server in getattr(self, "servers", []):
+                server.close()
+            # 2. Nothing new is admitted; queued requests end with 503 shutting_down; the running one
+            #    has the grace period, then ends the same way.
+            log.info("shutting down: no new connections; the running request has %g s to finish", grace_s)
+            service.begin_shutdown(grace_s)
+            # 3. Let the answers and final events reach their clients before connections are closed.
+            deadline = time.monotonic() + grace_s + 2.0
+            while time.monotonic() < deadline and not self.force_exit and \
+                    (service.busy() or self.server_state.tasks):
+                await asyncio.sleep(0.05)
+            await super().shutdown(sockets=sockets)
+
+    return GeoReasonerServer(uvicorn_config(app, service.config, log_level=log_level))
+
+
+def run_server(config: ServiceConfig, *, host: str, port: int, token: str, token_file: Path,
+               log_level: str = "info", loader: Optional[Loader] = None, routers: Sequence = ()) -> None:
+    """Bind, announce the URL on stdout, load the models in the background, serve until SIGTERM or
+    Ctrl+C, then shut down gracefully (README "Security model")."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loopback = is_loopback_host(host)
     sock = bind_socket(host, port)
     url = url_of(sock)
     service = Service(config, loader=loader)
-    app = create_app(service, token=token, loopback_only=loopback)
+    app = create_app(service, token=token, loopback_only=loopback, routers=routers)
     warning = exposure_warning(host)
     if warning:
         print(warning, file=sys.stderr, flush=True)
     print(f"Token file: {token_file} (send its content as 'Authorization: Bearer <token>')", flush=True)
-
-    class _AnnouncingServer(uvicorn.Server):
-        async def startup(self, sockets=None):
-            await super().startup(sockets=sockets)
-            if self.started:
-                print(listening_line(url), flush=True)
-
-    # Logs go to stderr: stdout carries only the lines a launching client parses (token file, URL).
-    # The access log shows method, path and status, never headers (the token travels in one).
-    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
-    uvicorn_config = uvicorn.Config(app, log_level=log_level, log_config=log_config, access_log=True,
-                                    proxy_headers=False, server_header=False, timeout_graceful_shutdown=3,
-                                    lifespan="off")
-    server = _AnnouncingServer(uvicorn_config)
+    server = make_server(app, service, url, log_level=log_level)
     service.start()
     try:
         server.run(sockets=[sock])

@@ -66,6 +66,13 @@ class LimitsInfo(BaseModel):
     max_objects: int
     queue_size: int
     request_timeout_s: float
+    image_memory_bytes: int
+    max_decodes: int
+    header_timeout_s: float
+    body_timeout_s: float
+    keep_alive_s: float
+    max_connections: int
+    shutdown_grace_s: float
 
 
 class InfoResponse(BaseModel):
@@ -77,6 +84,8 @@ class InfoResponse(BaseModel):
     device: str
     dtype: str
     replay: bool
+    status: Literal["loading", "ready", "error"]
+    detail: str
     limits: LimitsInfo
 
 

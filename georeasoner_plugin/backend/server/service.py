@@ -19,13 +19,14 @@ from ...core.api import (CODE_LOADING, CODE_QUEUE_FULL, CODE_SHUTTING_DOWN, EVEN
                          EVENT_STAGE, EVENT_TOKEN, STAGE_REASON, STATE_ERROR, STATE_LOADING, STATE_READY)
 from ...core.profiles import get_profile
 from ..cascade import AskCancelled, AskOptions, CascadeError
+from .admission import ImageBudget
 from .config import ServiceConfig
 from .errors import ApiError, error_event, sentence as _sentence
 
 log = logging.getLogger("georeasoner.server")
 
 RETRY_AFTER_LOADING_S = 5
-_FIRST_DURATION_GUESS_S = 10.0
+_DURATION_WINDOW = 20  # service times the Retry-After estimate is based on (the most recent ones)
 
 class Job:
     """One accepted request: what to ask, and the channel its events travel back on."""
@@ -46,9 +47,17 @@ class Job:
         self.events: "asyncio.Queue[dict]" = asyncio.Queue()
         self.cancelled = threading.Event()
         self.position: Optional[int] = None
+        self.reservation = None  # admission.Reservation of the decoded image's bytes
+        self.shutting_down = False  # set by Service.begin_shutdown: the deadline is the grace period's end
 
     def should_stop(self) -> bool:
         return self.cancelled.is_set() or time.monotonic() >= self.deadline
+
+    def release(self) -> None:
+        """Gives the image's memory back (idempotent): the job ran, failed or was dropped."""
+        self.image = None
+        if self.reservation is not None:
+            self.reservation.release()
 
     def post(self, event: dict) -> None:
         """Thread-safe: hand an event to the request's coroutine."""
@@ -58,6 +67,8 @@ class Job:
             pass
 
     def timeout_error(self) -> dict:
+        if self.shutting_down:
+            return shutdown_event()
         started = self.started if self.started is not None else time.monotonic()
         waited = max(0.0, started - self.accepted)
         return error_event(504, "timeout",
@@ -65,6 +76,10 @@ class Job:
                            f"({waited:.0f} s of it waiting in the queue); ask with a smaller image or fewer tokens, "
                            f"or start the server with a larger --timeout")
 
+
+def shutdown_event() -> dict:
+    return error_event(503, CODE_SHUTTING_DOWN, "the server is shutting down and stopped this request; resend it "
+                                                "once the server is running again", {"Retry-After": "5"})
 
 
 Loader = Callable[[ServiceConfig], Tuple[Any, Dict[str, str]]]
@@ -85,7 +100,10 @@ class Service:
         self._waiting: Deque[Job] = deque()
         self._running: Optional[Job] = None
         self._closed = False
-        self._mean_duration_s = _FIRST_DURATION_GUESS_S
+        self._admitting = 0  # places reserved by requests still reading their body
+        self._durations: Deque[float] = deque(maxlen=_DURATION_WINDOW)
+        self.budget = ImageBudget(config.image_memory_bytes)
+        self.stats = {"decoding": 0, "decoding_peak": 0}  # images being decoded now / at most (event loop only)
         self._thread: Optional[threading.Thread] = None
 
     # -- life cycle
@@ -96,14 +114,43 @@ class Service:
         self._thread.start()
 
     def close(self) -> None:
+        """Stops at once: begin_shutdown without a grace period."""
+        self.begin_shutdown(0.0)
+
+    def begin_shutdown(self, grace_s: float) -> None:
+        """No new request is admitted (503 shutting_down); the queued ones end at once with a final
+        503 shutting_down event; the running one has `grace_s` seconds to finish, then gets the same."""
         with self._lock:
             self._closed = True
             for job in self._waiting:
+                job.shutting_down = True
                 job.cancelled.set()
+                job.post(shutdown_event())
+                job.release()
+            if self._waiting:
+                log.info("shutting down: %d queued request(s) answered 503", len(self._waiting))
             self._waiting.clear()
-            if self._running is not None:
-                self._running.cancelled.set()
+            running = self._running
+            if running is not None:
+                running.shutting_down = True
+                running.deadline = min(running.deadline, time.monotonic() + max(0.0, grace_s))
+                log.info("shutting down: the running request %s has %.0f s to finish", running.id, grace_s)
             self._lock.notify_all()
+
+    def public_detail(self) -> str:
+        """The state for /v1/health (no token): never a model name, path or URL."""
+        if self.state == STATE_ERROR:
+            return "the models could not be loaded; the reason is in /v1/info (with the token) and the server log"
+        return "ready" if self.state == STATE_READY else "loading models"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def busy(self) -> bool:
+        """Whether a request is running or waiting."""
+        with self._lock:
+            return self._running is not None or bool(self._waiting)
 
     def _model_summary(self) -> str:
         reasoner = self.models["reasoner"] or f"replay of {self.config.recorded_source or 'a recorded answer'}"
@@ -144,23 +191,58 @@ class Service:
             raise ApiError(503, "models_failed", f"the models could not be loaded: {self.detail}. Fix this and "
                                                  f"restart the server")
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ApiError(503, CODE_SHUTTING_DOWN, "the server is shutting down; resend once it is running again",
+                           {"Retry-After": "5"})
+
     def check_room(self) -> None:
         with self._lock:
-            if len(self._waiting) >= self.config.queue_size:
+            self._check_open()
+            if len(self._waiting) + self._admitting >= self.config.queue_size:
                 raise self._queue_full()
 
-    def _queue_full(self) -> ApiError:
-        wait = self._mean_duration_s * (len(self._waiting) + 1)
-        retry_after = int(min(3600, max(1, math.ceil(wait))))
-        return ApiError(429, CODE_QUEUE_FULL, f"the server is busy: {len(self._waiting)} requests are already waiting "
-                                           f"(the limit is {self.config.queue_size}); ask again in about "
-                                           f"{retry_after} s", {"Retry-After": str(retry_after)})
-
-    def submit(self, job: Job) -> None:
+    def reserve_place(self) -> "_Place":
+        """A place in the queue, held while the body is read and the image decoded (429 when none is
+        free): a request is admitted before it costs memory, not after."""
         with self._lock:
-            if self._closed:
-                raise ApiError(503, CODE_SHUTTING_DOWN, "the server is shutting down; start it again and resend")
-            if len(self._waiting) >= self.config.queue_size:
+            self._check_open()
+            if len(self._waiting) + self._admitting >= self.config.queue_size:
+                raise self._queue_full()
+            self._admitting += 1
+        return _Place(self)
+
+    def _free_place(self) -> None:
+        with self._lock:
+            self._admitting = max(0, self._admitting - 1)
+
+    def retry_after_s(self) -> int:
+        """When a place is likely free again: the running request's expected remaining time, from the
+        median of measured service times (before any was measured: as long as it has run so far)."""
+        with self._lock:
+            running = self._running
+            durations = sorted(self._durations)
+        elapsed = time.monotonic() - running.started if running is not None and running.started else 0.0
+        if durations:
+            typical = durations[len(durations) // 2]
+            remaining = max(typical - elapsed, 0.25 * typical)
+        else:
+            remaining = elapsed
+        return int(min(3600, max(1, math.ceil(remaining))))
+
+    def _queue_full(self) -> ApiError:
+        retry_after = self.retry_after_s()
+        return ApiError(429, CODE_QUEUE_FULL, f"the server is busy: {len(self._waiting) + self._admitting} requests "
+                                              f"are already waiting (the limit is {self.config.queue_size}); ask "
+                                              f"again in about {retry_after} s", {"Retry-After": str(retry_after)})
+
+    def submit(self, job: Job, place: Optional["_Place"] = None) -> None:
+        with self._lock:
+            if place is not None and place.held:
+                place.held = False
+                self._admitting = max(0, self._admitting - 1)
+            self._check_open()
+            if len(self._waiting) + self._admitting >= self.config.queue_size:
                 raise self._queue_full()
             self._waiting.append(job)
             self._announce_positions()
@@ -174,6 +256,7 @@ class Service:
             job.cancelled.set()
             if job in self._waiting:
                 self._waiting.remove(job)
+                job.release()
                 self._announce_positions()
                 log.info("request %s dropped from the queue: %s", job.id, why)
             elif job is self._running:
@@ -206,6 +289,7 @@ class Service:
             try:
                 self._run(job)
             finally:
+                job.release()  # the request's coroutine may outlive the job; the pixels need not
                 with self._lock:
                     self._running = None
                     self._announce_positions()
@@ -222,7 +306,10 @@ class Service:
         try:
             answer = self._ask(job)
         except AskCancelled:
-            if job.cancelled.is_set():
+            if job.shutting_down:
+                log.info("request %s stopped: the server is shutting down", job.id)
+                job.post(shutdown_event())
+            elif job.cancelled.is_set():
                 log.info("request %s stopped: the client went away", job.id)
             else:
                 log.info("request %s stopped: time limit reached", job.id)
@@ -240,10 +327,8 @@ class Service:
             log.info("request %s answered in %.2f s (%.2f s queued): %d object(s), parse %s", job.id,
                      time.monotonic() - job.started, job.started - job.accepted, len(answer["objects"]),
                      answer["parse"]["status"])
-        finally:
-            elapsed = time.monotonic() - job.started
-            self._mean_duration_s = 0.7 * self._mean_duration_s + 0.3 * elapsed
-            job.image = None  # the request's coroutine may outlive the job; the pixels need not
+            with self._lock:
+                self._durations.append(time.monotonic() - job.started)
 
     def _ask(self, job: Job) -> dict:
         def on_event(kind: str, data: dict) -> None:
@@ -318,3 +403,14 @@ def _runtime_of(model) -> Dict[str, str]:
     return {"device": str(model.device), "dtype": str(model.dtype).replace("torch.", "")}
 
 
+class _Place:
+    """A reserved queue place; `free()` (idempotent) gives it back when the request ends before submit."""
+
+    def __init__(self, service: Service):
+        self.service = service
+        self.held = True
+
+    def free(self) -> None:
+        if self.held:
+            self.held = False
+            self.service._free_place()
