@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from georeasoner_plugin.backend.cascade import CancelledError, CascadeResult
+from georeasoner_plugin.backend.cascade import AskCancelled, CascadeResult
 from georeasoner_plugin.core.protocol import Answer
 
 from georeasoner_plugin.core import api
@@ -45,11 +45,11 @@ class TimedCascade:
         end = time.monotonic() + seconds
         while time.monotonic() < end and not self.release.is_set():
             if should_stop():
-                raise CancelledError("stopped")
+                raise AskCancelled("stopped")
             on_event("token", {"text": "."})
             time.sleep(0.02)
         if should_stop():
-            raise CancelledError("stopped")
+            raise AskCancelled("stopped")
         height, width = image.shape[:2]
         answer = Answer(question=question, profile=profile or "remotereasoner", image_width=width,
                         image_height=height, raw_output="<answer>[]</answer>", parse_status="empty")
