@@ -63,13 +63,19 @@ def area_function(crs_wkt: Optional[str]) -> AreaFunction:
     return measure
 
 
+def attribute_rows(answer: Answer, layer: str, features: Sequence[Feature], crs_wkt: Optional[str],
+                   raster: str = "") -> List[Dict[str, Any]]:
+    """``core.fields.feature_attributes`` of every feature of one layer, areas measured on the CRS's
+    ellipsoid (None for points and without a CRS): one dict per feature, in schema order."""
+    area = area_function(crs_wkt) if layer != "points" else (lambda geometry: None)
+    return [feature_attributes(answer, obj, raster=raster, point_no=point_no, area_m2=area(geometry))
+            for geometry, point_no, obj in features]
+
+
 def layer_columns(layer: str, answer: Answer, features: Sequence[Feature], *, shapefile: bool,
-                  area: AreaFunction, raster: str = "") -> Tuple[List[str], list, list, Dict[str, np.ndarray]]:
-    """(names, field_data, field_mask, gdal_tz_offsets) of one layer, in ``core.fields`` order."""
-    polygons = layer != "points"
-    records = [feature_attributes(answer, obj, raster=raster, point_no=point_no,
-                                  area_m2=area(geometry) if polygons else None)
-               for geometry, point_no, obj in features]
+                  crs_wkt: Optional[str], raster: str = "") -> Tuple[List[str], list, list, Dict[str, np.ndarray]]:
+    """(names, field_data, field_mask, gdal_tz_offsets) of one layer for pyogrio, in ``core.fields`` order."""
+    records = attribute_rows(answer, layer, features, crs_wkt, raster)
     names: List[str] = []
     data: list = []
     masks: list = []

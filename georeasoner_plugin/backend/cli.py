@@ -25,16 +25,15 @@ from pathlib import Path
 from typing import List, Optional
 
 from .. import __version__
-from ..core.exit_codes import (EXIT_CANTCREAT, EXIT_DATAERR, EXIT_FAILED, EXIT_INTERRUPTED,
-                               EXIT_OK, EXIT_SOFTWARE, EXIT_UNAVAILABLE, EXIT_USAGE, CommandError,
-                               UsageError, run_command)
 from ..core.api import EVENT_STAGE, EVENT_TOKEN, STAGE_DONE, STAGE_PARSE
+from ..core.exit_codes import (EXIT_CANTCREAT, EXIT_DATAERR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOFTWARE,
+                               EXIT_UNAVAILABLE, EXIT_USAGE, CommandError, UsageError, run_command)
 from ..core.files import atomic_write_text
 from ..core.profiles import DEFAULT_PROFILE, PROFILES, UnknownProfileError, get_profile
 from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_NO_ANSWER
 from .cli_ask import (Progress, output_paths, parse_bands, parse_outputs, print_summary, read_recorded_output,
                       refuse_existing_outputs, remove_files, write_answer_json)
-from .cli_checks import check_input as _check_input, check_writable as _check_writable
+from .cli_checks import check_input, check_writable
 from .cli_serve import DEFAULT_SEGMENTER, add_serve_parser, cmd_serve
 from .cli_setup import SETUP_COMMANDS, add_setup_commands
 
@@ -157,8 +156,8 @@ def cmd_ask(args) -> int:
         raise UserError("--max-size must be at least 64 pixels", EXIT_USAGE)
     paths = output_paths(args.out)
     refuse_existing_outputs(paths, outputs, args.overwrite)
-    _check_input(args.image)
-    _check_writable(paths)
+    check_input(args.image)
+    check_writable(paths)
     recorded = read_recorded_output(args.reasoner_output) if args.reasoner_output else None
     if args.tiles:
         from .tiled.cli_tiled import cmd_ask_tiled
@@ -302,8 +301,6 @@ def cmd_profiles() -> int:
         print(f"{profile.name:15s} {profile.title}")
         print(f"{'':15s} checkpoint: {checkpoint}; frame: {profile.frame.describe()}")
     return EXIT_OK
-
-
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from ..core.api import (DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, DEFAUL
 from ..core.exit_codes import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from ..core.exit_codes import CommandError as UserError
 from ..core.profiles import DEFAULT_PROFILE, PROFILES, UnknownProfileError
+from .cli_ask import read_recorded_output
 
 DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-large"
 
@@ -66,15 +67,15 @@ def add_serve_parser(sub):
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     return serve
 
+
 def cmd_serve(args, loader=None) -> int:
     """`serve`; `loader` replaces the model loading (tests run the real server on a rule-based cascade)."""
     from .cli import _instance_model
-    from .cli_ask import read_recorded_output as _read_recorded_output
     from .auth import TokenFileError, load_or_create_token, token_file_path
     from .remote_reasoner import API_KEY_ENV
     from .server import ServiceConfig, run_server
 
-    recorded = _read_recorded_output(args.reasoner_output) if args.reasoner_output else None
+    recorded = read_recorded_output(args.reasoner_output) if args.reasoner_output else None
     segmenter = None if args.segmenter.strip().lower() in ("", "none") else args.segmenter
     config = ServiceConfig(
         profile=args.profile, reasoner=args.reasoner, adapter=args.adapter, segmenter=segmenter,

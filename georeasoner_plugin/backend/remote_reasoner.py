@@ -99,8 +99,6 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=host, query="", fragment="")) + query
 
 
-
-
 class RemoteReasoner:  # implements reasoning.ReasonerProtocol
     """Qwen2.5-VL (or a compatible VLM) served elsewhere, spoken to over chat completions with streaming."""
 

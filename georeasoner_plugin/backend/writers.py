@@ -27,10 +27,10 @@ from shapely.geometry import MultiPolygon as ShapelyMultiPolygon
 from shapely.geometry import Polygon as ShapelyPolygon
 from shapely.geometry.polygon import orient
 
-from ..core.fields import feature_attributes, fields_for
+from ..core.fields import fields_for
 from ..core.georef import GeoTransform
-from ..core.protocol import Answer, Polygon
-from .attributes import area_function, layer_columns
+from ..core.protocol import Answer
+from .attributes import attribute_rows, layer_columns
 from .gpkg import GpkgLayer, write_geopackage
 
 __all__ = ["OutputError", "LAYERS", "MAX_MASK_PIXELS", "write_vectors", "write_mask_geotiff", "vector_targets", "all_output_files"]
@@ -274,10 +274,7 @@ def _closed(ring: list) -> list:
 
 def _attributes(answer: Answer, layer: str, features: list, crs_wkt: Optional[str], raster: str) -> List[dict]:
     """core.fields' values of every feature of one layer (ellipsoidal area in m² where the CRS allows)."""
-    area = area_function(crs_wkt)
-    return [feature_attributes(answer, obj, raster=raster, point_no=point_index,
-                               area_m2=area(geometry) if layer != "points" else None)
-            for geometry, point_index, obj in features]
+    return attribute_rows(answer, layer, features, crs_wkt, raster)
 
 
 def _geometries(features: list, exterior_clockwise: bool) -> list:
@@ -304,7 +301,7 @@ def _write_shapefile(path: Path, layer: str, answer: Answer, features: list, crs
                      raster: str) -> None:
     wkb = np.array([shapely.to_wkb(g) for g in _geometries(features, exterior_clockwise=True)], dtype=object)
     names, field_data, masks, _ = layer_columns(layer, answer, features, shapefile=True,
-                                                area=area_function(crs_wkt), raster=raster)
+                                                crs_wkt=crs_wkt, raster=raster)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="'crs' was not provided")  # pixel space, on purpose
         pyogrio.raw.write(str(path), wkb, field_data, names, field_mask=masks,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from georeasoner_plugin.backend import cli
+from georeasoner_plugin.core.exit_codes import EXIT_CANTCREAT, EXIT_DATAERR
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED = ROOT / "examples" / "naip_lakes_remotereasoner.txt"
@@ -27,7 +28,7 @@ def test_a_fifo_or_a_device_as_input_is_refused_without_hanging(tmp_path, capsys
     for source, kind in ((fifo, "FIFO"), (Path("/dev/zero"), "device"), (tmp_path, "folder")):
         code, err = run_cli(["ask", source, "q", "-o", tmp_path / "out.gpkg", "--reasoner-output", RECORDED,
                              "--segmenter", tmp_path / "no-model"], capsys)
-        assert code == cli.EXIT_FAILED and kind in err and "GDAL virtual path" in err, err
+        assert code == EXIT_DATAERR and kind in err and "GDAL virtual path" in err, err
         assert "loading models" not in err and "reading" not in err
 
 
@@ -37,7 +38,7 @@ def test_an_unwritable_output_folder_is_reported_before_the_models_load(tmp_path
     # /proc refuses new files even for root, unlike permission bits.
     code, err = run_cli(["ask", image, "q", "-o", "/proc/georeasoner-out/answer.gpkg", "--reasoner-output",
                          RECORDED, "--segmenter", tmp_path / "no-model"], capsys)
-    assert code == cli.EXIT_FAILED and "cannot write into /proc/georeasoner-out" in err, err
+    assert code == EXIT_CANTCREAT and "cannot write into /proc/georeasoner-out" in err, err
     assert "loading models" not in err and "reading" not in err
     read_only = tmp_path / "ro"
     read_only.mkdir()
@@ -46,4 +47,4 @@ def test_an_unwritable_output_folder_is_reported_before_the_models_load(tmp_path
         return
     code, err = run_cli(["ask", image, "q", "-o", read_only / "a.gpkg", "--reasoner-output", RECORDED,
                          "--segmenter", tmp_path / "no-model"], capsys)
-    assert code == cli.EXIT_FAILED and "cannot write into" in err, err
+    assert code == EXIT_CANTCREAT and "cannot write into" in err, err

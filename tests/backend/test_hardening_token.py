@@ -68,7 +68,7 @@ def test_concurrent_starters_all_get_the_one_token(tmp_path):
         barrier = threading.Barrier(6)
         results = []
 
-        def start():
+        def start(barrier=barrier, path=path, results=results):  # this trial's, bound now
             barrier.wait()
             try:
                 results.append(load_or_create_token(path))

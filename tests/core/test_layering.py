@@ -68,3 +68,20 @@ def test_backend_never_imports_the_qgis_side_or_training(path):
         assert name.split(".")[0] not in ("qgis", "PyQt5", "PyQt6", "training"), f"{path.name} imports {name}"
         for side in ("gui", "qgis_io", "processing", "toolbelt", "plugin"):
             assert not name.startswith(f"georeasoner_plugin.{side}"), f"{path.name} imports {name}"
+
+
+def source_files():
+    for folder in (PACKAGE, ROOT / "bench"):
+        yield from sorted(folder.rglob("*.py"))
+
+
+@pytest.mark.parametrize("fact,pattern", [
+    ("the start-up line", "backend listening on"),
+    ("the token file's default folder", '/ ".config"'),
+    ("the token file's environment variable", '"GEOREASONER_TOKEN_FILE"'),
+    ("the question limit", "MAX_QUESTION_CHARS = "),
+])
+def test_contract_facts_are_defined_once_in_core_api(fact, pattern):
+    """grep for a contract fact finds one definition: core/api.py (issue 11)."""
+    holders = [str(p.relative_to(ROOT)) for p in source_files() if pattern in p.read_text(encoding="utf-8")]
+    assert holders == ["georeasoner_plugin/core/api.py"], f"{fact} is written in {holders}"
