@@ -35,6 +35,8 @@ from ..core.protocol import MaskRLE, Polygon
 
 __all__ = ["mask_to_polygons", "mask_to_rle", "rle_to_mask"]
 
+_FOUR_NEIGHBOURS = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], np.uint8)  # dilation: max of the 4 neighbours
+
 
 def mask_to_polygons(mask: np.ndarray, simplify_tolerance: float = 0.0, min_area: float = 0.0) -> List[Polygon]:
     """Polygons (one per 4-connected region) of the True pixels of a 2-D mask.
@@ -56,21 +58,42 @@ def mask_to_polygons(mask: np.ndarray, simplify_tolerance: float = 0.0, min_area
     x0, y0, box_width, box_height = cv2.boundingRect(image)
     if not (box_width and box_height):
         return []
-    image = np.ascontiguousarray(image[y0:y0 + box_height, x0:x0 + box_width])
+    image = np.array(image[y0:y0 + box_height, x0:x0 + box_width], order="C")
+    # Pixels without a 4-neighbour (speckle, the steps of a one-pixel diagonal line) are parts of
+    # their own whose polygon is their unit square: written down directly instead of traced.
+    # Taking them out changes no other part (they share no edge with one) and removes corner
+    # touches, so fewer layers need tracing.
+    single = image > cv2.dilate(image, _FOUR_NEIGHBOURS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    single_rows = single_cols = None
+    if cv2.countNonZero(single.view(np.uint8)):
+        single_rows, single_cols = np.nonzero(single)
+        image[single] = 0
     traced = []
-    for layer in _layers_without_corner_touches(image):
+    for layer in _layers_without_corner_touches(image) if cv2.countNonZero(image) else ():
         # Tracing only the bounding box of the foreground keeps the doubled image small.
         left, top, width, height = cv2.boundingRect(layer)
         if width and height:
             traced.append(_trace_layer(np.ascontiguousarray(layer[top:top + height, left:left + width]),
                                        x0 + left, y0 + top))
-    if not traced:
-        return []
-    rings = _Rings.concatenate(traced)
-    polygons = rings.to_polygons(min_area)
+    polygons, tops, lefts = _Rings.concatenate(traced).to_polygons(min_area) if traced else ([], [], [])
+    if single_rows is not None and min_area <= 1:
+        polygons, tops, lefts = _merge_unit_squares(polygons, tops, lefts, single_rows + y0, single_cols + x0)
     if simplify_tolerance > 0 and polygons:
         polygons = _simplify(polygons, simplify_tolerance)
     return polygons
+
+
+def _merge_unit_squares(polygons: List[Polygon], tops, lefts, rows: np.ndarray, cols: np.ndarray):
+    """Unit squares of single pixels merged into the parts' order (top, then left of the bounding
+    box; traced parts first on a tie), rings as the tracer writes them (exterior positive)."""
+    x, y = cols.astype(float).tolist(), rows.astype(float).tolist()
+    squares = [Polygon([(c + 1.0, r), (c + 1.0, r + 1.0), (c, r + 1.0), (c, r), (c + 1.0, r)])
+               for c, r in zip(x, y)]
+    top = np.concatenate([np.asarray(tops, dtype=np.int64), rows])
+    left = np.concatenate([np.asarray(lefts, dtype=np.int64), cols])
+    merged = polygons + squares
+    order = np.lexsort((left, top))
+    return [merged[i] for i in order.tolist()], top[order], left[order]
 
 
 def mask_to_rle(mask: np.ndarray) -> MaskRLE:
@@ -184,7 +207,8 @@ class _Rings:
         order[chosen] = starts[r] + self.lengths[r] - 1 - (index[chosen] - starts[r])
         self.points = self.points[order]
 
-    def to_polygons(self, min_area: float) -> List[Polygon]:
+    def to_polygons(self, min_area: float) -> Tuple[List[Polygon], np.ndarray, np.ndarray]:
+        """(polygons in output order, top and left of each one's bounding box)."""
         is_hole = self.parent >= 0
         areas = np.abs(self.doubled_signed_areas()) / 2.0
         kept_hole = is_hole & (areas >= min_area)
@@ -216,8 +240,9 @@ class _Rings:
         gathered = self.points[source].astype(float)
         corners = list(zip(gathered[:, 0].tolist(), gathered[:, 1].tolist()))
         bounds = list(zip(closed_starts.tolist(), (closed_starts + closed_lengths).tolist()))
-        return [Polygon(corners[slice(*bounds[i])], [corners[slice(*bounds[h])] for h in holes_by_part.get(i, ())])
-                for i in parts.tolist()]
+        polygons = [Polygon(corners[slice(*bounds[i])], [corners[slice(*bounds[h])] for h in holes_by_part.get(i, ())])
+                    for i in parts.tolist()]
+        return polygons, top[parts], left[parts]
 
 
 def _trace_layer(layer: np.ndarray, left: int, top: int) -> "_Rings":
