@@ -25,7 +25,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 BASELINE = Path(__file__).with_name("baseline.json")
-MOVED = 1.25  # a ratio this much larger (or smaller) than the baseline's counts as moved
+# A ratio this much larger (or smaller) than the baseline's counts as moved. On a shared 2-core
+# machine rasterio's own ratios wander by up to ~1.3x between runs, so smaller moves are noise.
+MOVED = 1.5
 ROUNDS = 9
 NON_MODEL_TARGET_MS = 50.0  # 1024 x 1024, 20 objects, all non-model stages, one core
 VECTORIZER_TARGET = 0.5  # mask_to_polygons / rasterio.features.shapes
@@ -135,7 +137,7 @@ def compare(current: Dict[str, object], baseline: Optional[Dict[str, object]]) -
     before, now = baseline.get("ratio_to_reference", {}), current["ratio_to_reference"]
     for name, value in now.items():
         old = before.get(name)
-        if not old:
+        if not old or name.startswith("shapes "):  # rasterio's times are the vectorizer's yardstick, not ours
             continue
         factor = value / old
         if factor > MOVED or factor < 1 / MOVED:
