@@ -55,7 +55,7 @@ def mask_to_polygons(mask: np.ndarray, simplify_tolerance: float = 0.0, min_area
     image = np.ascontiguousarray(binary).view(np.uint8)
     # SAM2 masks are full-image arrays around small objects: work on the foreground's bounding box
     # only, so the cost follows the object, not the image.
-    x0, y0, box_width, box_height = cv2.boundingRect(image)
+    x0, y0, box_width, box_height = _bounding_box(image)
     if not (box_width and box_height):
         return []
     image = np.array(image[y0:y0 + box_height, x0:x0 + box_width], order="C")
@@ -81,6 +81,19 @@ def mask_to_polygons(mask: np.ndarray, simplify_tolerance: float = 0.0, min_area
     if simplify_tolerance > 0 and polygons:
         polygons = _simplify(polygons, simplify_tolerance)
     return polygons
+
+
+def _bounding_box(image: np.ndarray) -> Tuple[int, int, int, int]:
+    """(x, y, width, height) of the non-zero pixels, like cv2.boundingRect but faster on a large,
+    mostly empty mask: rows are tested eight bytes at a time, columns only within those rows."""
+    height, width = image.shape
+    rows_any = image.view(np.uint64).any(axis=1) if width % 8 == 0 else image.any(axis=1)
+    rows = np.flatnonzero(rows_any)
+    if rows.size == 0:
+        return 0, 0, 0, 0
+    top, bottom = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(image[top:bottom].any(axis=0))
+    return int(cols[0]), top, int(cols[-1]) + 1 - int(cols[0]), bottom - top
 
 
 def _merge_unit_squares(polygons: List[Polygon], tops, lefts, rows: np.ndarray, cols: np.ndarray):
