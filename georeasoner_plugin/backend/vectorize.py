@@ -158,7 +158,8 @@ def _layers_without_corner_touches(image: np.ndarray) -> List[np.ndarray]:
     where = np.flatnonzero(touch)  # far faster than np.nonzero on a 2-D view
     if where.size == 0:
         return [image]
-    count, labels = cv2.connectedComponentsWithAlgorithm(image, 4, cv2.CV_32S, cv2.CCL_SAUF)
+    # Bolelli's Spaghetti (4-connected variant): the same labels as SAUF, ~2x faster on large masks.
+    count, labels = cv2.connectedComponentsWithAlgorithm(image, 4, cv2.CV_32S, cv2.CCL_BOLELLI)
     r, c = np.divmod(where, touch.shape[1])
     falling = nw[r, c]  # foreground at NW and SE, else at NE and SW
     first = np.where(falling, labels[r, c], labels[r, c + 1]).astype(np.int64)
