@@ -31,7 +31,7 @@ from shapely.geometry.polygon import orient
 
 from ..core.fields import KIND_DATETIME, KIND_FLOAT, KIND_INT, feature_attributes, fields_for
 from ..core.georef import GeoTransform
-from ..core.protocol import Answer, Polygon
+from ..core.protocol import Answer
 from .gpkg import GpkgLayer, write_geopackage
 
 __all__ = ["OutputError", "LAYERS", "MAX_MASK_PIXELS", "write_vectors", "write_mask_geotiff", "vector_targets", "all_output_files"]
