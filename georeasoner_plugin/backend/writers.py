@@ -20,9 +20,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import pyogrio.raw
 import rasterio
+import rasterio.errors
 import shapely
 from affine import Affine
-import rasterio.errors
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from shapely.geometry import MultiPolygon as ShapelyMultiPolygon
