@@ -24,7 +24,7 @@ one point is valid), so ordinary masks take a single pass.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import cv2
 import numpy as np
@@ -38,6 +38,9 @@ __all__ = ["mask_to_polygons", "mask_to_rle", "rle_to_mask"]
 # Up to this many contour points a mask takes the plain-Python ring cleaning (cheaper than the
 # fixed cost of the numpy one; measured crossover on the bench's masks).
 _FEW_POINTS = 600
+# From this many corner touches between different parts (one-pixel lines), parts that fill their
+# bounding box are written as that box instead of traced (a second labelling pass pays for itself).
+_MANY_TOUCHES = 256
 _FOUR_NEIGHBOURS = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], np.uint8)  # dilation: max of the 4 neighbours
 
 
@@ -67,12 +70,16 @@ def mask_to_polygons(mask: np.ndarray, simplify_tolerance: float = 0.0, min_area
     # Taking them out changes no other part (they share no edge with one) and removes corner
     # touches, so fewer layers need tracing.
     single = image > cv2.dilate(image, _FOUR_NEIGHBOURS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    single_rows = single_cols = None
+    boxes = []  # (x, y, width, height) of parts written as their bounding box
     if cv2.countNonZero(single.view(np.uint8)):
-        single_rows, single_cols = np.nonzero(single)
+        rows, cols = np.nonzero(single)
+        boxes.append(np.stack([cols, rows, np.ones_like(cols), np.ones_like(cols)], axis=1))
         image[single] = 0
+    layers, rectangles = _layers_without_corner_touches(image) if cv2.countNonZero(image) else ([], None)
+    if rectangles is not None and len(rectangles):
+        boxes.append(rectangles)
     found = []
-    for layer in _layers_without_corner_touches(image) if cv2.countNonZero(image) else ():
+    for layer in layers:
         # Tracing only the bounding box of the foreground keeps the doubled image small.
         left, top, width, height = cv2.boundingRect(layer)
         if width and height:
@@ -85,8 +92,10 @@ def mask_to_polygons(mask: np.ndarray, simplify_tolerance: float = 0.0, min_area
     else:
         traced = [_clean_rings(*layer) for layer in found]
         polygons, tops, lefts = _Rings.concatenate(traced).to_polygons(min_area)
-    if single_rows is not None and min_area <= 1:
-        polygons, tops, lefts = _merge_unit_squares(polygons, tops, lefts, single_rows + y0, single_cols + x0)
+    if boxes:
+        offset = np.array([x0, y0, 0, 0], dtype=np.int64)
+        polygons, tops, lefts = _merge_boxes(polygons, tops, lefts, np.concatenate(boxes).astype(np.int64) + offset,
+                                             min_area)
     if simplify_tolerance > 0 and polygons:
         polygons = _simplify(polygons, simplify_tolerance)
     return polygons
@@ -105,14 +114,16 @@ def _bounding_box(image: np.ndarray) -> Tuple[int, int, int, int]:
     return int(cols[0]), top, int(cols[-1]) + 1 - int(cols[0]), bottom - top
 
 
-def _merge_unit_squares(polygons: List[Polygon], tops, lefts, rows: np.ndarray, cols: np.ndarray):
-    """Unit squares of single pixels merged into the parts' order (top, then left of the bounding
-    box; traced parts first on a tie), rings as the tracer writes them (exterior positive)."""
-    x, y = cols.astype(float).tolist(), rows.astype(float).tolist()
-    squares = [Polygon([(c + 1.0, r), (c + 1.0, r + 1.0), (c, r + 1.0), (c, r), (c + 1.0, r)])
-               for c, r in zip(x, y)]
-    top = np.concatenate([np.asarray(tops, dtype=np.int64), rows])
-    left = np.concatenate([np.asarray(lefts, dtype=np.int64), cols])
+def _merge_boxes(polygons: List[Polygon], tops, lefts, boxes: np.ndarray, min_area: float):
+    """Parts that fill their bounding box (rows of x, y, width, height), written as that box and
+    merged into the parts' order (top, then left of the bounding box; traced parts first on a
+    tie); rings as the tracer writes them (exterior positive). Boxes under min_area are dropped."""
+    boxes = boxes[boxes[:, 2] * boxes[:, 3] >= min_area]
+    boxes = boxes[np.lexsort((boxes[:, 0], boxes[:, 1]))]
+    squares = [Polygon([(x + w, y), (x + w, y + h), (x, y + h), (x, y), (x + w, y)])
+               for x, y, w, h in boxes.astype(float).tolist()]
+    top = np.concatenate([np.asarray(tops, dtype=np.int64), boxes[:, 1]])
+    left = np.concatenate([np.asarray(lefts, dtype=np.int64), boxes[:, 0]])
     merged = polygons + squares
     order = np.lexsort((left, top))
     return [merged[i] for i in order.tolist()], top[order], left[order]
@@ -149,15 +160,19 @@ def _as_binary(mask: np.ndarray) -> np.ndarray:
     return array if array.dtype == bool else array != 0
 
 
-def _layers_without_corner_touches(image: np.ndarray) -> List[np.ndarray]:
-    """0/1 uint8 masks that together hold every pixel of ``image``, none with a corner-only touch
-    between different 4-connected components (see the module docstring)."""
+def _layers_without_corner_touches(image: np.ndarray) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
+    """(0/1 uint8 masks that together hold every pixel of ``image`` but those of solid rectangles,
+    none with a corner-only touch between different 4-connected components; the rectangles as
+    rows of x, y, width, height, or None). See the module docstring.
+
+    Where corner touches need the components labelled anyway, components that fill their bounding
+    box (the runs of a one-pixel line, blocky specks) are taken out: their polygon is the box."""
     binary = image.view(bool)
     nw, ne, sw, se = binary[:-1, :-1], binary[:-1, 1:], binary[1:, :-1], binary[1:, 1:]
     touch = (nw ^ ne) & (nw == se) & (ne == sw)  # 2x2 windows with foreground on one diagonal only
     where = np.flatnonzero(touch)  # far faster than np.nonzero on a 2-D view
     if where.size == 0:
-        return [image]
+        return [image], None
     # Bolelli's Spaghetti (4-connected variant): the same labels as SAUF, ~2x faster on large masks.
     count, labels = cv2.connectedComponentsWithAlgorithm(image, 4, cv2.CV_32S, cv2.CCL_BOLELLI)
     r, c = np.divmod(where, touch.shape[1])
@@ -166,7 +181,14 @@ def _layers_without_corner_touches(image: np.ndarray) -> List[np.ndarray]:
     second = np.where(falling, labels[r + 1, c + 1], labels[r + 1, c]).astype(np.int64)
     different = first != second
     if not different.any():
-        return [image]
+        return [image], None
+    is_rectangle = np.zeros(count, dtype=bool)
+    if np.count_nonzero(different) >= _MANY_TOUCHES:  # line-like: worth a second labelling with the boxes
+        count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(image, 4, cv2.CV_32S,
+                                                                                cv2.CCL_BOLELLI)
+        is_rectangle = stats[:, cv2.CC_STAT_AREA] == stats[:, cv2.CC_STAT_WIDTH] * stats[:, cv2.CC_STAT_HEIGHT]
+        is_rectangle[0] = False  # background
+        different &= ~(is_rectangle[first] | is_rectangle[second])
     # Unordered pairs as one integer each: a 1-D unique is far cheaper than a row-wise one.
     codes = np.unique(np.minimum(first, second)[different] * count + np.maximum(first, second)[different])
     pairs = zip((codes // count).tolist(), (codes % count).tolist())
@@ -178,6 +200,7 @@ def _layers_without_corner_touches(image: np.ndarray) -> List[np.ndarray]:
         neighbours.setdefault(b, set()).add(a)
     colour = np.zeros(count, dtype=np.int32)  # untouched components all go into colour 0
     colour[0] = -1  # background
+    colour[is_rectangle] = -1  # written as their boxes
     assigned: Dict[int, int] = {}
     for node in sorted(neighbours, key=lambda n: -len(neighbours[n])):
         taken = {assigned[n] for n in neighbours[node] if n in assigned}
@@ -187,7 +210,8 @@ def _layers_without_corner_touches(image: np.ndarray) -> List[np.ndarray]:
         assigned[node] = choice
         colour[node] = choice
     layer_of_pixel = colour[labels]
-    return [(layer_of_pixel == k).view(np.uint8) for k in range(int(colour.max()) + 1)]
+    layers = [(layer_of_pixel == k).view(np.uint8) for k in range(int(colour.max()) + 1)]
+    return layers, (stats[is_rectangle, :4] if is_rectangle.any() else None)
 
 
 class _Rings:

@@ -36,3 +36,17 @@ def test_unit_squares_and_traced_parts_cover_exactly_what_rasterio_covers():
             mask.view(np.uint8), mask=mask)])
         assert shapely.symmetric_difference(ours, theirs).area == 0
         assert ours.area == mask.sum()
+
+
+@pytest.mark.parametrize("many_touches", [0, 10**9])
+def test_parts_written_as_their_box_cover_what_rasterio_covers(monkeypatch, many_touches):
+    # 0: every mask with a corner touch takes the box shortcut; 10**9: none does.
+    monkeypatch.setattr(vectorize, "_MANY_TOUCHES", many_touches)
+    for mask in list(masks()) + [thin_lines(300, count=20)]:
+        polygons = vectorize.mask_to_polygons(mask)
+        ours = shapely.union_all([shapely.Polygon(p.exterior, p.holes) for p in polygons])
+        theirs = shapely.union_all([shapely.geometry.shape(g) for g, _ in features.shapes(
+            mask.view(np.uint8), mask=mask)])
+        assert shapely.symmetric_difference(ours, theirs).area == 0 and ours.area == mask.sum()
+        assert len(polygons) == len(list(features.shapes(mask.view(np.uint8), mask=mask)))
+        assert all(shapely.Polygon(p.exterior, p.holes).is_valid for p in polygons)
