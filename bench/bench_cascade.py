@@ -4,7 +4,7 @@ effect of a second question, and the non-model stages for 20 objects at growing 
 Model stages run the tiny random models (their times say nothing about a 7B model on a GPU; they
 show that the stage runs and how it scales). Non-model stages (read, preprocess, parse, vectorize,
 georeference, write) are the real production code and are what the targets are about:
-all non-model stages together <= 100 ms for a 1024x1024 image with 20 objects on one core, linear
+all non-model stages together <= 50 ms for a 1024x1024 image with 20 objects on one core, linear
 in pixels.
 """
 from __future__ import annotations
@@ -195,7 +195,7 @@ def run(print_tables: bool = True) -> Dict[str, object]:
             results["naip"] = naip_stages(models, folder)
             results["cache"] = cache_effect(models)
     if print_tables:
-        print_table("Non-model stages, 20 objects, one core (target: total <= 100 ms at 1024x1024, linear in pixels)",
+        print_table("Non-model stages, 20 objects, one core (target: total <= 50 ms at 1024x1024, linear in pixels)",
                     results["non_model"], ["preprocess", "parse", "vectorize", "georeference", "write", "total",
                                            "total per Mpx"])
         if "naip" in results:

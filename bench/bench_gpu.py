@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import platform
 import shutil
 import statistics
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from bench.gpu_configs import MODELS, BenchModel, get_model
+from bench.gpu_report import _finish, markdown  # noqa: F401 - markdown is part of this module's API
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "Which lakes could supply irrigation water to the fields around them?"
@@ -109,8 +109,9 @@ def _peak_memory(device: str, into: Dict[str, Any], key: str = "peak_gib"):
         into[key] = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
 
 
-def _free(*objects) -> None:
-    del objects
+def _free() -> None:
+    """Collect garbage (trainers and models hold reference cycles) and return cached GPU memory;
+    callers drop their own references first."""
     gc.collect()
     torch = _torch()
     if torch.cuda.is_available():
@@ -164,7 +165,8 @@ def environment(plan: Plan) -> Dict[str, Any]:
         buffer = torch.empty(2**30 // 2, dtype=torch.bfloat16, device=plan.device)
         copy = _median(lambda: buffer.clone(), plan.device, 5)
         info["bandwidth_measured_gbs"] = 2 * buffer.numel() * 2 / copy / 1e9  # read + write
-        _free(buffer)
+        del buffer
+        _free()
     return info
 
 
@@ -222,7 +224,8 @@ def reasoner_speed(model_spec: BenchModel, plan: Plan, bandwidth: Optional[float
         row["decode_floor_tok_s"] = 1 / floor
         row["decode_vs_floor"] = row["decode_tok_s"] / row["decode_floor_tok_s"]
         row["prefill_vs_floor"] = prefill / floor
-    _free(model, inputs)
+    model = inputs = None  # release before collecting (closures above hold these names)
+    _free()
     return row
 
 
@@ -257,197 +260,9 @@ def segmenter_speed(model_spec: BenchModel, plan: Plan) -> Dict[str, Any]:
                                            plan.device, plan.repeats) * 1000
                 row["detect_ms"] = _median(lambda: model(pixel_values=pixels, input_ids=ids), plan.device,
                                            plan.repeats) * 1000
-    _free(model)
+    model = None
+    _free()
     return row
-
-
-# ------------------------------------------------------------------- the product's own classes
-
-def _save_reasoner(model_spec: BenchModel, plan: Plan, folder: Path, tiny_dir: Path) -> Path:
-    """The random model saved as a checkpoint the product loads, with the tiny models' processor
-    (tokenizer + Qwen2.5-VL image processor; patch 14, merge 2 as released); the config's special
-    token ids are set to that tokenizer's."""
-    from transformers import AutoProcessor, GenerationConfig
-
-    processor = AutoProcessor.from_pretrained(tiny_dir, local_files_only=True)
-    tokenizer = processor.tokenizer
-    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
-        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
-    model = _build(model_spec, plan, ids)
-    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    model.config.text_config.eos_token_id = eos
-    model.generation_config = GenerationConfig(eos_token_id=[eos], pad_token_id=eos, do_sample=False)
-    out = folder / model_spec.key
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    _free(model)
-    return out
-
-
-def _save_segmenter(plan: Plan, folder: Path) -> Path:
-    from transformers import Sam2Processor
-    from transformers.models.sam2.image_processing_sam2 import Sam2ImageProcessor
-
-    model = _build(get_model("sam2.1-hiera-large"), plan)
-    out = folder / "sam2.1-hiera-large"
-    model.save_pretrained(out, safe_serialization=True)
-    size = int(model.config.prompt_encoder_config.image_size)
-    Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": size, "width": size},
-                                                     mask_size={"height": size // 4, "width": size // 4}),
-                  target_size=size).save_pretrained(out)
-    _free(model)
-    return out
-
-
-class _ForcedLength:
-    """The product's Reasoner, made to write exactly ``tokens`` tokens (random weights rarely stop on
-    their own and would not write a parsable answer); it then hands the cascade a recorded
-    20-object answer so that segmentation, vectorising and writing run on realistic objects."""
-
-    def __init__(self, reasoner, tokens: int, answer: str):
-        self.inner, self.answer, self.name = reasoner, answer, reasoner.name
-        reasoner.model.generation_config.min_new_tokens = tokens
-
-    def generate(self, image, messages, **options):
-        self.inner.generate(image, messages, **options)
-        return self.answer
-
-
-def question_latency(plan: Plan, reasoner_dir: Path, segmenter_dir: Path, folder: Path) -> List[Dict[str, Any]]:
-    import numpy as np
-
-    from bench.bench_cascade import _twenty_object_answer
-    from georeasoner_plugin.backend.cascade import AskOptions, Cascade
-    from georeasoner_plugin.backend.reasoner import Reasoner
-    from georeasoner_plugin.backend.segmenter import Segmenter
-    from georeasoner_plugin.backend.writers import write_vectors
-    from georeasoner_plugin.core.georef import GeoTransform
-
-    rows = []
-    load: Dict[str, Any] = {}
-    with _peak_memory(plan.device, load):
-        (reasoner, segmenter), load_s = _timed(lambda: (Reasoner(reasoner_dir, device=plan.device, dtype=_dtype(plan)),
-                                                       Segmenter(segmenter_dir, device=plan.device, dtype=_dtype(plan))),
-                                              plan.device)
-        raw, _ = _twenty_object_answer(plan.capture)
-        cascade = Cascade(reasoner=_ForcedLength(reasoner, plan.answer_tokens, raw), segmenter=segmenter,
-                          profile="remotereasoner")
-        image = (np.random.default_rng(0).random((plan.capture, plan.capture, 3)) * 255).astype(np.uint8)
-        options = AskOptions(max_new_tokens=plan.answer_tokens, granularities=("boxes", "points", "contours"))
-        transform = GeoTransform.from_gdal((485899.0, 1.0, 0.0, 5209246.0, 0.0, -1.0))
-        cascade.ask(image[: plan.capture // 2, : plan.capture // 2].copy(), QUESTION, options=options)  # warm-up
-        for label in ("cold (new image)", "warm (embedding cached)"):
-            result, total = _timed(lambda: cascade.ask(image, QUESTION, options=options), plan.device)
-            _, write_s = _timed(lambda: write_vectors(result.answer, transform, None, folder / "q.gpkg",
-                                                      overwrite=True), "cpu")
-            timings = dict(result.answer.timings)
-            rows.append({"case": label, **{k: v * 1000 for k, v in timings.items()}, "write": write_s * 1000,
-                         "total": (total + write_s) * 1000, "objects": len(result.answer.objects)})
-    for row in rows:
-        row["load_s"] = load_s
-        row["peak_gib"] = load["peak_gib"]
-    _free(cascade, reasoner, segmenter)
-    return rows
-
-
-def tiled_path(plan: Plan, reasoner_dir: Path, segmenter_dir: Path) -> Dict[str, Any]:
-    """Tiles per second of capture-sized tiles through reasoner (short answer) + SAM2 encoding."""
-    import math
-
-    import numpy as np
-    from PIL import Image
-
-    from georeasoner_plugin.backend.reasoner import Reasoner
-    from georeasoner_plugin.backend.segmenter import Segmenter
-    from georeasoner_plugin.core.profiles import get_profile
-
-    profile = get_profile("remotereasoner")
-    reasoner = Reasoner(reasoner_dir, device=plan.device, dtype=_dtype(plan))
-    reasoner.model.generation_config.min_new_tokens = plan.tile_answer_tokens
-    segmenter = Segmenter(segmenter_dir, device=plan.device, dtype=_dtype(plan), cache_size=0)
-    frame = profile.frame.frame_for(plan.capture, plan.capture)
-    rng = np.random.default_rng(1)
-    tiles = [(rng.random((plan.capture, plan.capture, 3)) * 255).astype(np.uint8) for _ in range(plan.tiles_measured)]
-
-    def one(tile):
-        model_image = Image.fromarray(tile).resize((frame.frame_width, frame.frame_height))
-        reasoner.generate(model_image, profile.messages(QUESTION), max_new_tokens=plan.tile_answer_tokens)
-        segmenter._embed(tile)  # the per-tile half of SAM2 (prompts differ per tile, the encoder does not)
-
-    one(tiles[0])  # warm-up
-    _, elapsed = _timed(lambda: [one(t) for t in tiles], plan.device)
-    per_second = len(tiles) / elapsed
-    count = math.ceil(plan.scene / plan.capture) ** 2
-    _free(reasoner, segmenter)
-    return {"tile_px": plan.capture, "answer_tokens": plan.tile_answer_tokens, "tiles_measured": len(tiles),
-            "tiles_per_s": per_second, "scene_px": plan.scene, "scene_tiles": count, "scene_s": count / per_second}
-
-
-def grpo_step(plan: Plan, config_name: str, model_dir: Path, folder: Path) -> Dict[str, Any]:
-    """One optimizer step of training/train.py's GRPO with the shipped config's batch settings."""
-    import yaml
-
-    from bench.grpo_data import synthetic_split
-    from training.train import config_from_dict, run_training
-
-    raw = yaml.safe_load((ROOT / "training" / "configs" / f"{config_name}.yaml").read_text())
-    data = synthetic_split(folder / f"data-{config_name}", plan.capture)
-    raw.update(model=str(model_dir), output_dir=str(folder / f"run-{model_dir.name}-{config_name}"))
-    raw["data"] = {"train": str(data)}
-    raw["optimization"].update(max_steps=1, epochs=1)
-    raw["logging"] = {"logging_steps": 1, "report_to": ["none"]}
-    raw["trl"] = {"disable_tqdm": True}
-    raw["checkpoints"] = {"save_steps": 1000}
-    if plan.dry_run:
-        raw["generation"].update(max_completion_length=4, num_generations=2)
-        raw["optimization"].update(per_device_batch_size=2, gradient_accumulation_steps=1)
-        raw["optimization"].update(bf16=False, gradient_checkpointing=False)
-        raw["data"].update(image_min_pixels=56 * 56, image_max_pixels=112 * 112)
-    config = config_from_dict(raw, f"{config_name}.yaml")
-    timer = _GenerationTimer(plan.device)
-    row: Dict[str, Any] = {"config": config_name, "num_generations": config.generation.num_generations,
-                           "per_device_batch_size": config.optimization.per_device_batch_size,
-                           "gradient_accumulation_steps": config.optimization.gradient_accumulation_steps,
-                           "max_completion_length": config.generation.max_completion_length}
-    with _peak_memory(plan.device, row), timer:
-        result, row["step_s"] = _timed(lambda: run_training(config, print_plan=lambda _: None), plan.device)
-    row["generation_s"] = timer.total
-    row["generation_share"] = timer.total / row["step_s"] if row["step_s"] else None
-    row["steps_done"] = result.global_step
-    _free(result)
-    return row
-
-
-class _GenerationTimer:
-    """Sums the wall time of every generate() of any model while active (TRL generates through
-    the unwrapped model's generate; the class method is wrapped, so every instance is covered)."""
-
-    def __init__(self, device: str):
-        self.device, self.total = device, 0.0
-
-    def __enter__(self):
-        from transformers import GenerationMixin
-
-        self.original = GenerationMixin.generate
-        timer = self
-
-        def timed(model, *args, **kwargs):
-            _sync(timer.device)
-            started = time.perf_counter()
-            try:
-                return timer.original(model, *args, **kwargs)
-            finally:
-                _sync(timer.device)
-                timer.total += time.perf_counter() - started
-
-        GenerationMixin.generate = timed
-        return self
-
-    def __exit__(self, *exc):
-        from transformers import GenerationMixin
-
-        GenerationMixin.generate = self.original
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -515,6 +330,7 @@ def run(dry_run: bool = False, json_path: Optional[Path] = None, parts: Optional
 
 
 def _product_parts(plan: Plan, folder: Path, parts: List[str], results: Dict[str, Any]) -> None:
+    from bench.gpu_product import _save_reasoner, _save_segmenter, grpo_step, question_latency, tiled_path
     from georeasoner_plugin.backend.tiny import make_tiny_qwen
 
     tiny_dir = make_tiny_qwen(folder / "tiny-processor")
@@ -540,67 +356,6 @@ def _product_parts(plan: Plan, folder: Path, parts: List[str], results: Dict[str
                 _attempt(results, "grpo", f"{key} {config_name}",
                          lambda: dict(grpo_step(plan, config_name, model_dir, folder), model=key))
             shutil.rmtree(model_dir, ignore_errors=True)
-
-
-def _finish(results: Dict[str, Any], json_path: Optional[Path], print_table: bool) -> None:
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    if print_table:
-        print(markdown(results))
-
-
-def _cell(value, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def markdown(results: Dict[str, Any]) -> str:
-    """One markdown table of every figure (a row per measured thing), then what was skipped."""
-    env = results.get("environment", {})
-    lines = []
-    if env:
-        lines.append(f"GPU bench {env.get('date')}: {env.get('gpu', env.get('device'))}, driver {env.get('driver', '-')}, "
-                     f"torch {env.get('torch')}, transformers {env.get('transformers')}"
-                     + (" (DRY RUN: tiny configs on the CPU, figures mean nothing)" if env.get("dry_run") else "")
-                     + (f"; bandwidth {_cell(env.get('bandwidth_datasheet_gbs'), 0)} GB/s data sheet, "
-                        f"{_cell(env.get('bandwidth_measured_gbs'), 0)} GB/s measured copy"
-                        if env.get("bandwidth_measured_gbs") else ""))
-        lines.append("")
-    lines += ["| part | model / case | figures | peak GiB |", "|---|---|---|---|"]
-    for row in results.get("reasoners", []):
-        floor = (f"; floor {_cell(row['floor_ms_per_pass'])} ms/pass = {_cell(row['decode_floor_tok_s'])} tok/s "
-                 f"(decode at {_cell(row['decode_vs_floor'], 2)} of it)") if "floor_ms_per_pass" in row else ""
-        lines.append(f"| reasoner | {row['model']} ({_cell(row['weights_gib'], 2)} GiB bf16) | prefill "
-                     f"{row['prompt_tokens']} tokens {_cell(row['prefill_ms'])} ms, decode {_cell(row['decode_tok_s'])} "
-                     f"tok/s, {row['answer_tokens']}-token answer {_cell(row['answer_s'], 2)} s{floor} | "
-                     f"{_cell(row['peak_gib'], 2)} |")
-    for row in results.get("segmenters", []):
-        decodes = ", ".join(f"{key[7:-3]} objects {_cell(value)} ms" for key, value in row.items()
-                            if key.startswith("decode_"))
-        extra = f"decode {decodes}" if decodes else f"text-prompted detection {_cell(row.get('detect_ms'))} ms"
-        lines.append(f"| segmenter | {row['model']} ({_cell(row['weights_gib'], 2)} GiB) | encode "
-                     f"{_cell(row['encode_ms'])} ms, {extra} | {_cell(row['peak_gib'], 2)} |")
-    for row in results.get("question", []):
-        stages = ", ".join(f"{k} {_cell(row[k])}" for k in ("preprocess", "reason", "parse", "encode", "decode",
-                                                              "vectorize", "write") if k in row)
-        lines.append(f"| question, {row['objects']} objects | qwen2.5-vl-7b + sam2.1-l, {row['case']} | {stages}; "
-                     f"total {_cell(row['total'])} ms (load {_cell(row['load_s'])} s) | {_cell(row['peak_gib'], 2)} |")
-    for row in results.get("tiles", []):
-        lines.append(f"| tiled path | {row['tile_px']} px tiles, {row['answer_tokens']}-token answers | "
-                     f"{_cell(row['tiles_per_s'], 2)} tiles/s; a {row['scene_px']} px scene = {row['scene_tiles']} "
-                     f"tiles = {_cell(row['scene_s'])} s | - |")
-    for row in results.get("grpo", []):
-        lines.append(f"| GRPO step, LoRA | {row['model']}, {row['config']} ({row['num_generations']} generations, "
-                     f"{row['per_device_batch_size']} x {row['gradient_accumulation_steps']} per step, up to "
-                     f"{row['max_completion_length']} tokens) | step {_cell(row['step_s'])} s, generation "
-                     f"{_cell((row['generation_share'] or 0) * 100, 0)} % | {_cell(row['peak_gib'], 2)} |")
-    for skipped in results.get("skipped", []):
-        lines.append(f"| skipped | {skipped['part']} | {skipped['reason']} | - |")
-    return "\n".join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import platform
 import statistics
@@ -25,7 +24,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 BASELINE = Path(__file__).with_name("baseline.json")
-MOVED = 1.25  # a ratio this much larger (or smaller) than the baseline's counts as moved
+# A ratio this much larger (or smaller) than the baseline's counts as moved. On a shared 2-core
+# machine rasterio's own ratios wander by up to ~1.3x between runs, so smaller moves are noise.
+MOVED = 1.5
 ROUNDS = 9
 NON_MODEL_TARGET_MS = 50.0  # 1024 x 1024, 20 objects, all non-model stages, one core
 VECTORIZER_TARGET = 0.5  # mask_to_polygons / rasterio.features.shapes
@@ -48,7 +49,7 @@ def _stages(folder: Path) -> Tuple[List[Tuple[str, Callable[[], object]]], Dict[
     """(name, callable) of every measured stage, built once; the callables rerun the production code."""
     from bench.bench_cascade import _twenty_object_answer
     from bench.bench_vectorize import blobs_with_holes, object_with_holes, speckle, thin_lines
-    from georeasoner_plugin.backend.cascade import _resize_to_frame
+    from georeasoner_plugin.backend.cascade import resize_to_frame
     from georeasoner_plugin.backend.imagery import read_image_bytes
     from georeasoner_plugin.backend.vectorize import mask_to_polygons
     from georeasoner_plugin.backend.writers import write_vectors
@@ -81,7 +82,7 @@ def _stages(folder: Path) -> Tuple[List[Tuple[str, Callable[[], object]]], Dict[
         Image.fromarray(capture).save(buffer, format=fmt, **options)
         encoded[fmt] = buffer.getvalue()
     stages = [
-        ("preprocess", lambda: _resize_to_frame(image, frame.frame_width, frame.frame_height, profile.frame.kind)),
+        ("preprocess", lambda: resize_to_frame(image, frame.frame_width, frame.frame_height, profile.frame.kind)),
         ("parse", lambda: map_objects_to_image(profile.parse(raw).objects, frame)),
         ("vectorize", lambda: [mask_to_polygons(m) for m in masks]),
         ("georeference", lambda: answer_to_map(answer, transform)),
@@ -135,7 +136,7 @@ def compare(current: Dict[str, object], baseline: Optional[Dict[str, object]]) -
     before, now = baseline.get("ratio_to_reference", {}), current["ratio_to_reference"]
     for name, value in now.items():
         old = before.get(name)
-        if not old:
+        if not old or name.startswith("shapes "):  # rasterio's times are the vectorizer's yardstick, not ours
             continue
         factor = value / old
         if factor > MOVED or factor < 1 / MOVED:

@@ -306,4 +306,3 @@ def resize_to_frame(image: np.ndarray, frame_width: int, frame_height: int, fram
     return pil.resize((frame_width, frame_height), resample)
 
 
-_resize_to_frame = resize_to_frame  # the old private name; training still imports it (issue 9 switches)

@@ -161,7 +161,7 @@ def read_raster(path, bands: Optional[Sequence[int]] = None, max_size: int = 204
 
 
 def read_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Decode PNG / JPEG / TIFF (any format Pillow reads) bytes into an (H, W, 3) uint8 array.
+    """Decode PNG / JPEG / TIFF / WebP (any format Pillow reads) bytes into an (H, W, 3) uint8 array.
 
     The size is checked from the header before any pixel is decoded, so a small file claiming
     a huge image (a decompression bomb) is refused instead of exhausting memory. 16-bit and float
@@ -197,6 +197,9 @@ def read_image_file(stream, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, formats=
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageryError(f"the image could not be decoded (truncated or corrupt?): {exc}") from exc
 
+    if image.mode == "RGB":
+        # One copy out of Pillow's buffer (an uncompressed 2048 x 2048 TIFF: no inflate, one memcpy).
+        return np.array(image, dtype=np.uint8)
     if image.mode in EIGHT_BIT_MODES:
         # Converted strip by strip into the result: the peak is the source pixels plus the (H, W, 3)
         # array (4 bytes per pixel for a 1-bit PNG), not also a full RGBX copy and its bytes (11).

@@ -12,15 +12,16 @@ import os
 import shutil
 import tempfile
 import warnings
+from itertools import chain
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyogrio.raw
 import rasterio
+import rasterio.errors
 import shapely
 from affine import Affine
-import rasterio.errors
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from shapely.geometry import MultiPolygon as ShapelyMultiPolygon
@@ -257,19 +258,30 @@ def _contours(answer: Answer, transform: GeoTransform) -> list:
         layout.append((obj, polygons))
     if not rings:
         return []
-    pixels = np.array([vertex for ring in rings for vertex in ring], dtype=np.float64).reshape(-1, 2)
+    total = sum(len(ring) for ring in rings)
+    pixels = np.fromiter(chain.from_iterable(chain.from_iterable(rings)), dtype=np.float64, count=2 * total)
+    pixels = pixels.reshape(-1, 2)
     col, row = pixels[:, 0], pixels[:, 1]
     t = transform
     mapped = np.column_stack([t.origin_x + col * t.pixel_width + row * t.row_rotation,
                               t.origin_y + col * t.column_rotation + row * t.pixel_height])
-    arrays = np.split(mapped, np.cumsum([len(ring) for ring in rings])[:-1])
-    return [(shapely.MultiPolygon([shapely.Polygon(arrays[e], [arrays[h] for h in holes]) for e, holes in polygons]),
-             None, obj) for obj, polygons in layout if polygons]
+    # Rings, polygons (first ring the exterior) and multipolygons, each built in one shapely call.
+    ring_of_vertex = np.repeat(np.arange(len(rings)), [len(ring) for ring in rings])
+    polygon_of_ring, object_of_polygon, objects = [], [], []
+    for obj, polygons in layout:
+        if not polygons:
+            continue
+        for exterior, holes in polygons:
+            polygon_of_ring += [len(object_of_polygon)] * (1 + len(holes))
+            object_of_polygon.append(len(objects))
+        objects.append(obj)
+    shapes = shapely.polygons(shapely.linearrings(mapped, indices=ring_of_vertex), indices=polygon_of_ring)
+    multis = shapely.multipolygons(shapes, indices=object_of_polygon)
+    return [(multi, None, obj) for multi, obj in zip(multis.tolist(), objects)]
 
 
 def _closed(ring: list) -> list:
-    ring = [tuple(vertex) for vertex in ring]
-    return ring if ring[0] == ring[-1] else ring + [ring[0]]
+    return ring if ring[0] == ring[-1] else list(ring) + [ring[0]]
 
 
 def _attributes(answer: Answer, layer: str, features: list, crs_wkt: Optional[str], raster: str) -> List[dict]:

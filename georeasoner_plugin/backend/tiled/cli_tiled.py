@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import List, Optional
 
+from ...core.exit_codes import EXIT_INTERRUPTED, EXIT_OK
 from ...core.profiles import get_profile
 from ...core.tiling import (DEFAULT_OVERLAP, JOURNAL_SUFFIX, STRATEGIES, STRATEGY_GRID, TilingError,
                             default_tile_size, gsd_scale, map_box_to_source_pixels, parse_extent, parse_overlap,
@@ -130,7 +131,7 @@ def make_plan(args, profile, source, user_error, usage_code):
 
 def cmd_ask_tiled(args, progress, outputs: List[str], profile_name: str, recorded: Optional[str], paths,
                   user_error, usage_code) -> int:
-    from .. import cli as base
+    from .. import cli_ask as base
     from ..cascade import AskOptions, CascadeError
     from ..imagery import ImageryError
     from ..writers import OutputError, all_output_files, write_vectors
@@ -149,7 +150,7 @@ def cmd_ask_tiled(args, progress, outputs: List[str], profile_name: str, recorde
     except CascadeError as exc:
         raise user_error(str(exc), usage_code) from None
     try:
-        source = RasterTileSource(args.image, bands=base._parse_bands(args.bands))
+        source = RasterTileSource(args.image, bands=base.parse_bands(args.bands))
     except ImageryError as exc:
         raise user_error(str(exc)) from None
     with source:
@@ -225,7 +226,7 @@ def cmd_ask_tiled(args, progress, outputs: List[str], profile_name: str, recorde
             journal.close()
             print(f"\ngeoreasoner: interrupted; finished tiles are kept in {journal.path}; run the same command "
                   f"again to resume", file=sys.stderr)
-            return base.EXIT_INTERRUPTED
+            return EXIT_INTERRUPTED
         except CascadeError as exc:
             raise user_error(str(exc)) from None
         finally:
@@ -246,9 +247,9 @@ def cmd_ask_tiled(args, progress, outputs: List[str], profile_name: str, recorde
                                          overwrite=args.overwrite)
             if "masks" in outputs:
                 written.append(write_plan_mask(answer, transform, crs_wkt, paths["mask"], overwrite=args.overwrite))
-            written.append(base._write_answer_json(answer, paths["answer"], args.overwrite))
+            written.append(base.write_answer_json(answer, paths["answer"], args.overwrite))
     except OutputError as exc:
-        base._remove(all_output_files(written))
+        base.remove_files(all_output_files(written))
         raise user_error(str(exc)) from None
     written.append(journal.path)
     if args.json:
@@ -256,5 +257,5 @@ def cmd_ask_tiled(args, progress, outputs: List[str], profile_name: str, recorde
     else:
         print(f"Tiles: {len(result.plan.selected)} asked of a {result.plan.grid_size}-tile grid "
               f"({result.resumed} resumed from the journal, {result.nodata} nodata)")
-        base._print_summary(answer, written, SimpleNamespace(crs_name=crs_name))
-    return base.EXIT_OK
+        base.print_summary(answer, written, SimpleNamespace(crs_name=crs_name))
+    return EXIT_OK

@@ -1,0 +1,39 @@
+"""How a capture travels from the QGIS plugin to the backend (one definition for both sides).
+
+- same machine, backend advertising a shared capture folder: the plugin writes the capture there
+  as an uncompressed TIFF and sends only its path (no encoding, no upload, no inflate);
+- local backend on loopback without a shared folder: the bytes of an uncompressed TIFF (no
+  compression work on either side; loopback moves 12 MB in a few ms);
+- remote backend: a lossless compressed image, WebP when the backend lists it in /v1/info
+  ("image_formats"), else PNG (fewer bytes over a real network).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+TRANSPORT_PATH = "path"
+TRANSPORT_TIFF = "tiff"
+TRANSPORT_WEBP = "webp"
+TRANSPORT_PNG = "png"
+MIME_TYPES = {TRANSPORT_TIFF: "image/tiff", TRANSPORT_WEBP: "image/webp", TRANSPORT_PNG: "image/png"}
+# /v1/info keys the backend fills and the client reads.
+INFO_IMAGE_FORMATS = "image_formats"  # e.g. ["png", "jpeg", "tiff", "webp"]
+INFO_SHARED_CAPTURE_DIR = "shared_capture_dir"  # absolute folder, present only when the backend offers it
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    return host.strip().lower() in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def pick_transport(info: Mapping[str, Any], host: str, same_machine: Optional[bool] = None) -> str:
+    """The transport for a backend described by its /v1/info answer and reached at ``host``."""
+    local = is_loopback(host) if same_machine is None else same_machine
+    formats = {str(f).lower() for f in info.get(INFO_IMAGE_FORMATS) or ("png", "jpeg", "tiff")}
+    if local and info.get(INFO_SHARED_CAPTURE_DIR):
+        return TRANSPORT_PATH
+    if local and "tiff" in formats:
+        return TRANSPORT_TIFF
+    if "webp" in formats:
+        return TRANSPORT_WEBP
+    return TRANSPORT_PNG

@@ -1,0 +1,67 @@
+"""Image transport: the format the plugin picks from /v1/info, and the backend's decoding of it."""
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from georeasoner_plugin.backend.image_transport import decodable_formats, is_webp, read_shared_capture
+from georeasoner_plugin.backend.imagery import ImageryError, read_image_bytes
+from georeasoner_plugin.core.transport import (INFO_IMAGE_FORMATS, INFO_SHARED_CAPTURE_DIR, TRANSPORT_PATH,
+                                               TRANSPORT_PNG, TRANSPORT_TIFF, TRANSPORT_WEBP, pick_transport)
+
+
+def capture(height=37, width=53):
+    return np.random.default_rng(5).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def encoded(array, fmt, **options):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt, options", [("TIFF", {}), ("PNG", {"compress_level": 1}),
+                                          ("WEBP", {"lossless": True, "method": 0})])
+def test_every_lossless_transport_decodes_to_the_same_pixels(fmt, options):
+    if fmt == "WEBP" and "webp" not in decodable_formats():
+        pytest.skip("this Pillow has no WebP support")
+    rgb = capture()
+    data = encoded(rgb, fmt, **options)
+    decoded = read_image_bytes(data)
+    assert decoded.flags.writeable and decoded.flags.c_contiguous
+    assert np.array_equal(decoded, rgb)
+    assert is_webp(data) == (fmt == "WEBP")
+
+
+def test_transport_picked_from_info_and_host():
+    offers_all = {INFO_IMAGE_FORMATS: ["png", "jpeg", "tiff", "webp"]}
+    assert pick_transport(dict(offers_all, **{INFO_SHARED_CAPTURE_DIR: "/tmp/x"}), "127.0.0.1") == TRANSPORT_PATH
+    assert pick_transport(offers_all, "127.0.0.1") == TRANSPORT_TIFF
+    assert pick_transport(offers_all, "gpu-box.example") == TRANSPORT_WEBP
+    assert pick_transport({INFO_IMAGE_FORMATS: ["png", "tiff"]}, "gpu-box.example") == TRANSPORT_PNG
+    assert pick_transport({}, "10.0.0.5") == TRANSPORT_PNG  # an older backend: no list, PNG it reads
+    assert pick_transport(dict(offers_all, **{INFO_SHARED_CAPTURE_DIR: "/x"}), "10.0.0.5") == TRANSPORT_WEBP
+
+
+def test_shared_capture_is_read_only_from_the_shared_folder(tmp_path):
+    shared = tmp_path / "captures"
+    shared.mkdir()
+    rgb = capture()
+    (shared / "c1.tif").write_bytes(encoded(rgb, "TIFF"))
+    assert np.array_equal(read_shared_capture(shared / "c1.tif", shared), rgb)
+    outside = tmp_path / "secret.tif"
+    outside.write_bytes(encoded(rgb, "TIFF"))
+    with pytest.raises(ImageryError, match="not in the shared capture folder"):
+        read_shared_capture(outside, shared)
+    with pytest.raises(ImageryError, match="not in the shared capture folder"):
+        read_shared_capture(shared / ".." / "secret.tif", shared)
+    os.symlink(outside, shared / "link.tif")
+    with pytest.raises(ImageryError, match="not in the shared capture folder"):
+        read_shared_capture(shared / "link.tif", shared)
+    with pytest.raises(ImageryError, match="no such capture"):
+        read_shared_capture(shared / "missing.tif", shared)
+    (shared / "sub").mkdir()
+    with pytest.raises(ImageryError, match="not a regular file"):
+        read_shared_capture(shared / "sub", shared)

@@ -1,0 +1,52 @@
+"""The vectorizer's two ring-cleaning paths (plain Python for few points, numpy for many) and its
+unit-square shortcut give the very same polygons, in the same order."""
+import numpy as np
+import pytest
+from rasterio import features
+import shapely
+
+from bench.bench_vectorize import blobs_with_holes, object_with_holes, speckle, thin_lines
+from georeasoner_plugin.backend import vectorize
+
+
+def masks():
+    rng = np.random.default_rng(11)
+    yield from (blobs_with_holes(64, count=3), blobs_with_holes(200, count=6), speckle(48), thin_lines(96, count=8),
+                object_with_holes(160, holes=40))
+    for size in (3, 8, 17, 33):
+        for density in (0.2, 0.5, 0.8):
+            for _ in range(6):
+                yield rng.random((size, size + 3)) < density
+
+
+@pytest.mark.parametrize("min_area", [0.0, 1.0, 4.0])
+def test_python_and_numpy_ring_paths_agree(monkeypatch, min_area):
+    for mask in masks():
+        monkeypatch.setattr(vectorize, "_FEW_POINTS", 10**9)
+        few = vectorize.mask_to_polygons(mask, min_area=min_area)
+        monkeypatch.setattr(vectorize, "_FEW_POINTS", -1)
+        many = vectorize.mask_to_polygons(mask, min_area=min_area)
+        assert few == many
+
+
+def test_unit_squares_and_traced_parts_cover_exactly_what_rasterio_covers():
+    for mask in masks():
+        ours = shapely.union_all([shapely.Polygon(p.exterior, p.holes) for p in vectorize.mask_to_polygons(mask)])
+        theirs = shapely.union_all([shapely.geometry.shape(g) for g, _ in features.shapes(
+            mask.view(np.uint8), mask=mask)])
+        assert shapely.symmetric_difference(ours, theirs).area == 0
+        assert ours.area == mask.sum()
+
+
+@pytest.mark.parametrize("many_touches", [0, 10**9])
+def test_parts_written_as_their_box_cover_what_rasterio_covers(monkeypatch, many_touches):
+    # 0: every mask with a corner touch takes the box shortcut; 10**9: none does.
+    monkeypatch.setattr(vectorize, "_MANY_TOUCHES", many_touches)
+    for mask in list(masks()) + [thin_lines(300, count=20)]:
+        polygons = vectorize.mask_to_polygons(mask)
+        ours = shapely.union_all([shapely.Polygon(p.exterior, p.holes) for p in polygons])
+        theirs = shapely.union_all([shapely.geometry.shape(g) for g, _ in features.shapes(
+            mask.view(np.uint8), mask=mask)])
+        assert shapely.symmetric_difference(ours, theirs).area == 0 and ours.area == mask.sum()
+        assert len(polygons) == len(list(features.shapes(mask.view(np.uint8), mask=mask)))
+        assert all(shapely.Polygon(p.exterior, p.holes).is_valid for p in polygons)
