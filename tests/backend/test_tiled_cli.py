@@ -20,6 +20,7 @@ import pytest
 import shapely
 
 from georeasoner_plugin.backend.cli import main
+from georeasoner_plugin.core.exit_codes import EXIT_NOINPUT, EXIT_USAGE
 from georeasoner_plugin.core.tiling import JOURNAL_SUFFIX
 
 from openai_double import OpenAIDouble
@@ -67,16 +68,16 @@ def test_bad_tiling_options_say_what_to_change(half_scene, tmp_path, capsys):
     path, _ = half_scene
     base = ["ask", str(path), QUESTION, "-o", str(tmp_path / "x.gpkg"), "--tiles", "auto", "--reasoner-output",
             str(ROOT / "examples" / "naip_lakes_remotereasoner.txt"), "--outputs", "boxes"]
-    assert main(base + ["--overlap", "60%"]) == 2
+    assert main(base + ["--overlap", "60%"]) == EXIT_USAGE
     assert "overlap must be at least 0 and below 50%" in capsys.readouterr().err
-    assert main(base + ["--extent", "9000,9000,9500,9500"]) == 2
+    assert main(base + ["--extent", "9000,9000,9500,9500"]) == EXIT_USAGE
     assert "does not overlap the raster" in capsys.readouterr().err
-    assert main(base + ["--mask-layer", str(tmp_path / "none.gpkg")]) == 1
+    assert main(base + ["--mask-layer", str(tmp_path / "none.gpkg")]) == EXIT_NOINPUT
     assert "does not exist" in capsys.readouterr().err
-    assert main(base + ["--tile-size", "10"]) == 2
+    assert main(base + ["--tile-size", "10"]) == EXIT_USAGE
     assert "tile size must be between" in capsys.readouterr().err
     assert main(["ask", str(path), QUESTION, "-o", str(tmp_path / "y.gpkg"), "--tiles", "auto",
-                 "--reasoner-url", "http://127.0.0.1:9/v1"]) == 2
+                 "--reasoner-url", "http://127.0.0.1:9/v1"]) == EXIT_USAGE
     assert "--reasoner-model" in capsys.readouterr().err
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import List, Optional
 
-from ...core.exit_codes import EXIT_INTERRUPTED, EXIT_OK
+from ...core.exit_codes import EXIT_DATAERR, EXIT_INTERRUPTED, EXIT_NOINPUT, EXIT_OK
 from ...core.profiles import get_profile
 from ...core.tiling import (DEFAULT_OVERLAP, JOURNAL_SUFFIX, STRATEGIES, STRATEGY_GRID, TilingError,
                             default_tile_size, gsd_scale, map_box_to_source_pixels, parse_extent, parse_overlap,
@@ -77,15 +77,15 @@ def _mask_geometries(path: str, source, user_error):
     from rasterio.warp import transform_geom
 
     if not Path(path).exists():
-        raise user_error(f"--mask-layer: {path} does not exist")
+        raise user_error(f"--mask-layer: {path} does not exist", EXIT_NOINPUT)
     try:
         meta, _, geometries, _ = pyogrio.raw.read(path, read_geometry=True)
     except Exception as exc:  # noqa: BLE001 - pyogrio's own error types
-        raise user_error(f"--mask-layer: {path} is not a vector file OGR can read ({exc})") from None
+        raise user_error(f"--mask-layer: {path} is not a vector file OGR can read ({exc})", EXIT_DATAERR) from None
     geoms = [g for g in shapely.from_wkb([g for g in geometries if g is not None])
              if g is not None and g.geom_type in ("Polygon", "MultiPolygon") and not g.is_empty]
     if not geoms:
-        raise user_error(f"--mask-layer: {path} has no polygons; give a polygon layer")
+        raise user_error(f"--mask-layer: {path} has no polygons; give a polygon layer", EXIT_DATAERR)
     layer_crs = meta.get("crs")
     if layer_crs and source.crs_wkt and CRS.from_user_input(layer_crs) != CRS.from_wkt(source.crs_wkt):
         geoms = [shapely.geometry.shape(transform_geom(layer_crs, source.crs_wkt, shapely.geometry.mapping(g)))
