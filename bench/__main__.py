@@ -10,7 +10,7 @@ import time
 
 from georeasoner_plugin.core.parsing import parse_model_output
 
-SUITES = ["bench.bench_cascade", "bench.bench_vectorize", "bench.bench_server"]
+SUITES = ["bench.bench_cascade", "bench.bench_vectorize", "bench.bench_server", "bench.bench_families", "bench.bench_tiled"]
 
 
 def parser_on_degenerate_output():
