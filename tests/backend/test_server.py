@@ -254,7 +254,7 @@ def test_health_info_and_openapi(live, replay):
     assert set(health) == {"status", "detail", "version"} and health["status"] == "ready"
     info = httpx.get(f"{live.url}/v1/info", headers=live.headers).json()
     assert set(info) == {"version", "protocol_version", "models", "profiles", "default_profile", "device", "dtype",
-                         "replay", "status", "detail", "limits"}
+                         "replay", "status", "detail", "image_formats", "limits"}
     assert info["status"] == "ready"
     assert info["protocol_version"] == 1 and info["replay"] is False and info["device"] == "cpu"
     assert info["dtype"] == "float32" and info["default_profile"] == "remotereasoner"

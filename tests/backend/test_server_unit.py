@@ -326,3 +326,23 @@ def test_remote_reasoner_details(tiny_reasoner):
             RemoteReasoner(double.url, "other-model", api_key="endpoint-key").generate(frame, messages,
                                                                                         max_new_tokens=4)
         reasoner.close()
+
+
+def test_a_lossless_webp_upload_is_decoded_and_info_lists_the_formats():
+    service, client = make_client(FakeCascade())
+    wait_for_state(service, STATE_READY)
+    pixels = np.random.default_rng(3).integers(0, 255, (24, 40, 3), dtype=np.uint8)
+    webp = io.BytesIO()
+    Image.fromarray(pixels).save(webp, format="WEBP", lossless=True)
+    with client:
+        info = client.get("/v1/info", headers=HEADERS).json()
+        assert set(info["image_formats"]) >= {"png", "jpeg", "tiff", "webp"}
+        answer = client.post("/v1/ask", headers=HEADERS, files={"image": ("a.webp", webp.getvalue(), "image/webp")},
+                             data={"request": json.dumps({"question": "lake?", "outputs": ["boxes"]})})
+        assert answer.status_code == 200, answer.text
+        assert (answer.json()["image"]["width"], answer.json()["image"]["height"]) == (40, 24)
+        refused = client.post("/v1/ask", headers=HEADERS, files={"image": ("a.gif", b"GIF89a" + bytes(20), "image/gif")},
+                              data={"request": json.dumps({"question": "lake?"})})
+        message = error_of(refused, 415, "unsupported_image_type")["message"]
+        assert message.startswith("The image is not PNG, JPEG, TIFF or WebP")
+    service.close()

@@ -23,6 +23,8 @@ from ...core.api import (API_PREFIX, ASK_PATH, ASK_STREAM_PATH, EVENT_ANSWER, FI
 from ...core.parsing import MAX_OBJECTS
 from ...core.profiles import PROFILES
 from ...core.protocol import PROTOCOL_VERSION
+from ...core.transport import INFO_IMAGE_FORMATS
+from ..image_transport import decodable_formats
 from ..jobs_routes import install_jobs
 from .errors import ApiError, error_event, error_response, public_event, sentence as _sentence
 from .admission import decode_cost
@@ -102,6 +104,7 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True,
             "replay": config.replay,
             "status": service.state,
             "detail": service.detail,
+            INFO_IMAGE_FORMATS: decodable_formats(),
             "limits": {
                 "max_body_bytes": config.max_body_bytes,
                 "max_image_pixels": config.max_image_pixels,

@@ -7,6 +7,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from ..image_transport import is_webp
 from .errors import ApiError
 
 _IMAGE_SIGNATURES = (
@@ -20,6 +21,8 @@ _IMAGE_SIGNATURES = (
 
 
 def sniff_image_type(data: bytes) -> Optional[str]:
+    if is_webp(data):  # lossless WebP: what a remote client sends when /v1/info lists it
+        return "WEBP"
     for signature, kind in _IMAGE_SIGNATURES:
         if data.startswith(signature):
             return kind
@@ -37,7 +40,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     kind = sniff_image_type(data)
     if kind is None:
         raise ApiError(415, "unsupported_image_type",
-                       "the image is not PNG, JPEG or TIFF (judging by its first bytes); send it in one of those formats")
+                       "the image is not PNG, JPEG, TIFF or WebP (judging by its first bytes); send it in one of those formats")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -82,7 +85,7 @@ def probe_image(stream, max_pixels: int) -> ImageHeader:
     kind = sniff_image_type(head)
     if kind is None:
         raise ApiError(415, "unsupported_image_type",
-                       "the image is not PNG, JPEG or TIFF (judging by its first bytes); send it in one of those formats")
+                       "the image is not PNG, JPEG, TIFF or WebP (judging by its first bytes); send it in one of those formats")
     stream.seek(0)
     try:
         with warnings.catch_warnings():

@@ -86,6 +86,7 @@ class InfoResponse(BaseModel):
     replay: bool
     status: Literal["loading", "ready", "error"]
     detail: str
+    image_formats: List[str]  # core/transport.py INFO_IMAGE_FORMATS: what uploads may be
     limits: LimitsInfo
 
 
