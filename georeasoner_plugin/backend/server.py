@@ -46,6 +46,7 @@ from ..core.parsing import MAX_OBJECTS
 from ..core.profiles import DEFAULT_PROFILE, PROFILES, UnknownProfileError, get_profile
 from ..core.protocol import GRANULARITIES, PROTOCOL_VERSION
 from .auth import bearer_matches
+from .segment_routes import install as install_segment_routes
 from .cascade import MAX_IMAGE_PIXELS, MAX_QUESTION_CHARS, AskOptions, CancelledError, CascadeError
 
 log = logging.getLogger("georeasoner.server")
@@ -870,6 +871,7 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True) -> F
             if not finished:
                 service.cancel(job, "the client disconnected from the stream")
 
+    install_segment_routes(app, service)  # POST /v1/segment (segment_routes.py)
     original_openapi = app.openapi
 
     def openapi() -> Dict[str, Any]:
