@@ -14,7 +14,9 @@ Install with `install(app, service)` where the app is built (one line).
 """
 from __future__ import annotations
 
+import hashlib
 import time
+from collections import OrderedDict
 from typing import List, Optional
 
 from fastapi import APIRouter, FastAPI, Request
@@ -92,12 +94,30 @@ def make_router(service) -> APIRouter:
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
             raise ApiError(422, "invalid_request", f"the segment request is not valid: {problems}") from None
-        image = decode_image(form["image"], service.config.max_image_pixels)
+        image = _decoded(form["image"], lambda data: decode_image(data, service.config.max_image_pixels))
         height, width = image.shape[:2]
         prompts = _prompts(body, width, height)
         return await run_in_threadpool(_run, segmenter, image, prompts, body)
 
     return router
+
+
+_DECODED: "OrderedDict[str, object]" = OrderedDict()
+_DECODED_SIZE = 4
+
+
+def _decoded(data: bytes, decode):
+    """Corrections send the same image again and again: decode it once (a few recent images kept,
+    keyed by a digest of the bytes)."""
+    key = hashlib.blake2b(data, digest_size=16).hexdigest()
+    if key in _DECODED:
+        _DECODED.move_to_end(key)
+        return _DECODED[key]
+    image = decode(data)
+    _DECODED[key] = image
+    while len(_DECODED) > _DECODED_SIZE:
+        _DECODED.popitem(last=False)
+    return image
 
 
 def _run(segmenter, image, prompts, body: SegmentRequest) -> dict:
