@@ -4,6 +4,42 @@
   <context>
     <name>GeoReasoner</name>
     <message>
+      <source>Advanced</source>
+      <translation>高级</translation>
+    </message>
+    <message>
+      <source> px</source>
+      <translation> 像素</translation>
+    </message>
+    <message>
+      <source>Contour polygons smaller than this many image pixels are dropped</source>
+      <translation>小于此像素数的轮廓多边形将被丢弃</translation>
+    </message>
+    <message>
+      <source>Minimum area</source>
+      <translation>最小面积</translation>
+    </message>
+    <message>
+      <source>Simplification</source>
+      <translation>简化</translation>
+    </message>
+    <message>
+      <source>Temperature</source>
+      <translation>温度</translation>
+    </message>
+    <message>
+      <source>none</source>
+      <translation>无</translation>
+    </message>
+    <message>
+      <source>Seed</source>
+      <translation>随机种子</translation>
+    </message>
+    <message>
+      <source>Token limit</source>
+      <translation>令牌上限</translation>
+    </message>
+    <message>
       <source>Draw</source>
       <translation>绘制</translation>
     </message>
@@ -82,6 +118,38 @@
     <message>
       <source>{0} features of {1}</source>
       <translation>{1} 的 {0} 个要素</translation>
+    </message>
+    <message>
+      <source>Undone.</source>
+      <translation>已撤销。</translation>
+    </message>
+    <message>
+      <source>Object deleted.</source>
+      <translation>对象已删除。</translation>
+    </message>
+    <message>
+      <source>Positive point added.</source>
+      <translation>已添加正向点。</translation>
+    </message>
+    <message>
+      <source>Negative point added.</source>
+      <translation>已添加负向点。</translation>
+    </message>
+    <message>
+      <source>New box.</source>
+      <translation>已设置新框。</translation>
+    </message>
+    <message>
+      <source>Object added.</source>
+      <translation>已添加对象。</translation>
+    </message>
+    <message>
+      <source>No object here. Click an object of the answer, or drag a box to add one.</source>
+      <translation>此处没有对象。请点击回答中的一个对象，或拖出一个框来添加对象。</translation>
+    </message>
+    <message>
+      <source>Object {0} selected: left click adds a point inside it, right click a point outside it, a drag gives it a new box.</source>
+      <translation>已选择对象 {0}：左键点击添加对象内部的点，右键点击添加对象外部的点，拖动则为其设置新框。</translation>
     </message>
     <message>
       <source>capturing the image</source>
@@ -228,44 +296,12 @@
       <translation>就绪。</translation>
     </message>
     <message>
-      <source>Advanced</source>
-      <translation>高级</translation>
-    </message>
-    <message>
-      <source> px</source>
-      <translation> 像素</translation>
-    </message>
-    <message>
-      <source>Contour polygons smaller than this many image pixels are dropped</source>
-      <translation>小于此像素数的轮廓多边形将被丢弃</translation>
-    </message>
-    <message>
-      <source>Minimum area</source>
-      <translation>最小面积</translation>
-    </message>
-    <message>
-      <source>Simplification</source>
-      <translation>简化</translation>
-    </message>
-    <message>
-      <source>Temperature</source>
-      <translation>温度</translation>
-    </message>
-    <message>
-      <source>none</source>
-      <translation>无</translation>
-    </message>
-    <message>
-      <source>Seed</source>
-      <translation>随机种子</translation>
-    </message>
-    <message>
-      <source>Token limit</source>
-      <translation>令牌上限</translation>
-    </message>
-    <message>
       <source>Cancelling...</source>
       <translation>正在取消...</translation>
+    </message>
+    <message>
+      <source>Correcting: click an object of the answer, then add points (left: inside, right: outside) or drag a new box; drag on empty ground adds an object; Delete, Ctrl+Z.</source>
+      <translation>修正中：点击回答中的一个对象，然后添加点（左键：内部，右键：外部）或拖出新框；在空白处拖动可添加对象；Delete 删除，Ctrl+Z 撤销。</translation>
     </message>
     <message>
       <source>Reasoning</source>
@@ -400,6 +436,10 @@
       <translation>项目坐标参考系（{0}）</translation>
     </message>
     <message>
+      <source>Correct</source>
+      <translation>修正</translation>
+    </message>
+    <message>
       <source>Rename...</source>
       <translation>重命名……</translation>
     </message>
@@ -410,6 +450,10 @@
     <message>
       <source>Export...</source>
       <translation>导出...</translation>
+    </message>
+    <message>
+      <source>Select the one answer to correct.</source>
+      <translation>请选择要修正的那一个回答。</translation>
     </message>
     <message>
       <source>Select one or more answers to export.</source>
@@ -768,6 +812,14 @@
       <translation>{0} 没有 GeoReasoner 后端应答。</translation>
     </message>
     <message>
+      <source>This answer was stored without its image (an older plugin); ask the question again to correct it.</source>
+      <translation>此回答保存时没有附带影像（旧版插件）；请重新提问后再修正。</translation>
+    </message>
+    <message>
+      <source>Object {0} is not in this answer.</source>
+      <translation>对象 {0} 不在此回答中。</translation>
+    </message>
+    <message>
       <source>These files exist already: {0}</source>
       <translation>这些文件已存在：{0}</translation>
     </message>
@@ -826,6 +878,10 @@
     <message>
       <source>Cannot open the answer store {0} for writing.</source>
       <translation>无法以写入方式打开回答存储 {0}。</translation>
+    </message>
+    <message>
+      <source>Could not update the mask of this answer in {0}.</source>
+      <translation>无法更新 {0} 中此回答的掩膜。</translation>
     </message>
     <message>
       <source>Could not copy the answer into {0}: {1}</source>

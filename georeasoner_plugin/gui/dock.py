@@ -6,7 +6,6 @@ from typing import List, Optional
 
 from qgis.core import Qgis, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
 from qgis.gui import QgsDoubleSpinBox, QgsMapLayerComboBox, QgsMessageBarItem
-from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt, QTimer, QUrl
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -197,6 +196,7 @@ class GeoReasonerDock(QDockWidget):
         self.history_panel.selected.connect(self._history_selected)
         self.history_panel.message.connect(self.show_message)
         self.history_panel.export_requested.connect(self.export_dialog)
+        self.history_panel.correct_requested.connect(self.correct)
         layout.addWidget(self.history_panel, 1)
         self.setWidget(body)
 
@@ -269,10 +269,11 @@ class GeoReasonerDock(QDockWidget):
 
     def refresh_info(self) -> None:
         """Never blocks: /v1/health, then /v1/info; the Models row and the profiles follow."""
-        if sip.isdeleted(self):  # a timer fired after the dock was closed
-            return
         client = self.client()
-        self.models_label.setText(tr("asking the backend at {0}...").format(client.base_url))
+        try:
+            self.models_label.setText(tr("asking the backend at {0}...").format(client.base_url))
+        except RuntimeError:  # a timer fired after the dock was closed
+            return
         client.get_async("/v1/health", lambda data, error: self._on_health(client, data, error), self)
 
     def _on_health(self, client, data, error) -> None:
@@ -424,6 +425,25 @@ class GeoReasonerDock(QDockWidget):
         self.reasoning.setPlainText(stored.answer.reasoning or stored.answer.raw_output)
         self.show_notes(stored.answer.warnings)
         self.zoom_to(stored)
+
+    def correct(self, stored: StoredAnswer):
+        """The correction tool on the map for this answer (see gui/correct_tool.py)."""
+        from ..qgis_io.correct import CorrectionError, Corrector
+        from .correct_tool import CorrectTool
+
+        try:
+            corrector = Corrector(stored, self.client())
+        except CorrectionError as exc:
+            self.show_message(str(exc))
+            return None
+        self.correct_tool = CorrectTool(self.iface.mapCanvas(), corrector, self.project)
+        self.correct_tool.message.connect(
+            lambda text, error: self.show_message(text, Qgis.MessageLevel.Critical if error else Qgis.MessageLevel.Info))
+        self.iface.mapCanvas().setMapTool(self.correct_tool)
+        self.show_message(tr("Correcting: click an object of the answer, then add points (left: inside, right: "
+                             "outside) or drag a new box; drag on empty ground adds an object; Delete, Ctrl+Z."),
+                          Qgis.MessageLevel.Info)
+        return self.correct_tool
 
     def export_dialog(self, answers: List[StoredAnswer]) -> None:
         dialog = ExportDialog(len(answers), self.project, self)

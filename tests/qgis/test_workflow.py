@@ -211,6 +211,8 @@ def test_dock_feedback(dock, naip_project, qgis_iface, settings_for, replay_back
     dock.show_message("x" * 3000 + " " + "y" * 3000)
     assert dock.widget().minimumSizeHint().width() == width
     # one message of ours in the bar at a time
+    bar = qgis_iface.messageBar()
+    bar.clearWidgets()  # earlier tests' docks left theirs
     for n in range(6):
         dock.show_message(f"message {n}")
     bar = qgis_iface.messageBar()
