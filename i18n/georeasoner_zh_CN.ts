@@ -324,10 +324,6 @@
       <translation>请至少选择一种输出。</translation>
     </message>
     <message>
-      <source>asking the backend at {0}...</source>
-      <translation>正在询问位于 {0} 的后端……</translation>
-    </message>
-    <message>
       <source>backend default ({0})</source>
       <translation>后端默认（{0}）</translation>
     </message>
@@ -354,6 +350,10 @@
     <message>
       <source>Exported {0} answer(s): {1} file(s) in &lt;a href="{2}"&gt;{3}&lt;/a&gt;.</source>
       <translation>已导出 {0} 个回答：{1} 个文件，位于 &lt;a href="{2}"&gt;{3}&lt;/a&gt;。</translation>
+    </message>
+    <message>
+      <source>asking the backend at {0}...</source>
+      <translation>正在询问位于 {0} 的后端……</translation>
     </message>
     <message>
       <source>loading the models... ({0})</source>

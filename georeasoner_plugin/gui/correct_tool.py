@@ -32,6 +32,14 @@ class CorrectTool(QgsMapTool):
         self.band.setColor(QColor(0, 230, 255, 230))
         self.band.setFillColor(QColor(0, 230, 255, 30))
         self.band.setWidth(2)
+        self.point_bands = {}
+        for label, color in ((1, QColor(40, 220, 40)), (0, QColor(255, 40, 40))):
+            band = QgsRubberBand(canvas, QgsWkbTypes.GeometryType.PointGeometry)
+            band.setColor(color)
+            band.setIcon(QgsRubberBand.IconType.ICON_CIRCLE if label else QgsRubberBand.IconType.ICON_X)
+            band.setIconSize(12)
+            band.setWidth(3)
+            self.point_bands[label] = band
 
     # -- coordinates ---------------------------------------------------------------------------------
     def to_answer(self, point: QgsPointXY) -> QgsPointXY:
@@ -110,10 +118,16 @@ class CorrectTool(QgsMapTool):
         self.message.emit(done_text, False)
 
     def show_selection(self) -> None:
+        """The selected object's box (cyan) and its prompt points (green: positive, red: negative)."""
         self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+        for band in self.point_bands.values():
+            band.reset(QgsWkbTypes.GeometryType.PointGeometry)
         if self.selected is None:
             return
         stored = self.corrector.stored
+        prompt = self.corrector.prompts.get(self.selected)
+        for (col, row), label in zip(prompt.points, prompt.labels) if prompt else ():
+            self.point_bands[1 if label else 0].addPoint(QgsPointXY(*stored.transform.pixel_to_map(col, row)))
         for obj in stored.answer.objects:
             if obj.index == self.selected and obj.box is not None:
                 ring = [QgsPointXY(*p) for p in stored.transform.box_to_map_ring(obj.box)]
@@ -121,5 +135,7 @@ class CorrectTool(QgsMapTool):
 
     def deactivate(self):
         self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+        for band in self.point_bands.values():
+            band.reset(QgsWkbTypes.GeometryType.PointGeometry)
         super().deactivate()
 

@@ -5,6 +5,8 @@ backend subprocess), saved as a PNG.
     xvfb-run -a .venv-qgis/bin/python tests/qgis/screenshot.py docs/screenshot.png
     xvfb-run -a .venv-qgis/bin/python tests/qgis/screenshot.py docs/screenshot-area.png --area
         (the area-of-interest tool: a polygon drawn over part of the image, asked about)
+    xvfb-run -a .venv-qgis/bin/python tests/qgis/screenshot.py docs/screenshot-correct.png --correct
+        (the correction tool: an object selected, a negative and a positive point added)
 """
 import sys
 import tempfile
@@ -54,7 +56,7 @@ def draw_polygon(canvas, tool, map_points):
         tool.canvasReleaseEvent(QgsMapMouseEvent(canvas, QEvent.Type.MouseButtonRelease, pos, button))
 
 
-def main(out: Path, area: bool = False) -> int:
+def main(out: Path, area: bool = False, correct: bool = False) -> int:
     if not conftest.NAIP.is_file():
         print(f"screenshot: {conftest.NAIP} is absent", file=sys.stderr)
         return 1
@@ -99,7 +101,7 @@ def main(out: Path, area: bool = False) -> int:
         # Boxes and points only: the tiny random SAM2 of this workplace draws meaningless masks over the
         # whole image, while the boxes are the recorded RemoteReasoner answer (the four lakes).
         for granularity, box in dock.output_boxes.items():
-            box.setChecked(granularity in ("boxes", "points"))
+            box.setChecked(granularity in ("boxes", "points") or (correct and granularity == "contours"))
         dock.question.setText("Which lakes could supply irrigation water to the fields around them?")
         if area:
             from georeasoner_plugin.gui.area import POLYGON
@@ -117,6 +119,25 @@ def main(out: Path, area: bool = False) -> int:
             pump(0.1)
         canvas.refresh()
         pump(3.0)
+        if correct:
+            stored = list(dock.history_panel.answers.values())[-1]
+            dock.history_panel.select(stored.answer.answer_id)
+            tool = dock.correct(stored)
+            obj = [o for o in stored.answer.objects if o.index == 1][0]
+            x1, y1, x2, y2 = obj.box
+
+            def at(fx, fy):
+                from qgis.core import QgsPointXY
+                return QgsPointXY(*stored.transform.pixel_to_map(x1 + fx * (x2 - x1), y1 + fy * (y2 - y1)))
+
+            tool.click(at(0.5, 0.5))
+            tool.click(at(0.75, 0.3), Qt.MouseButton.RightButton)
+            tool.click(at(0.35, 0.6), Qt.MouseButton.LeftButton)
+            e = stored.transform
+            canvas.setExtent(__import__("qgis.core", fromlist=["QgsRectangle"]).QgsRectangle(
+                *e.pixel_to_map(x1 - 120, y2 + 90), *e.pixel_to_map(x2 + 120, y1 - 90)))
+            canvas.refresh()
+            pump(3.0)
         out.parent.mkdir(parents=True, exist_ok=True)
         window.grab().save(str(out))
         print(f"screenshot: {out} ({dock.last_message})")
@@ -127,4 +148,5 @@ def main(out: Path, area: bool = False) -> int:
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    sys.exit(main(Path(args[0] if args else "docs/screenshot.png"), area="--area" in sys.argv))
+    sys.exit(main(Path(args[0] if args else "docs/screenshot.png"), area="--area" in sys.argv,
+                  correct="--correct" in sys.argv))
