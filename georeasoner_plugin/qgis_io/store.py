@@ -242,7 +242,8 @@ class AnswerStore:
         """Rewrite the objects `changed` (indices) of a stored answer in place: their features in the
         vector tables, the mask raster, and the answer row (the answer, which objects were edited, the
         model's original answer)."""
-        geo = georeference(answer, stored.transform, stored.crs, [stored.source] if stored.source else [],
+        changed_only = dataclasses.replace(answer, objects=[o for o in answer.objects if o.index in changed])
+        geo = georeference(changed_only, stored.transform, stored.crs, [stored.source] if stored.source else [],
                            stored.capture, self.context, area_wkt=stored.area_wkt, edited=edited)
         ds = ogr.Open(str(self.path), 1)
         if ds is None:
