@@ -54,13 +54,16 @@ def run(repeats: int = 10) -> None:
             r.raise_for_status()
             t = r.json()["timings"]
             if n:  # the first request encodes the image; corrections hit the cache
-                rows.append((wall, t["model_s"], wall - t["model_s"], t["cache_hit"]))
+                rows.append((wall, t["model_s"], wall - t["model_s"], t["other_s"], t["cache_hit"],
+                             sum(len(p["exterior"]) for p in r.json()["objects"][0]["polygons"])))
     service.close()
     print("\nCorrection of one object (POST /v1/segment, 934 x 723 PNG, cached embedding; ms, median of "
           f"{repeats})")
-    print("| request | SAM2 decode | non-model | cache hits |\n|---|---|---|---|")
-    med = [statistics.median(r[i] for r in rows) * 1000 for i in range(3)]
-    print(f"| {med[0]:.0f} | {med[1]:.0f} | {med[2]:.0f} | {sum(r[3] for r in rows)}/{len(rows)} |")
+    print("| request | SAM2 decode | non-model (request) | of which vectorising | cache hits | vertices |\n"
+          "|---|---|---|---|---|---|")
+    med = [statistics.median(r[i] for r in rows) * 1000 for i in range(4)]
+    print(f"| {med[0]:.0f} | {med[1]:.0f} | {med[2]:.0f} | {med[3]:.0f} | {sum(r[4] for r in rows)}/{len(rows)} | "
+          f"{rows[-1][5]} |")
 
 
 if __name__ == "__main__":
