@@ -10,7 +10,8 @@ import time
 
 from georeasoner_plugin.core.parsing import parse_model_output
 
-SUITES = ["bench.bench_cascade", "bench.bench_vectorize", "bench.bench_server", "bench.bench_families", "bench.bench_tiled"]
+SUITES = ["bench.bench_cascade", "bench.bench_vectorize", "bench.bench_server", "bench.bench_families",
+          "bench.bench_tiled", "bench.bench_segment"]
 
 
 def parser_on_degenerate_output():

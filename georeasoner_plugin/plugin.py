@@ -131,9 +131,3 @@ class GeoReasonerPlugin:
         from .toolbelt.settings import unregister
 
         unregister()
-
-
-def QgsProject_instance():  # noqa: N802 - small indirection so unload works after QGIS cleared things
-    from qgis.core import QgsProject
-
-    return QgsProject.instance()

@@ -4,6 +4,158 @@
   <context>
     <name>GeoReasoner</name>
     <message>
+      <source>Advanced</source>
+      <translation>高级</translation>
+    </message>
+    <message>
+      <source> px</source>
+      <translation> 像素</translation>
+    </message>
+    <message>
+      <source>Contour polygons smaller than this many image pixels are dropped</source>
+      <translation>小于此像素数的轮廓多边形将被丢弃</translation>
+    </message>
+    <message>
+      <source>Minimum area</source>
+      <translation>最小面积</translation>
+    </message>
+    <message>
+      <source>Simplification</source>
+      <translation>简化</translation>
+    </message>
+    <message>
+      <source>Temperature</source>
+      <translation>温度</translation>
+    </message>
+    <message>
+      <source>none</source>
+      <translation>无</translation>
+    </message>
+    <message>
+      <source>Seed</source>
+      <translation>随机种子</translation>
+    </message>
+    <message>
+      <source>Token limit</source>
+      <translation>令牌上限</translation>
+    </message>
+    <message>
+      <source>Draw</source>
+      <translation>绘制</translation>
+    </message>
+    <message>
+      <source>Draw the area on the map (polygon: click the corners, right-click to end)</source>
+      <translation>在地图上绘制区域（多边形：逐个点击角点，右键结束）</translation>
+    </message>
+    <message>
+      <source>Visible map extent</source>
+      <translation>当前可见地图范围</translation>
+    </message>
+    <message>
+      <source>Whole raster</source>
+      <translation>整个栅格</translation>
+    </message>
+    <message>
+      <source>Drawn rectangle</source>
+      <translation>绘制的矩形</translation>
+    </message>
+    <message>
+      <source>Drawn polygon</source>
+      <translation>绘制的多边形</translation>
+    </message>
+    <message>
+      <source>Selected features, one question each</source>
+      <translation>所选要素，每个要素提问一次</translation>
+    </message>
+    <message>
+      <source>Selected features, all in one</source>
+      <translation>所选要素，合并提问一次</translation>
+    </message>
+    <message>
+      <source>Extent of a layer</source>
+      <translation>某图层的范围</translation>
+    </message>
+    <message>
+      <source>Choose a layer for the area.</source>
+      <translation>请为区域选择一个图层。</translation>
+    </message>
+    <message>
+      <source>Choose a polygon layer for the area.</source>
+      <translation>请为区域选择一个面图层。</translation>
+    </message>
+    <message>
+      <source>visible map</source>
+      <translation>可见地图</translation>
+    </message>
+    <message>
+      <source>Choose the raster whose whole extent to ask about.</source>
+      <translation>请选择要对其整个范围提问的栅格。</translation>
+    </message>
+    <message>
+      <source>Draw the area on the map first (Draw, then click on the map).</source>
+      <translation>请先在地图上绘制区域（点击“绘制”，然后在地图上点击）。</translation>
+    </message>
+    <message>
+      <source>drawn area</source>
+      <translation>绘制的区域</translation>
+    </message>
+    <message>
+      <source>Select one or more features of {0} first (Select Features tool).</source>
+      <translation>请先选择 {0} 的一个或多个要素（使用“选择要素”工具）。</translation>
+    </message>
+    <message>
+      <source>{0} #{1}</source>
+      <translation>{0} #{1}</translation>
+    </message>
+    <message>
+      <source>whole {0}</source>
+      <translation>整个 {0}</translation>
+    </message>
+    <message>
+      <source>extent of {0}</source>
+      <translation>{0} 的范围</translation>
+    </message>
+    <message>
+      <source>{0} features of {1}</source>
+      <translation>{1} 的 {0} 个要素</translation>
+    </message>
+    <message>
+      <source>Undone.</source>
+      <translation>已撤销。</translation>
+    </message>
+    <message>
+      <source>Object deleted.</source>
+      <translation>对象已删除。</translation>
+    </message>
+    <message>
+      <source>Positive point added.</source>
+      <translation>已添加正向点。</translation>
+    </message>
+    <message>
+      <source>Negative point added.</source>
+      <translation>已添加负向点。</translation>
+    </message>
+    <message>
+      <source>New box.</source>
+      <translation>已设置新框。</translation>
+    </message>
+    <message>
+      <source>Object added.</source>
+      <translation>已添加对象。</translation>
+    </message>
+    <message>
+      <source>No object here. Click an object of the answer, or drag a box to add one.</source>
+      <translation>此处没有对象。请点击回答中的一个对象，或拖出一个框来添加对象。</translation>
+    </message>
+    <message>
+      <source>Object {0} selected: left click adds a point inside it, right click a point outside it, a drag gives it a new box.</source>
+      <translation>已选择对象 {0}：左键点击添加对象内部的点，右键点击添加对象外部的点，拖动则为其设置新框。</translation>
+    </message>
+    <message>
+      <source>capturing the image</source>
+      <translation>正在截取影像</translation>
+    </message>
+    <message>
       <source>sending the image</source>
       <translation>正在发送图像</translation>
     </message>
@@ -30,6 +182,10 @@
     <message>
       <source>tracing contours</source>
       <translation>正在描绘轮廓</translation>
+    </message>
+    <message>
+      <source>storing the answer</source>
+      <translation>正在保存回答</translation>
     </message>
     <message>
       <source>done</source>
@@ -64,16 +220,20 @@
       <translation>输出</translation>
     </message>
     <message>
-      <source>Canvas as displayed</source>
-      <translation>当前显示的画布</translation>
+      <source>The map as displayed</source>
+      <translation>当前显示的地图</translation>
     </message>
     <message>
-      <source>Raster layer at native resolution</source>
-      <translation>原始分辨率的栅格图层</translation>
+      <source>A raster, pixel for pixel</source>
+      <translation>某个栅格（逐像素）</translation>
     </message>
     <message>
-      <source>Capture</source>
-      <translation>采集</translation>
+      <source>What the model sees: the rendered map at screen resolution, or one raster at its own (or the chosen ground) resolution</source>
+      <translation>模型看到的内容：按屏幕分辨率渲染的地图，或按栅格自身（或所选地面）分辨率读取的单个栅格</translation>
+    </message>
+    <message>
+      <source>Read</source>
+      <translation>读取</translation>
     </message>
     <message>
       <source>Raster</source>
@@ -88,6 +248,10 @@
       <translation>地面分辨率</translation>
     </message>
     <message>
+      <source>Area</source>
+      <translation>区域</translation>
+    </message>
+    <message>
       <source>backend default</source>
       <translation>后端默认</translation>
     </message>
@@ -96,16 +260,28 @@
       <translation>刷新</translation>
     </message>
     <message>
-      <source>Ask the backend for its models and profiles</source>
-      <translation>向后端查询其模型和配置</translation>
+      <source>Ask the backend for its state, models and profiles</source>
+      <translation>向后端查询其状态、模型和配置</translation>
     </message>
     <message>
       <source>Profile</source>
       <translation>配置</translation>
     </message>
     <message>
+      <source>asking the backend...</source>
+      <translation>正在询问后端……</translation>
+    </message>
+    <message>
       <source>Models</source>
       <translation>模型</translation>
+    </message>
+    <message>
+      <source>Zoom to each new answer</source>
+      <translation>缩放到每个新回答</translation>
+    </message>
+    <message>
+      <source>Zooming changes the visible extent, and with it the area of the next question</source>
+      <translation>缩放会改变可见范围，从而改变下一个问题的区域</translation>
     </message>
     <message>
       <source>Ask</source>
@@ -120,44 +296,12 @@
       <translation>就绪。</translation>
     </message>
     <message>
-      <source>Export...</source>
-      <translation>导出...</translation>
-    </message>
-    <message>
       <source>Cancelling...</source>
       <translation>正在取消...</translation>
     </message>
     <message>
-      <source>Shapefiles (a folder)</source>
-      <translation>Shapefile（一个文件夹）</translation>
-    </message>
-    <message>
-      <source>GeoPackage (one file)</source>
-      <translation>GeoPackage（一个文件）</translation>
-    </message>
-    <message>
-      <source>Export answers</source>
-      <translation>导出答案</translation>
-    </message>
-    <message>
-      <source>Format</source>
-      <translation>格式</translation>
-    </message>
-    <message>
-      <source>Source CRS (as captured)</source>
-      <translation>源坐标系（采集时）</translation>
-    </message>
-    <message>
-      <source>Project CRS</source>
-      <translation>项目坐标系</translation>
-    </message>
-    <message>
-      <source>Choose a CRS...</source>
-      <translation>选择坐标系...</translation>
-    </message>
-    <message>
-      <source>Coordinate reference system</source>
-      <translation>坐标参考系</translation>
+      <source>Correcting: click an object of the answer, then add points (left: inside, right: outside) or drag a new box; drag on empty ground adds an object; Delete, Ctrl+Z.</source>
+      <translation>修正中：点击回答中的一个对象，然后添加点（左键：内部，右键：外部）或拖出新框；在空白处拖动可添加对象；Delete 删除，Ctrl+Z 撤销。</translation>
     </message>
     <message>
       <source>Reasoning</source>
@@ -168,6 +312,10 @@
       <translation>答案</translation>
     </message>
     <message>
+      <source>Choose a raster layer to read, or read the map as displayed.</source>
+      <translation>请选择要读取的栅格图层，或读取当前显示的地图。</translation>
+    </message>
+    <message>
       <source>Type a question first.</source>
       <translation>请先输入问题。</translation>
     </message>
@@ -176,12 +324,92 @@
       <translation>请至少选择一种输出。</translation>
     </message>
     <message>
+      <source>backend default ({0})</source>
+      <translation>后端默认（{0}）</translation>
+    </message>
+    <message>
+      <source>ready: </source>
+      <translation>就绪：</translation>
+    </message>
+    <message>
+      <source> (replaying a recorded answer)</source>
+      <translation>（回放已录制的答案）</translation>
+    </message>
+    <message>
+      <source>Cancelled.</source>
+      <translation>已取消。</translation>
+    </message>
+    <message>
+      <source>waiting in the backend's queue (position {0})</source>
+      <translation>正在后端队列中等待（第 {0} 位）</translation>
+    </message>
+    <message>
       <source>{0} object(s) found.</source>
       <translation>找到 {0} 个目标。</translation>
     </message>
     <message>
-      <source>Select one or more answers to export.</source>
-      <translation>请选择一个或多个要导出的答案。</translation>
+      <source>Exported {0} answer(s): {1} file(s) in &lt;a href="{2}"&gt;{3}&lt;/a&gt;.</source>
+      <translation>已导出 {0} 个回答：{1} 个文件，位于 &lt;a href="{2}"&gt;{3}&lt;/a&gt;。</translation>
+    </message>
+    <message>
+      <source>asking the backend at {0}...</source>
+      <translation>正在询问位于 {0} 的后端……</translation>
+    </message>
+    <message>
+      <source>loading the models... ({0})</source>
+      <translation>正在加载模型……（{0}）</translation>
+    </message>
+    <message>
+      <source>the models failed to load: {0}</source>
+      <translation>模型加载失败：{0}</translation>
+    </message>
+    <message>
+      <source>Could not move the answers beside the project: {0}</source>
+      <translation>无法将回答移动到项目旁边：{0}</translation>
+    </message>
+    <message>
+      <source>The answers moved beside the project, but saving the project again failed: {0}. Save it once more.</source>
+      <translation>回答已移动到项目旁边，但再次保存项目失败：{0}。请再保存一次。</translation>
+    </message>
+    <message>
+      <source>Export answers</source>
+      <translation>导出答案</translation>
+    </message>
+    <message>
+      <source>{0} file(s) exist already in {1}. Overwrite them?</source>
+      <translation>{1} 中已有 {0} 个文件。是否覆盖？</translation>
+    </message>
+    <message>
+      <source>GeoPackage (one file, with the reasoning)</source>
+      <translation>GeoPackage（单个文件，包含推理过程）</translation>
+    </message>
+    <message>
+      <source>Shapefiles (a folder; the reasoning in a text file)</source>
+      <translation>Shapefile（一个文件夹；推理过程保存在文本文件中）</translation>
+    </message>
+    <message>
+      <source>Format</source>
+      <translation>格式</translation>
+    </message>
+    <message>
+      <source>Source CRS (as captured)</source>
+      <translation>源坐标系（采集时）</translation>
+    </message>
+    <message>
+      <source>Another CRS</source>
+      <translation>其他坐标参考系</translation>
+    </message>
+    <message>
+      <source>Coordinate reference system</source>
+      <translation>坐标参考系</translation>
+    </message>
+    <message>
+      <source>Save to</source>
+      <translation>保存到</translation>
+    </message>
+    <message>
+      <source>Masks as GeoTIFF files (beside the export)</source>
+      <translation>掩膜导出为 GeoTIFF 文件（位于导出文件旁边）</translation>
     </message>
     <message>
       <source>Export shapefiles to folder</source>
@@ -192,24 +420,68 @@
       <translation>导出到 GeoPackage</translation>
     </message>
     <message>
-      <source>backend default ({0})</source>
-      <translation>后端默认（{0}）</translation>
+      <source>Choose where to save the export.</source>
+      <translation>请选择导出的保存位置。</translation>
     </message>
     <message>
-      <source> (replaying a recorded answer)</source>
-      <translation>（回放已录制的答案）</translation>
+      <source>Choose the coordinate reference system.</source>
+      <translation>请选择坐标参考系。</translation>
     </message>
     <message>
-      <source>Choose a raster layer to read, or capture the canvas.</source>
-      <translation>请选择要读取的栅格图层，或采集画布。</translation>
+      <source>Export {0} answer(s)</source>
+      <translation>导出 {0} 个回答</translation>
     </message>
     <message>
-      <source>waiting in the backend's queue (position {0})</source>
-      <translation>正在后端队列中等待（第 {0} 位）</translation>
+      <source>Project CRS ({0})</source>
+      <translation>项目坐标参考系（{0}）</translation>
     </message>
     <message>
-      <source>{0} note(s) from the backend in the log (GeoReasoner tab).</source>
-      <translation>后端的 {0} 条提示见日志（GeoReasoner 标签页）。</translation>
+      <source>Correct</source>
+      <translation>修正</translation>
+    </message>
+    <message>
+      <source>Rename...</source>
+      <translation>重命名……</translation>
+    </message>
+    <message>
+      <source>Delete</source>
+      <translation>删除</translation>
+    </message>
+    <message>
+      <source>Export...</source>
+      <translation>导出...</translation>
+    </message>
+    <message>
+      <source>Select the one answer to correct.</source>
+      <translation>请选择要修正的那一个回答。</translation>
+    </message>
+    <message>
+      <source>Select one or more answers to export.</source>
+      <translation>请选择一个或多个要导出的答案。</translation>
+    </message>
+    <message>
+      <source>Select one answer to rename.</source>
+      <translation>请选择一个要重命名的回答。</translation>
+    </message>
+    <message>
+      <source>Rename answer</source>
+      <translation>重命名回答</translation>
+    </message>
+    <message>
+      <source>Name</source>
+      <translation>名称</translation>
+    </message>
+    <message>
+      <source>Select the answers to delete.</source>
+      <translation>请选择要删除的回答。</translation>
+    </message>
+    <message>
+      <source>Delete answers</source>
+      <translation>删除回答</translation>
+    </message>
+    <message>
+      <source>Delete {0} answer(s), their layers and their stored data?</source>
+      <translation>删除 {0} 个回答及其图层和已保存的数据？</translation>
     </message>
     <message>
       <source>Cannot read the answer store: {0}</source>
@@ -376,6 +648,7 @@
       <translation>正在校验 {0}……</translation>
     </message>
     <message>
+
       <source>Backend</source>
       <translation>后端</translation>
     </message>
@@ -428,6 +701,18 @@
       <translation>SAM2 模型</translation>
     </message>
     <message>
+      <source>A recorded model answer to replay instead of running a reasoning model (demos, tests)</source>
+      <translation>回放一个已录制的模型回答，而不运行推理模型（用于演示和测试）</translation>
+    </message>
+    <message>
+      <source>Replay a recorded answer</source>
+      <translation>回放已录制的回答</translation>
+    </message>
+    <message>
+      <source>Start the local backend when QGIS starts</source>
+      <translation>QGIS 启动时启动本地后端</translation>
+    </message>
+    <message>
       <source>any free port</source>
       <translation>任意空闲端口</translation>
     </message>
@@ -452,8 +737,24 @@
       <translation>未运行</translation>
     </message>
     <message>
-      <source>running at {0}</source>
-      <translation>运行于 {0}</translation>
+      <source>starting...</source>
+      <translation>正在启动……</translation>
+    </message>
+    <message>
+      <source>process running, not answering: {0}</source>
+      <translation>进程在运行，但没有响应：{0}</translation>
+    </message>
+    <message>
+      <source>loading the models...</source>
+      <translation>正在加载模型……</translation>
+    </message>
+    <message>
+      <source>ready at {0}</source>
+      <translation>已就绪，地址 {0}</translation>
+    </message>
+    <message>
+      <source>the models failed to load: {0} (see the log)</source>
+      <translation>模型加载失败：{0}（请查看日志）</translation>
     </message>
     <message>
       <source>No backend yet. Choose one: install a local backend (a GPU gives real answers), connect to a GPU server, or try the demo.</source>
@@ -640,12 +941,20 @@
       <translation>&amp;GeoReasoner</translation>
     </message>
     <message>
+      <source>GeoReasoner help (README)</source>
+      <translation>GeoReasoner 帮助（README）</translation>
+    </message>
+    <message>
       <source>Ask imagery</source>
       <translation>询问影像</translation>
     </message>
     <message>
-      <source>Asks the GeoReasoner backend a question about a raster (read at native resolution, or at the given ground resolution, over the extent) and returns the answer's boxes, points and contours in the raster's CRS. The backend address and token come from Options &gt; GeoReasoner.</source>
-      <translation>向 GeoReasoner 后端询问关于栅格的问题（在范围内以原始分辨率或给定地面分辨率读取），并以栅格的坐标系返回答案的边框、点和轮廓。后端地址和令牌来自 选项 &gt; GeoReasoner。</translation>
+      <source>Asks the GeoReasoner backend a question about a raster (read at native resolution, or at the given ground resolution, over the extent) and returns the answer's boxes, points, contours and mask in the raster's CRS. Every output is optional; SAM2 runs only when the contours or the mask are asked for. The backend is BACKEND_URL (default: Options &gt; GeoReasoner); the token comes from AUTHCFG (an authentication config whose password is the token), else the token file of the settings, else the file named by GEOREASONER_TOKEN_FILE, else the local backend's default token file. PROFILE is a profile name the backend lists in /v1/info (empty: the backend's default).</source>
+      <translation>向 GeoReasoner 后端就某个栅格提问（在指定范围内按原始分辨率或给定地面分辨率读取），并以栅格的坐标参考系返回回答的框、点、轮廓和掩膜。每个输出都是可选的；只有请求轮廓或掩膜时才会运行 SAM2。后端地址为 BACKEND_URL（默认：选项 &gt; GeoReasoner）；令牌来自 AUTHCFG（密码即令牌的认证配置），否则来自设置中的令牌文件，否则来自 GEOREASONER_TOKEN_FILE 指定的文件，否则来自本地后端的默认令牌文件。PROFILE 是后端在 /v1/info 中列出的配置名称（留空：后端默认配置）。</translation>
+    </message>
+    <message>
+      <source>Processing</source>
+      <translation>处理工具</translation>
     </message>
     <message>
       <source>Question</source>
@@ -660,8 +969,16 @@
       <translation>地面分辨率，每像素的栅格单位（0 = 原始）</translation>
     </message>
     <message>
-      <source>Prompt profile</source>
-      <translation>提示配置</translation>
+      <source>Prompt profile (empty: backend default)</source>
+      <translation>提示配置（留空：后端默认）</translation>
+    </message>
+    <message>
+      <source>Backend URL</source>
+      <translation>后端地址</translation>
+    </message>
+    <message>
+      <source>Token (authentication config)</source>
+      <translation>令牌（认证配置）</translation>
     </message>
     <message>
       <source>Invalid raster</source>
@@ -672,28 +989,24 @@
       <translation>请输入问题</translation>
     </message>
     <message>
-      <source>Asking the backend at {0} about a {1} x {2} px image...</source>
-      <translation>正在向 {0} 的后端询问一幅 {1} x {2} 像素的图像...</translation>
+      <source>Choose at least one output (BOXES, POINTS, CONTOURS or MASK).</source>
+      <translation>请至少选择一个输出（BOXES、POINTS、CONTOURS 或 MASK）。</translation>
     </message>
     <message>
-      <source>Reasoning: {0}</source>
-      <translation>推理：{0}</translation>
+      <source>Asking the backend at {0} about {1} ({2})...</source>
+      <translation>正在向位于 {0} 的后端询问 {1}（{2}）……</translation>
     </message>
     <message>
-      <source>Cancelled.</source>
-      <translation>已取消。</translation>
+      <source>The backend has no profile {0}; it offers: {1}.</source>
+      <translation>后端没有配置 {0}；可用的配置有：{1}。</translation>
+    </message>
+    <message>
+      <source>Writing the mask {0} failed: {1}</source>
+      <translation>写入掩膜 {0} 失败：{1}</translation>
     </message>
     <message>
       <source>GeoReasoner: {0}</source>
       <translation>GeoReasoner：{0}</translation>
-    </message>
-    <message>
-      <source>no answer found</source>
-      <translation>未找到答案</translation>
-    </message>
-    <message>
-      <source>The question failed.</source>
-      <translation>提问失败。</translation>
     </message>
     <message>
       <source>Unexpected error: {0}</source>
@@ -792,6 +1105,7 @@
       <translation>正在加载模型（{0} 秒）……</translation>
     </message>
     <message>
+
       <source>The map shows nothing to ask about: add imagery (a raster layer) to the map first.</source>
       <translation>地图上没有可提问的内容：请先将影像（栅格图层）添加到地图。</translation>
     </message>
@@ -804,20 +1118,32 @@
       <translation>地图画布没有有效的范围或坐标系，无法采集。</translation>
     </message>
     <message>
+      <source>Choose a raster layer to read (the capture reads a raster).</source>
+      <translation>请选择要读取的栅格图层（截取会读取一个栅格）。</translation>
+    </message>
+    <message>
+      <source>the area of interest</source>
+      <translation>感兴趣区域</translation>
+    </message>
+    <message>
+      <source>the visible extent</source>
+      <translation>可见范围</translation>
+    </message>
+    <message>
+      <source>This map capture has been used already.</source>
+      <translation>该地图截取已被使用过。</translation>
+    </message>
+    <message>
       <source>Rendering the map failed.</source>
       <translation>地图渲染失败。</translation>
     </message>
     <message>
-      <source>Choose a raster layer to read (the capture source is set to a raster).</source>
-      <translation>请选择要读取的栅格图层（采集来源已设为栅格）。</translation>
+      <source>The map was captured at {0} x {1} pixels (capture size limit).</source>
+      <translation>地图已按 {0} x {1} 像素截取（截取尺寸限制）。</translation>
     </message>
     <message>
-      <source>The canvas was captured at {0} x {1} pixels (capture size limit).</source>
-      <translation>画布以 {0} x {1} 像素采集（采集尺寸上限）。</translation>
-    </message>
-    <message>
-      <source>The raster {0} does not cover the visible extent.</source>
-      <translation>栅格 {0} 未覆盖当前可见范围。</translation>
+      <source>The raster {0} does not cover {1}. Pan the map to the raster, or choose another area.</source>
+      <translation>栅格 {0} 未覆盖{1}。请将地图平移到该栅格，或选择其他区域。</translation>
     </message>
     <message>
       <source>{0} was read at {1:.3g} map units per pixel instead of its native resolution (capture size limit {2} px).</source>
@@ -832,16 +1158,16 @@
       <translation>读取栅格 {0} 失败。</translation>
     </message>
     <message>
-      <source>Start one from Settings &gt; Options &gt; GeoReasoner (Local backend &gt; Start), or in a shell: &lt;backend python&gt; -m georeasoner_plugin.backend.cli serve --port 8765</source>
-      <translation>请在 设置 &gt; 选项 &gt; GeoReasoner（本地后端 &gt; 启动）中启动一个后端，或在终端运行：&lt;backend python&gt; -m georeasoner_plugin.backend.cli serve --port 8765</translation>
+      <source>Start one from Settings &gt; Options &gt; GeoReasoner (Local backend &gt; Start), or in a shell: georeasoner serve</source>
+      <translation>请在 设置 &gt; 选项 &gt; GeoReasoner 中启动一个（本地后端 &gt; 启动），或在终端中运行：georeasoner serve</translation>
     </message>
     <message>
       <source>The backend closed the answer stream before answering: it may have crashed or been stopped. Look at its log (Options &gt; GeoReasoner &gt; Local backend log), then start it again.</source>
       <translation>后端在回答之前关闭了答案流：它可能已崩溃或被停止。请查看其日志（选项 &gt; GeoReasoner &gt; 本地后端日志），然后重新启动。</translation>
     </message>
     <message>
-      <source>The backend refused the token. Set the token in Options &gt; GeoReasoner (it is in the backend's token file, whose path the backend prints when it starts).</source>
-      <translation>后端拒绝了令牌。请在 选项 &gt; GeoReasoner 中设置令牌（令牌位于后端的令牌文件中，后端启动时会打印其路径）。</translation>
+      <source>The backend refused the token. Set the token in Options &gt; GeoReasoner (a local backend's token file, whose path the backend prints when it starts, or an authentication config).</source>
+      <translation>后端拒绝了令牌。请在 选项 &gt; GeoReasoner 中设置令牌（本地后端的令牌文件，其路径在后端启动时打印；或一个认证配置）。</translation>
     </message>
     <message>
       <source>The backend refused the request (its host check). Use the address it printed.</source>
@@ -884,6 +1210,10 @@
       <translation>后端发送的流数据行不是 JSON；插件和后端的版本是否一致？</translation>
     </message>
     <message>
+      <source>Backend error 401:</source>
+      <translation>后端错误 401：</translation>
+    </message>
+    <message>
       <source>Backend error {0}: {1}</source>
       <translation>后端错误 {0}：{1}</translation>
     </message>
@@ -896,12 +1226,28 @@
       <translation>后端的答案不符合答案协议：{0}</translation>
     </message>
     <message>
+      <source>The authentication config {0} (Options &gt; GeoReasoner &gt; Token) cannot be used: it is missing or the master password was not given.</source>
+      <translation>无法使用认证配置 {0}（选项 &gt; GeoReasoner &gt; 令牌）：它不存在，或未提供主密码。</translation>
+    </message>
+    <message>
       <source>Lost the connection to the backend at {0} ({1}): it may have crashed or been stopped. Look at its log, then start it again. </source>
       <translation>与 {0} 的后端失去连接（{1}）：它可能已崩溃或被停止。请查看其日志，然后重新启动。</translation>
     </message>
     <message>
+      <source>No GeoReasoner backend answers at {0} ({1}). </source>
+      <translation>{0} 上没有 GeoReasoner 后端响应（{1}）。</translation>
+    </message>
+    <message>
       <source>No GeoReasoner backend answers at {0}. </source>
       <translation>{0} 没有 GeoReasoner 后端应答。</translation>
+    </message>
+    <message>
+      <source>This answer was stored without its image (an older plugin); ask the question again to correct it.</source>
+      <translation>此回答保存时没有附带影像（旧版插件）；请重新提问后再修正。</translation>
+    </message>
+    <message>
+      <source>Object {0} is not in this answer.</source>
+      <translation>对象 {0} 不在此回答中。</translation>
     </message>
     <message>
       <source>These files exist already: {0}</source>
@@ -912,12 +1258,16 @@
       <translation>未知的导出格式 {0}</translation>
     </message>
     <message>
-      <source>Cannot open {0} of answer {1} in {2}</source>
-      <translation>无法在 {2} 中打开答案 {1} 的 {0}</translation>
+      <source>Writing the mask GeoTIFF {0} failed: {1}</source>
+      <translation>写入掩膜 GeoTIFF {0} 失败：{1}</translation>
     </message>
     <message>
       <source>Export to {0} failed: {1}</source>
       <translation>导出到 {0} 失败：{1}</translation>
+    </message>
+    <message>
+      <source>Cannot open {0} of answer {1} in {2}</source>
+      <translation>无法在 {2} 中打开答案 {1} 的 {0}</translation>
     </message>
     <message>
       <source>The {0} layer of this answer cannot be opened from {1}.</source>
@@ -936,12 +1286,36 @@
       <translation>后端已退出，代码 {0}</translation>
     </message>
     <message>
+      <source>no answer found</source>
+      <translation>未找到答案</translation>
+    </message>
+    <message>
+      <source>The model's answer could not be read ({0}): {1}. Nothing was added. Rephrase the question, or check that the profile matches the model.</source>
+      <translation>无法读取模型的答案（{0}）：{1}。未添加任何内容。请换一种问法，或检查配置是否与模型匹配。</translation>
+    </message>
+    <message>
+      <source>Every box of the answer lies outside the captured area ({0} x {1} px of {2}), so nothing was added. What you asked about is probably outside that area: zoom out or pan to it, or choose a larger area, then ask again.</source>
+      <translation>回答中的所有框都位于截取区域之外（{2} 的 {0} x {1} 像素），因此没有添加任何内容。你所问的对象可能在该区域之外：请缩小或平移到它，或选择更大的区域，然后再次提问。</translation>
+    </message>
+    <message>
       <source>Could not write table {0} to {1}: {2}</source>
       <translation>无法将表 {0} 写入 {1}：{2}</translation>
     </message>
     <message>
       <source>Could not write the mask raster to {0}: {1}</source>
       <translation>无法将掩膜栅格写入 {0}：{1}</translation>
+    </message>
+    <message>
+      <source>Cannot open the answer store {0} for writing.</source>
+      <translation>无法以写入方式打开回答存储 {0}。</translation>
+    </message>
+    <message>
+      <source>Could not update the mask of this answer in {0}.</source>
+      <translation>无法更新 {0} 中此回答的掩膜。</translation>
+    </message>
+    <message>
+      <source>Could not copy the answer into {0}: {1}</source>
+      <translation>无法将回答复制到 {0}：{1}</translation>
     </message>
     <message>
       <source>Could not write the answer to {0}: {1}</source>
@@ -1022,6 +1396,9 @@
     <message>
       <source>The focus strategy asks the whole raster at native resolution; clear the extent and the ground resolution, or use the grid strategy.</source>
       <translation>聚焦策略以原始分辨率询问整个栅格;请清除范围和地面分辨率,或使用网格策略。</translation>
+
+      <source>Could not copy {0} into {1}: {2}</source>
+      <translation>无法将 {0} 复制到 {1}：{2}</translation>
     </message>
   </context>
 </TS>

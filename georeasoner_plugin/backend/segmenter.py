@@ -28,6 +28,7 @@ SEGMENTER_MODEL_TYPES = tuple(SEGMENTER_FAMILIES)
 # Prompt-encoder labels of SAM/SAM2. A box enters as its two corners with labels 2 and 3, exactly as
 # Meta's SAM2 predictor feeds it; -1 is SAM's "not a point" token, used to pad shorter prompts.
 LABEL_POSITIVE = 1
+LABEL_NEGATIVE = 0
 LABEL_BOX_TOP_LEFT = 2
 LABEL_BOX_BOTTOM_RIGHT = 3
 LABEL_NOT_A_POINT = -1
@@ -39,6 +40,7 @@ class SamPrompt:
 
     box: Optional[Tuple[float, float, float, float]] = None
     points: List[Tuple[float, float]] = field(default_factory=list)
+    labels: Optional[List[int]] = None  # per point: 1 positive, 0 negative (None: all positive)
 
 
 @dataclass
@@ -163,9 +165,10 @@ class Segmenter:
                 x1, y1, x2, y2 = (float(v) for v in prompt.box)
                 coords += [[min(x1, x2), min(y1, y2)], [max(x1, x2), max(y1, y2)]]
                 labels += [LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT]
-            for x, y in prompt.points:
+            point_labels = prompt.labels if prompt.labels is not None else [LABEL_POSITIVE] * len(prompt.points)
+            for (x, y), label in zip(prompt.points, point_labels):
                 coords.append([float(x), float(y)])
-                labels.append(LABEL_POSITIVE)
+                labels.append(LABEL_POSITIVE if label else LABEL_NEGATIVE)
             if not labels:
                 raise ValueError(f"prompt {number} has neither a box nor points")
             rows.append((coords, labels))

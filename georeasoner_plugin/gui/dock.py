@@ -5,8 +5,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from qgis.core import Qgis, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
-from qgis.gui import QgsCollapsibleGroupBox, QgsDoubleSpinBox, QgsMapLayerComboBox, QgsMessageBarItem
-from qgis.PyQt import sip
+from qgis.gui import QgsDoubleSpinBox, QgsMapLayerComboBox, QgsMessageBarItem
 from qgis.PyQt.QtCore import Qt, QTimer, QUrl
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -21,7 +20,6 @@ from qgis.PyQt.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSizePolicy,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -39,6 +37,7 @@ from ..qgis_io.store import StoredAnswer, store_path_for
 from ..toolbelt.i18n import tr
 from ..toolbelt.log import log
 from ..toolbelt.settings import Settings
+from .advanced import AdvancedBox
 from .area import AreaBand, AreaChooser, AreaError
 from .export_dialog import ExportDialog
 from .history import HistoryPanel
@@ -159,7 +158,10 @@ class GeoReasonerDock(QDockWidget):
         self.zoom.toggled.connect(lambda on: Settings.load().replace(zoom_to_answer=on).save())
         form.addRow("", self.zoom)
         layout.addLayout(form)
-        layout.addWidget(self._build_advanced(body, settings))
+        self.advanced = AdvancedBox(settings, body)
+        for name in ("min_area", "simplify", "temperature", "seed", "max_tokens"):
+            setattr(self, name, getattr(self.advanced, name))
+        layout.addWidget(self.advanced)
 
         buttons = QHBoxLayout()
         self.ask_button = QPushButton(tr("Ask"), body)
@@ -198,40 +200,9 @@ class GeoReasonerDock(QDockWidget):
         self.history_panel.selected.connect(self._history_selected)
         self.history_panel.message.connect(self.show_message)
         self.history_panel.export_requested.connect(self.export_dialog)
+        self.history_panel.correct_requested.connect(self.correct)
         layout.addWidget(self.history_panel, 1)
         self.setWidget(body)
-
-    def _build_advanced(self, parent, settings: Settings) -> QgsCollapsibleGroupBox:
-        box = QgsCollapsibleGroupBox(tr("Advanced"), parent)
-        box.setObjectName("advanced")
-        box.setCollapsed(True)
-        form = QFormLayout(box)
-        self.min_area = QgsDoubleSpinBox(box)
-        self.min_area.setRange(0.0, 1e9)
-        self.min_area.setSuffix(tr(" px"))
-        self.min_area.setValue(settings.min_area)
-        self.min_area.setToolTip(tr("Contour polygons smaller than this many image pixels are dropped"))
-        form.addRow(tr("Minimum area"), self.min_area)
-        self.simplify = QgsDoubleSpinBox(box)
-        self.simplify.setRange(0.0, 1000.0)
-        self.simplify.setSuffix(tr(" px"))
-        self.simplify.setValue(settings.simplify_tolerance)
-        form.addRow(tr("Simplification"), self.simplify)
-        self.temperature = QgsDoubleSpinBox(box)
-        self.temperature.setRange(0.0, 2.0)
-        self.temperature.setSingleStep(0.1)
-        self.temperature.setValue(settings.temperature)
-        form.addRow(tr("Temperature"), self.temperature)
-        self.seed = QSpinBox(box)
-        self.seed.setRange(-1, 2 ** 31 - 1)
-        self.seed.setSpecialValueText(tr("none"))
-        self.seed.setValue(settings.seed)
-        form.addRow(tr("Seed"), self.seed)
-        self.max_tokens = QSpinBox(box)
-        self.max_tokens.setRange(16, 32768)
-        self.max_tokens.setValue(settings.max_new_tokens)
-        form.addRow(tr("Token limit"), self.max_tokens)
-        return box
 
     def _source_changed(self) -> None:
         raster = self.source.currentData() == "raster"
@@ -302,10 +273,11 @@ class GeoReasonerDock(QDockWidget):
 
     def refresh_info(self) -> None:
         """Never blocks: /v1/health, then /v1/info; the Models row and the profiles follow."""
-        if sip.isdeleted(self):  # a timer fired after the dock was closed
-            return
         client = self.client()
-        self.models_label.setText(tr("asking the backend at {0}...").format(client.base_url))
+        try:
+            self.models_label.setText(tr("asking the backend at {0}...").format(client.base_url))
+        except RuntimeError:  # a timer fired after the dock was closed
+            return
         client.get_async("/v1/health", lambda data, error: self._on_health(client, data, error), self)
 
     def _on_health(self, client, data, error) -> None:
@@ -461,6 +433,25 @@ class GeoReasonerDock(QDockWidget):
         self.reasoning.setPlainText(stored.answer.reasoning or stored.answer.raw_output)
         self.show_notes(stored.answer.warnings)
         self.zoom_to(stored)
+
+    def correct(self, stored: StoredAnswer):
+        """The correction tool on the map for this answer (see gui/correct_tool.py)."""
+        from ..qgis_io.correct import CorrectionError, Corrector
+        from .correct_tool import CorrectTool
+
+        try:
+            corrector = Corrector(stored, self.client())
+        except CorrectionError as exc:
+            self.show_message(str(exc))
+            return None
+        self.correct_tool = CorrectTool(self.iface.mapCanvas(), corrector, self.project)
+        self.correct_tool.message.connect(
+            lambda text, error: self.show_message(text, Qgis.MessageLevel.Critical if error else Qgis.MessageLevel.Info))
+        self.iface.mapCanvas().setMapTool(self.correct_tool)
+        self.show_message(tr("Correcting: click an object of the answer, then add points (left: inside, right: "
+                             "outside) or drag a new box; drag on empty ground adds an object; Delete, Ctrl+Z."),
+                          Qgis.MessageLevel.Info)
+        return self.correct_tool
 
     def export_dialog(self, answers: List[StoredAnswer]) -> None:
         dialog = ExportDialog(len(answers), self.project, self)

@@ -42,6 +42,7 @@ class HistoryPanel(QWidget):
     selected = pyqtSignal(object)  # StoredAnswer
     message = pyqtSignal(str, object)  # text, Qgis.MessageLevel
     export_requested = pyqtSignal(list)  # [StoredAnswer]
+    correct_requested = pyqtSignal(object)  # StoredAnswer
 
     def __init__(self, project: QgsProject, parent=None):
         super().__init__(parent)
@@ -57,8 +58,8 @@ class HistoryPanel(QWidget):
         self.list.itemSelectionChanged.connect(self._selection_changed)
         layout.addWidget(self.list, 1)
         buttons = QHBoxLayout()
-        for text, slot, name in ((tr("Export..."), self._export, "export"), (tr("Rename..."), self.rename_selected,
-                                                                          "rename"),
+        for text, slot, name in ((tr("Correct"), self._correct, "correct"), (tr("Export..."), self._export, "export"),
+                                 (tr("Rename..."), self.rename_selected, "rename"),
                                  (tr("Delete"), self.delete_selected, "delete")):
             button = QPushButton(text, self)
             button.setObjectName(name)
@@ -123,10 +124,18 @@ class HistoryPanel(QWidget):
     # -- actions ---------------------------------------------------------------------------------
     def _menu(self, pos) -> None:
         menu = QMenu(self)
+        menu.addAction(tr("Correct"), self._correct)
         menu.addAction(tr("Rename..."), self.rename_selected)
         menu.addAction(tr("Delete"), self.delete_selected)
         menu.addAction(tr("Export..."), self._export)
         menu.exec(self.list.mapToGlobal(pos))
+
+    def _correct(self) -> None:
+        chosen = self.selected_answers()
+        if len(chosen) != 1:
+            self.message.emit(tr("Select the one answer to correct."), Qgis.MessageLevel.Info)
+            return
+        self.correct_requested.emit(chosen[0])
 
     def _export(self) -> None:
         chosen = self.selected_answers()

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from qgis.core import QgsApplication, QgsNetworkAccessManager
-from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QByteArray, QEventLoop, QTimer, QUrl
 from qgis.PyQt.QtNetwork import QNetworkProxy, QNetworkReply, QNetworkRequest
 
@@ -181,6 +180,15 @@ class BackendClient:
                               "been stopped. Look at its log (Options > GeoReasoner > Local backend log), then "
                               "start it again."), "closed")
 
+    def segment(self, image_png: bytes, objects: List[Dict], simplify_tolerance: float = 0.0,
+                min_area: float = 0.0) -> Dict:
+        """POST /v1/segment: per object {"box", "points", "labels"} in image pixels -> masks, polygons."""
+        body = {"objects": objects, "simplify_tolerance": simplify_tolerance, "min_area": min_area}
+        ctype, data = _multipart([("request", None, "application/json", json.dumps(body).encode("utf-8")),
+                                  ("image", "capture.png", "image/png", image_png)])
+        status, reply = self._request("POST", "/v1/segment", body=data, content_type=ctype)
+        return self._json(status, reply)
+
     def get_async(self, path: str, callback: Callable[[Optional[Dict], str], None], receiver=None):
         """GUI thread, never blocks: GET `path`, then callback(json, "") or callback(None, message);
         nothing is called when `receiver` (the widget that asked) is gone by then."""
@@ -203,16 +211,19 @@ class BackendClient:
             error = reply.errorString()
             reply.deleteLater()
             _PENDING.discard(keep)
-            if receiver is not None and sip.isdeleted(receiver):
-                return
             if not status:
-                callback(None, tr("No GeoReasoner backend answers at {0} ({1}). ").format(self.base_url, error)
-                         + tr(START_HINT))
-                return
+                result = (None, tr("No GeoReasoner backend answers at {0} ({1}). ").format(self.base_url, error)
+                          + tr(START_HINT))
+            else:
+                try:
+                    result = (self._json(int(status), data), "")
+                except BackendError as exc:
+                    result = (None, str(exc))
             try:
-                callback(self._json(int(status), data), "")
-            except BackendError as exc:
-                callback(None, str(exc))
+                callback(*result)
+            except RuntimeError:  # the widget that asked (`receiver`) was closed meanwhile
+                if receiver is None:
+                    raise
 
         keep = (nam, reply, finished)
         _PENDING.add(keep)  # the manager, the reply and the slot live until the reply finishes

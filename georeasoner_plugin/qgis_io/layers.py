@@ -121,6 +121,19 @@ def add_to_project(stored: StoredAnswer, project: Optional[QgsProject] = None) -
     return group
 
 
+def refresh_answer_layers(answer_id: str, stored: StoredAnswer, project: Optional[QgsProject] = None) -> None:
+    """After a correction: every layer of the answer re-reads its table; the mask keeps one colour per
+    object (objects may have been added)."""
+    project = project or QgsProject.instance()
+    for layer in answer_layers(answer_id, project):
+        layer.dataProvider().reloadData()
+        kind = layer.customProperty(KIND_PROPERTY, "")
+        if kind == "mask":
+            style_layer(layer, kind, max([o.index + 1 for o in stored.answer.objects], default=1))
+        layer.setMetadata(answer_metadata(stored))
+        layer.triggerRepaint()
+
+
 def remove_from_project(answer_id: str, project: Optional[QgsProject] = None) -> None:
     project = project or QgsProject.instance()
     project.removeMapLayers([lyr.id() for lyr in answer_layers(answer_id, project)])

@@ -92,7 +92,8 @@ def ask_one(client: BackendClient, question: Question, on_event: Callable[[dict]
         geo = georeference(answer, capture.transform, capture.crs, capture.source_layers, capture.source,
                            question.transform_context, question.ellipsoid, capture.area_wkt)
         try:
-            stored = AnswerStore(Path(question.store_path), question.transform_context).add(geo, title)
+            stored = AnswerStore(Path(question.store_path), question.transform_context).add(
+                geo, title, image_png=request.image_bytes)
         except StoreError as exc:
             raise QuestionFailed(str(exc), "store") from None
     return Result(answer, capture, stored, title)

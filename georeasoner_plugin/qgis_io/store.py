@@ -10,6 +10,8 @@ Writing runs in a QgsTask: nothing here touches the project or the GUI.
 """
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +23,14 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransformContext,
     QgsFeature,
+    QgsFeatureRequest,
     QgsProject,
     QgsVectorFileWriter,
     QgsVectorLayer,
     QgsWkbTypes,
 )
+
+from qgis.PyQt.QtCore import Qt
 
 from ..core.fields import KIND_DATETIME, KIND_STR
 from ..core.georef import GeoTransform
@@ -41,7 +46,8 @@ STORE_SUFFIX = "_georeasoner.gpkg"
 ANSWER_FIELDS = [("answer_id", KIND_STR), ("title", KIND_STR), ("question", KIND_STR), ("profile", KIND_STR),
                  ("model", KIND_STR), ("created", KIND_DATETIME), ("reasoning", KIND_STR), ("source", KIND_STR),
                  ("capture", KIND_STR), ("area_wkt", KIND_STR), ("crs", KIND_STR), ("transform", KIND_STR),
-                 ("tables", KIND_STR), ("edited", KIND_STR), ("original_json", KIND_STR), ("answer_json", KIND_STR)]
+                 ("tables", KIND_STR), ("edited", KIND_STR), ("original_json", KIND_STR), ("answer_json", KIND_STR),
+                 ("image_png", KIND_STR)]  # the captured image (base64 PNG): corrections re-segment it
 GEOMETRY = {"boxes": QgsWkbTypes.Type.Polygon, "points": QgsWkbTypes.Type.Point,
             "contours": QgsWkbTypes.Type.MultiPolygon}
 
@@ -96,7 +102,8 @@ class AnswerStore:
         self.context = transform_context or QgsCoordinateTransformContext()
 
     # -- writing --------------------------------------------------------------------------------
-    def add(self, geo: GeoreferencedAnswer, title: str = "", original_json: str = "") -> StoredAnswer:
+    def add(self, geo: GeoreferencedAnswer, title: str = "", original_json: str = "",
+            image_png: bytes = b"") -> StoredAnswer:
         """Write every table of one answer; on any failure remove what was written and raise."""
         answer = geo.answer
         sid = short_id(answer.answer_id)
@@ -116,7 +123,7 @@ class AnswerStore:
                 self._write_mask(table, answer, geo.transform, geo.crs)
                 written.append(table)
                 tables["mask"] = table
-            self._write_answer_row(geo, tables, title, original_json)
+            self._write_answer_row(geo, tables, title, original_json, image_png)
         except Exception as exc:  # noqa: BLE001 - leave nothing half-made behind
             self._drop_tables(written)
             if isinstance(exc, StoreError):
@@ -150,7 +157,7 @@ class AnswerStore:
             raise StoreError(tr("Could not write table {0} to {1}: {2}").format(table, self.path, message))
 
     def _write_answer_row(self, geo: GeoreferencedAnswer, tables: Dict[str, str], title: str,
-                          original_json: str) -> None:
+                          original_json: str, image_png: bytes = b"") -> None:
         answer = geo.answer
         fields = qgs_fields(ANSWER_FIELDS)
         f = QgsFeature(fields)
@@ -160,7 +167,7 @@ class AnswerStore:
                   "source": geo.source, "capture": geo.capture, "area_wkt": geo.area_wkt, "crs": geo.crs.toWkt(),
                   "transform": json.dumps(list(geo.transform.to_gdal())), "tables": json.dumps(tables),
                   "edited": json.dumps(sorted(geo.edited)), "original_json": original_json,
-                  "answer_json": answer.to_json()}
+                  "answer_json": answer.to_json(), "image_png": base64.b64encode(image_png).decode("ascii")}
         for name, _ in ANSWER_FIELDS:
             f[name] = values[name]
         self._write_features(ANSWERS_TABLE, fields, QgsWkbTypes.Type.NoGeometry, [f], QgsCoordinateReferenceSystem(),
@@ -214,6 +221,74 @@ class AnswerStore:
     def rename(self, answer_id: str, title: str) -> None:
         self._sql(f"UPDATE {ANSWERS_TABLE} SET title = {_quote(title)} WHERE answer_id = {_quote(answer_id)}")
 
+    def image_png(self, answer_id: str) -> bytes:
+        """The image the answer was made from ("" for answers stored before images were kept)."""
+        ds = ogr.Open(str(self.path))
+        if ds is None:
+            return b""
+        sql = ds.ExecuteSQL(f"SELECT image_png FROM {ANSWERS_TABLE} WHERE answer_id = {_quote(answer_id)}")
+        try:
+            feature = sql.GetNextFeature() if sql is not None else None
+            text = feature.GetField(0) if feature is not None else None
+        except Exception:  # noqa: BLE001 - a store from before the column existed
+            text = None
+        finally:
+            if sql is not None:
+                ds.ReleaseResultSet(sql)
+        return base64.b64decode(text) if text else b""
+
+    def update_answer(self, stored: StoredAnswer, answer: Answer, edited: Sequence[int], original_json: str,
+                      changed: Sequence[int]) -> StoredAnswer:
+        """Rewrite the objects `changed` (indices) of a stored answer in place: their features in the
+        vector tables, the mask raster, and the answer row (the answer, which objects were edited, the
+        model's original answer)."""
+        changed_only = dataclasses.replace(answer, objects=[o for o in answer.objects if o.index in changed])
+        geo = georeference(changed_only, stored.transform, stored.crs, [stored.source] if stored.source else [],
+                           stored.capture, self.context, area_wkt=stored.area_wkt, edited=edited)
+        ds = ogr.Open(str(self.path), 1)
+        if ds is None:
+            raise StoreError(tr("Cannot open the answer store {0} for writing.").format(self.path))
+        try:
+            for kind in KINDS:
+                table = stored.tables.get(kind)
+                layer = ds.GetLayerByName(table) if table else None
+                if layer is None:
+                    continue
+                wanted = ",".join(str(int(i)) for i in changed)
+                ds.ExecuteSQL(f'DELETE FROM "{table}" WHERE obj_index IN ({wanted})')
+                defn = layer.GetLayerDefn()
+                for f in geo.features.get(kind, []):
+                    if f["obj_index"] not in changed:
+                        continue
+                    out = ogr.Feature(defn)
+                    for name in f.fields().names():
+                        value = f[name]
+                        if value is None or (hasattr(value, "isNull") and value.isNull()):
+                            continue
+                        out.SetField(name, value.toString(Qt.DateFormat.ISODate) if hasattr(value, "toString")
+                                     else value)
+                    out.SetGeometry(ogr.CreateGeometryFromWkb(bytes(f.geometry().asWkb())))
+                    layer.CreateFeature(out)
+            ds.ExecuteSQL(f"UPDATE {ANSWERS_TABLE} SET answer_json = {_quote(answer.to_json())}, "
+                          f"edited = {_quote(json.dumps(sorted(edited)))}, "
+                          f"original_json = {_quote(original_json)} WHERE answer_id = {_quote(answer.answer_id)}")
+        finally:
+            ds = None  # noqa: F841
+        if "mask" in stored.tables:
+            self._rewrite_mask(stored, answer)
+        return dataclasses.replace(stored, answer=answer, edited=tuple(sorted(edited)), original_json=original_json)
+
+    def _rewrite_mask(self, stored: StoredAnswer, answer: Answer) -> None:
+        mem = mask_dataset(answer, stored.transform, stored.crs)
+        if stored.transform.is_rotated():
+            size = stored.transform.pixel_area() ** 0.5
+            mem = gdal.Warp("", mem, format="MEM", xRes=size, yRes=size, resampleAlg="near", dstNodata=0)
+        target = gdal.OpenEx(f"GPKG:{self.path}:{stored.tables['mask']}", gdal.OF_RASTER | gdal.OF_UPDATE)
+        if target is None or (target.RasterXSize, target.RasterYSize) != (mem.RasterXSize, mem.RasterYSize):
+            raise StoreError(tr("Could not update the mask of this answer in {0}.").format(self.path))
+        target.GetRasterBand(1).WriteArray(mem.GetRasterBand(1).ReadAsArray())
+        target = None  # noqa: F841 - writes the tiles
+
     def copy_answer(self, answer_id: str, target: "AnswerStore") -> Optional[StoredAnswer]:
         """Copy one answer (row and tables) into another store; None when this store lacks it."""
         row = next((r for r in self.answers() if r["answer_id"] == answer_id), None)
@@ -255,9 +330,11 @@ class AnswerStore:
             return []
         layer = QgsVectorLayer(f"{self.path}|layername={ANSWERS_TABLE}", ANSWERS_TABLE, "ogr")
         names = layer.fields().names()
+        wanted = [name for name, _ in ANSWER_FIELDS if name in names and name != "image_png"]
+        request = QgsFeatureRequest().setSubsetOfAttributes(wanted, layer.fields())  # not the images
         rows = []
-        for f in layer.getFeatures():
-            row = {name: (f[name] if name in names else None) for name, _ in ANSWER_FIELDS}
+        for f in layer.getFeatures(request):
+            row = {name: (f[name] if name in wanted else None) for name, _ in ANSWER_FIELDS}
             for key in ("tables", "transform", "edited"):
                 row[key] = json.loads(row[key] or ("{}" if key == "tables" else "[]"))
             created = row["created"]

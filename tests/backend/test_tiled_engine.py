@@ -18,7 +18,7 @@ from georeasoner_plugin.backend.tiled.engine import TiledEngine, TiledRequest
 from georeasoner_plugin.backend.tiled.merge import multipolygon
 from georeasoner_plugin.backend.tiled.source import RasterTileSource
 from georeasoner_plugin.backend.vectorize import mask_to_polygons
-from georeasoner_plugin.core.tiling import focus_selection, grow_box, plan_tiles
+from georeasoner_plugin.core.tiling import focus_selection, plan_tiles
 
 from openai_double import OpenAIDouble
 from tiled_standins import DarkShapeReasoner, Shape, ThresholdSegmenter, draw_shape, scene_labels, scene_shapes, write_scene

@@ -56,6 +56,7 @@ report["options_factory_registered"] = iface.registerOptionsWidgetFactory.call_c
 report["translated"] = QCoreApplication.translate("GeoReasoner", "Ask")
 report["toolbar_icons"] = len(iface.icons)
 report["menu_entries"] = len(iface.menu_entries)
+report["help_url"] = qgis.utils.plugins["georeasoner_plugin"].help_url().toString()
 
 report["unloaded"] = qgis.utils.unloadPlugin("georeasoner_plugin")
 QCoreApplication.processEvents()

@@ -32,7 +32,9 @@ for group in project.layerTreeRoot().findGroups(True):
         layers.append({"name": layer.name(), "valid": layer.isValid(),
                        "kind": layer.customProperty("georeasoner/kind", ""),
                        "count": layer.featureCount() if hasattr(layer, "featureCount") else -1,
-                       "crs": layer.crs().authid(), "source": layer.source().replace("GPKG:", "")})
+                       "crs": layer.crs().authid(), "source": layer.source().replace("GPKG:", ""),
+                       "sources": {str(f["obj_index"]): f["source"] for f in layer.getFeatures()}
+                       if hasattr(layer, "getFeatures") else {}})
     report["groups"].append({"name": group.name(), "answer_id": answer_id, "layers": layers})
 for i in range(dock.history.count()):
     item = dock.history.item(i)

@@ -3,6 +3,10 @@ question over the NAIP image (tiny SAM2 + the recorded RemoteReasoner answer, se
 backend subprocess), saved as a PNG.
 
     xvfb-run -a .venv-qgis/bin/python tests/qgis/screenshot.py docs/screenshot.png
+    xvfb-run -a .venv-qgis/bin/python tests/qgis/screenshot.py docs/screenshot-area.png --area
+        (the area-of-interest tool: a polygon drawn over part of the image, asked about)
+    xvfb-run -a .venv-qgis/bin/python tests/qgis/screenshot.py docs/screenshot-correct.png --correct
+        (the correction tool: an object selected, a negative and a positive point added)
 """
 import sys
 import tempfile
@@ -37,7 +41,22 @@ def pump(seconds):
         time.sleep(0.02)
 
 
-def main(out: Path) -> int:
+def draw_polygon(canvas, tool, map_points):
+    """Clicks through the tool's own handlers, then a right click to end, as a user does."""
+    from qgis.core import QgsPointXY
+    from qgis.gui import QgsMapMouseEvent
+    from qgis.PyQt.QtCore import QEvent, QPoint
+
+    m2p = canvas.mapSettings().mapToPixel()
+    clicks = [(p, Qt.MouseButton.LeftButton) for p in map_points] + [(map_points[0], Qt.MouseButton.RightButton)]
+    for (x, y), button in clicks:
+        d = m2p.transform(QgsPointXY(x, y))
+        pos = QPoint(round(d.x()), round(d.y()))
+        tool.canvasPressEvent(QgsMapMouseEvent(canvas, QEvent.Type.MouseButtonPress, pos, button))
+        tool.canvasReleaseEvent(QgsMapMouseEvent(canvas, QEvent.Type.MouseButtonRelease, pos, button))
+
+
+def main(out: Path, area: bool = False, correct: bool = False) -> int:
     if not conftest.NAIP.is_file():
         print(f"screenshot: {conftest.NAIP} is absent", file=sys.stderr)
         return 1
@@ -68,8 +87,8 @@ def main(out: Path) -> int:
         canvas.setDestinationCrs(naip.crs())
         canvas.setExtent(naip.extent())
         iface = Iface(window, canvas)
+        project.write(str(work / "shot.qgz"))  # the answers go to the store beside this project
         dock = GeoReasonerDock(iface, window)
-        dock.asker.store_path_override = work / "answers.gpkg"
         window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         window.resizeDocks([layers_dock, dock], [260, 430], Qt.Orientation.Horizontal)
         window.show()
@@ -77,20 +96,48 @@ def main(out: Path) -> int:
         canvas.setExtent(naip.extent())
         canvas.refresh()
         pump(1.5)
-        dock.refresh_info()
         dock.source.setCurrentIndex(1)  # the raster at native resolution: the recorded answer's own frame
         dock.raster.setLayer(naip)
         # Boxes and points only: the tiny random SAM2 of this workplace draws meaningless masks over the
         # whole image, while the boxes are the recorded RemoteReasoner answer (the four lakes).
         for granularity, box in dock.output_boxes.items():
-            box.setChecked(granularity in ("boxes", "points"))
+            box.setChecked(granularity in ("boxes", "points") or (correct and granularity == "contours"))
         dock.question.setText("Which lakes could supply irrigation water to the fields around them?")
+        if area:
+            from georeasoner_plugin.gui.area import POLYGON
+
+            e = naip.extent()
+            dock.area.set_mode(POLYGON)
+            # from the raster's top-left corner: the replayed answer is in pixels of the capture
+            draw_polygon(canvas, dock.area.tool, [(e.xMinimum() + fx * e.width(), e.yMaximum() - fy * e.height())
+                                                  for fx, fy in ((0, 0), (1, 0), (1, 0.6), (0.45, 0.62), (0.3, 0.4),
+                                                                 (0, 0.3))])
+            pump(0.5)
         dock.ask()
         deadline = time.monotonic() + 180
         while dock.asker.is_busy() and time.monotonic() < deadline:
             pump(0.1)
         canvas.refresh()
         pump(3.0)
+        if correct:
+            stored = list(dock.history_panel.answers.values())[-1]
+            dock.history_panel.select(stored.answer.answer_id)
+            tool = dock.correct(stored)
+            obj = [o for o in stored.answer.objects if o.index == 1][0]
+            x1, y1, x2, y2 = obj.box
+
+            def at(fx, fy):
+                from qgis.core import QgsPointXY
+                return QgsPointXY(*stored.transform.pixel_to_map(x1 + fx * (x2 - x1), y1 + fy * (y2 - y1)))
+
+            tool.click(at(0.5, 0.5))
+            tool.click(at(0.75, 0.3), Qt.MouseButton.RightButton)
+            tool.click(at(0.35, 0.6), Qt.MouseButton.LeftButton)
+            e = stored.transform
+            canvas.setExtent(__import__("qgis.core", fromlist=["QgsRectangle"]).QgsRectangle(
+                *e.pixel_to_map(x1 - 120, y2 + 90), *e.pixel_to_map(x2 + 120, y1 - 90)))
+            canvas.refresh()
+            pump(3.0)
         out.parent.mkdir(parents=True, exist_ok=True)
         window.grab().save(str(out))
         print(f"screenshot: {out} ({dock.last_message})")
@@ -100,4 +147,6 @@ def main(out: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshot.png")))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    sys.exit(main(Path(args[0] if args else "docs/screenshot.png"), area="--area" in sys.argv,
+                  correct="--correct" in sys.argv))

@@ -8,7 +8,7 @@ class Iface:
     """The part of QgisInterface the plugin uses, keeping count of what is added and removed."""
 
     def __init__(self, window, canvas):
-        self.window, self.canvas, self.bar = window, canvas, QgsMessageBar(window)
+        self.window, self.canvas, self.bar = window, canvas, QgsMessageBar()  # off the window: not in shots
         self.icons, self.menu_entries = [], []
         self.registerOptionsWidgetFactory = MagicMock()
         self.unregisterOptionsWidgetFactory = MagicMock()

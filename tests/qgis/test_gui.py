@@ -58,6 +58,33 @@ def test_dock_enter_asks_and_history_zooms(qgis_iface, replay_backend, settings_
     window.hide()
 
 
+def test_settings_page_fields(qgis_parent):
+    saved = Settings.load()
+    try:
+        page = GeoReasonerOptionsPage(None, qgis_parent)
+        # outputs are check boxes, as in the dock
+        assert set(page.output_boxes) == {"boxes", "points", "masks", "contours"}
+        page.output_boxes["masks"].setChecked(False)
+        page.output_boxes["points"].setChecked(False)
+        # the replay file and autostart have fields
+        page.replay.setFilePath(str(RECORDED))
+        page.autostart.setChecked(True)
+        page.apply()
+        s = Settings.load()
+        assert s.output_list() == ["boxes", "contours"]
+        assert s.reasoner_output == str(RECORDED) and s.autostart is True
+        # typed settings entries under the plugin's node
+        from qgis.core import QgsSettings
+        assert QgsSettings().value("plugins/georeasoner/autostart") in (True, "true")
+        # no large blank area under the token selector
+        page.resize(700, 1400)
+        page.show()
+        assert page.auth.height() <= page.auth.minimumSizeHint().height() + 8
+        page.hide()
+    finally:
+        saved.save()
+
+
 def test_settings_page_and_local_backend(qgis_parent, tiny_models, tmp_path):
     saved = Settings.load()
     backend = LocalBackend()
@@ -71,15 +98,30 @@ def test_settings_page_and_local_backend(qgis_parent, tiny_models, tmp_path):
         s = Settings.load()
         assert s.timeout_s == 42 and s.python_path == str(BACKEND_PY)
         # replay the recorded answer (no reasoner weights needed) and start the local backend
-        s.replace(reasoner_output=str(RECORDED)).save()
+        page.replay.setFilePath(str(RECORDED))
         page.start_backend()
         assert wait_until(lambda: backend.url, 240), backend.log_text()
         assert page.url.text() == backend.url
         client = BackendClient(backend.url, Path(tmp_path / "token").read_text().strip(), timeout_s=30)
         assert wait_until(lambda: client.health()["status"] == "ready", 240)
         assert LISTENING_PREFIX in page.log.toPlainText()
+        # the state comes from /v1/health, not from the process merely running
+        assert wait_until(lambda: page.state.text().startswith("ready at"), 60), page.state.text()
+        # the log follows new lines
+        page.log.resize(400, 120)
+        for n in range(300):
+            page.add_log_line(f"line {n}")
+        bar = page.log.verticalScrollBar()
+        assert bar.maximum() > 0 and bar.value() == bar.maximum()
         page.stop_backend()
         assert not backend.is_running()
+        # a backend whose models fail to load is not reported as running
+        page.segmenter.setText(str(tmp_path / "no-such-sam2"))
+        page.start_backend()
+        assert wait_until(lambda: "failed" in page.state.text() or not backend.is_running(), 240), (
+            page.state.text() + backend.log_text()[-1500:])
+        assert not page.state.text().startswith(("ready", "running"))
+        page.stop_backend()
     finally:
         backend.stop()
         saved.save()

@@ -51,7 +51,8 @@ def test_install_load_unload_without_leftovers(plugin_zip, tmp_path):
     assert report["module_file"].startswith(str(profile)), "the plugin must come from the fresh profile"
     assert report["provider_loaded"] and report["algorithm"]
     assert report["dock_loaded"] == 1 and report["action_loaded"] == 1
-    assert report["toolbar_icons"] == 1 and report["menu_entries"] == 1
+    assert report["toolbar_icons"] == 1 and report["menu_entries"] == 2  # the dock's action and Help
+    assert report["help_url"].endswith(("README.md", "#readme"))
     assert report["options_factory_registered"] == 1
     assert report["unloaded"], report
     assert not report["provider_after"], "Processing provider left behind"

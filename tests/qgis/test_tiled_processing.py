@@ -3,7 +3,6 @@
 Real QGIS, a real backend subprocess (the recorded NAIP answer replayed for every tile, tiny SAM2),
 real GeoPackage outputs.
 """
-from pathlib import Path
 
 import pytest
 from osgeo import gdal, ogr

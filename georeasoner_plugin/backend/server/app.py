@@ -26,6 +26,7 @@ from ...core.protocol import PROTOCOL_VERSION
 from ...core.transport import INFO_IMAGE_FORMATS
 from ..image_transport import decodable_formats
 from ..jobs_routes import install_jobs
+from ..segment_routes import install as install_segment_routes
 from .errors import ApiError, error_event, error_response, public_event, sentence as _sentence
 from .admission import decode_cost
 from .forms import ClientGone, read_form as _read_form, validate_request as _validate
@@ -254,6 +255,7 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True,
 
     # ---- routers: further features are included here ----
     install_jobs(app, service)  # tiled jobs, /v1/jobs (issue 10)
+    install_segment_routes(app, service)  # corrections on the cached image, POST /v1/segment (issue 14)
     for router in routers:
         app.include_router(router)
 

@@ -1,0 +1,70 @@
+"""POST /v1/segment (the plugin's correction tool): model time vs everything else for one object
+re-segmented from the cached embedding of a NAIP-sized image (934 x 723), tiny SAM2 on this machine.
+"Other" is the request's wall time minus SAM2's encode+decode: multipart parsing, PNG decoding,
+prompt checks, contour tracing and run-length encoding. Target for the non-model part: < 100 ms.
+
+Run: ``python bench/bench_segment.py`` or call ``run()``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from PIL import Image
+
+
+def run(repeats: int = 10) -> None:
+    from starlette.testclient import TestClient
+
+    from georeasoner_plugin.backend.cascade import Cascade
+    from georeasoner_plugin.backend.segmenter import Segmenter
+    from georeasoner_plugin.backend.server import Service, ServiceConfig, create_app
+    from georeasoner_plugin.backend.tiny import make_tiny_models
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-segment-"))
+    segmenter = Segmenter(str(make_tiny_models(folder)["segmenter"]), device="cpu", cache_size=4)
+    service = Service(ServiceConfig(recorded_output="<answer>[]</answer>", segmenter="tiny"),
+                      loader=lambda cfg: (Cascade(segmenter=segmenter), {"device": "cpu", "dtype": "float32"}))
+    service.start()
+    while service.state != "ready":
+        time.sleep(0.01)
+    image = np.random.default_rng(0).integers(0, 255, (723, 934, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    token = "bench-token-0123456789abcdef"
+    with TestClient(create_app(service, token=token), base_url="http://127.0.0.1") as client:
+        rows = []
+        for n in range(repeats + 1):
+            request = {"objects": [{"box": [490, 240, 565, 295], "points": [[527, 268], [500 + n, 250]],
+                                    "labels": [1, 0]}]}
+            started = time.perf_counter()
+            r = client.post("/v1/segment", headers={"Authorization": f"Bearer {token}"},
+                            files={"image": ("a.png", png, "image/png")}, data={"request": json.dumps(request)})
+            wall = time.perf_counter() - started
+            r.raise_for_status()
+            t = r.json()["timings"]
+            if n:  # the first request encodes the image; corrections hit the cache
+                rows.append((wall, t["model_s"], wall - t["model_s"], t["other_s"], t["cache_hit"],
+                             sum(len(p["exterior"]) for p in r.json()["objects"][0]["polygons"])))
+    service.close()
+    print("\nCorrection of one object (POST /v1/segment, 934 x 723 PNG, cached embedding; ms, median of "
+          f"{repeats})")
+    print("| request | SAM2 decode | non-model (request) | of which vectorising | cache hits | vertices |\n"
+          "|---|---|---|---|---|---|")
+    med = [statistics.median(r[i] for r in rows) * 1000 for i in range(4)]
+    print(f"| {med[0]:.0f} | {med[1]:.0f} | {med[2]:.0f} | {med[3]:.0f} | {sum(r[4] for r in rows)}/{len(rows)} | "
+          f"{rows[-1][5]} |")
+
+
+if __name__ == "__main__":
+    run()

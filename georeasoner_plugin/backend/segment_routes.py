@@ -1,0 +1,144 @@
+"""POST /v1/segment: re-segment objects of an image from prompts (the plugin's correction tool).
+
+The body is multipart/form-data like /v1/ask: a file part `image` (the very image an answer was
+made from, so SAM2's embedding comes from the segmenter's cache) and a JSON part `request`:
+
+    {"objects": [{"box": [x1, y1, x2, y2] | null, "points": [[x, y], ...], "labels": [1, 0, ...]}],
+     "simplify_tolerance": 0.0, "min_area": 0.0}
+
+in pixels of the image; label 1 is a positive point, 0 a negative one. The answer has one entry
+per object, in order: {"score", "mask" (run lengths, as in the answer protocol), "polygons"}, and
+"timings" (model_s, other_s, cache_hit). The token, Host and body-size rules of the app apply.
+
+Install with `install(app, service)` where the app is built (one line).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from typing import List, Optional
+
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.concurrency import run_in_threadpool
+
+MAX_SEGMENT_OBJECTS = 64
+MAX_POINTS_PER_OBJECT = 32
+
+
+class SegmentObject(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    box: Optional[List[float]] = None
+    points: List[List[float]] = Field(default_factory=list, max_length=MAX_POINTS_PER_OBJECT)
+    labels: List[int] = Field(default_factory=list, max_length=MAX_POINTS_PER_OBJECT)
+
+    @field_validator("box")
+    @classmethod
+    def _box(cls, value):
+        if value is not None and len(value) != 4:
+            raise ValueError("a box has four numbers: x1, y1, x2, y2")
+        return value
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, value):
+        if any(len(p) != 2 for p in value):
+            raise ValueError("a point has two numbers: x, y")
+        return value
+
+
+class SegmentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    objects: List[SegmentObject] = Field(min_length=1, max_length=MAX_SEGMENT_OBJECTS)
+    simplify_tolerance: float = Field(0.0, ge=0.0)
+    min_area: float = Field(0.0, ge=0.0)
+
+
+def _prompts(request: SegmentRequest, width: int, height: int):
+    from .segmenter import SamPrompt
+    from .server import ApiError
+
+    prompts = []
+    for number, obj in enumerate(request.objects, start=1):
+        labels = list(obj.labels) or [1] * len(obj.points)
+        if len(labels) != len(obj.points) or any(lab not in (0, 1) for lab in labels):
+            raise ApiError(422, "invalid_request", f"object {number}: give one label per point, 1 (positive) or "
+                                                   f"0 (negative)")
+        if obj.box is None and 1 not in labels:
+            raise ApiError(422, "invalid_request", f"object {number} needs a box or at least one positive point")
+        for x, y in obj.points:
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise ApiError(422, "invalid_request", f"object {number}: point ({x}, {y}) is outside the "
+                                                       f"{width} x {height} image")
+        prompts.append(SamPrompt(box=tuple(obj.box) if obj.box is not None else None,
+                                 points=[tuple(p) for p in obj.points], labels=labels))
+    return prompts
+
+
+def make_router(service) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/v1/segment", tags=["ask"], summary="Masks and polygons for prompted objects of an image")
+    async def segment(request: Request):
+        from .server import ApiError, _read_form, decode_image
+
+        service.check_ready()
+        segmenter = getattr(service.cascade, "segmenter", None)
+        if segmenter is None:
+            raise ApiError(409, "no_segmenter", "this server runs without a segmentation model (SAM2); start it "
+                                                "with --segmenter to correct objects")
+        form = await _read_form(request, service.config.max_body_bytes)
+        try:
+            body = SegmentRequest.model_validate_json(form["request"])
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+            raise ApiError(422, "invalid_request", f"the segment request is not valid: {problems}") from None
+        image = _decoded(form["image"], lambda data: decode_image(data, service.config.max_image_pixels))
+        height, width = image.shape[:2]
+        prompts = _prompts(body, width, height)
+        return await run_in_threadpool(_run, segmenter, image, prompts, body)
+
+    return router
+
+
+_DECODED: "OrderedDict[str, object]" = OrderedDict()
+_DECODED_SIZE = 4
+
+
+def _decoded(data: bytes, decode):
+    """Corrections send the same image again and again: decode it once (a few recent images kept,
+    keyed by a digest of the bytes)."""
+    key = hashlib.blake2b(data, digest_size=16).hexdigest()
+    if key in _DECODED:
+        _DECODED.move_to_end(key)
+        return _DECODED[key]
+    image = decode(data)
+    _DECODED[key] = image
+    while len(_DECODED) > _DECODED_SIZE:
+        _DECODED.popitem(last=False)
+    return image
+
+
+def _run(segmenter, image, prompts, body: SegmentRequest) -> dict:
+    from .vectorize import mask_to_polygons, mask_to_rle
+
+    started = time.perf_counter()
+    results = segmenter.segment(image, prompts)
+    segmented = time.perf_counter()
+    timings = dict(segmenter.last_timings)
+    objects = []
+    for result in results:
+        polygons = mask_to_polygons(result.mask, body.simplify_tolerance, body.min_area)
+        objects.append({"score": result.score, "mask": mask_to_rle(result.mask).to_dict(),
+                        "polygons": [p.to_dict() for p in polygons]})
+    finished = time.perf_counter()
+    model_s = timings.get("encode_s", 0.0) + timings.get("decode_s", 0.0)
+    return {"objects": objects,
+            "timings": {"model_s": model_s, "other_s": (segmented - started - model_s) + (finished - segmented),
+                        "cache_hit": bool(timings.get("cache_hit"))}}
+
+
+def install(app: FastAPI, service) -> None:
+    """Add POST /v1/segment to the app (call where the app is built)."""
+    app.include_router(make_router(service))

@@ -1,0 +1,84 @@
+"""POST /v1/segment (the plugin's correction tool): prompts in, masks and polygons out, from the
+cached embedding; positive and negative points change the mask; bad prompts get clear messages."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from starlette.testclient import TestClient
+
+from georeasoner_plugin.backend.cascade import Cascade
+from georeasoner_plugin.backend.server import Service, ServiceConfig, create_app
+from georeasoner_plugin.backend.vectorize import rle_to_mask
+from georeasoner_plugin.core.protocol import MaskRLE, Polygon
+
+TOKEN = "segment-test-token-0123456789"
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def png() -> bytes:
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    image[10:30, 20:44] = (20, 30, 200)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(tiny_segmenter):
+    config = ServiceConfig(recorded_output="<answer>[]</answer>", segmenter="tiny")
+    service = Service(config, loader=lambda cfg: (Cascade(segmenter=tiny_segmenter), {"device": "cpu",
+                                                                                        "dtype": "float32"}))
+    service.start()
+    with TestClient(create_app(service, token=TOKEN), base_url="http://127.0.0.1") as c:
+        import time
+        deadline = time.monotonic() + 30
+        while service.state != "ready" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield c
+    service.close()
+
+
+def segment(client, objects, headers=HEADERS, **options):
+    return client.post("/v1/segment", headers=headers, files={"image": ("a.png", png(), "image/png")},
+                       data={"request": json.dumps({"objects": objects, **options})})
+
+
+def test_points_and_boxes_give_masks_and_polygons(client, tiny_segmenter):
+    box = {"box": [20, 10, 44, 30], "points": [], "labels": []}
+    first = segment(client, [box])
+    assert first.status_code == 200, first.text
+    (obj,) = first.json()["objects"]
+    mask = rle_to_mask(MaskRLE.from_dict(obj["mask"]))
+    assert mask.shape == (48, 64)
+    for p in obj["polygons"]:
+        Polygon.from_dict(p)
+    # the same image again: its embedding comes from the cache
+    again = segment(client, [dict(box, points=[[30, 20], [5, 5]], labels=[1, 0])])
+    assert again.status_code == 200 and again.json()["timings"]["cache_hit"] is True
+    negative = rle_to_mask(MaskRLE.from_dict(again.json()["objects"][0]["mask"]))
+    positive = segment(client, [dict(box, points=[[30, 20], [5, 5]], labels=[1, 1])]).json()["objects"][0]
+    # a negative and a positive label at the same point give SAM2 different prompts
+    assert not np.array_equal(negative, rle_to_mask(MaskRLE.from_dict(positive["mask"]))) or \
+        again.json()["objects"][0]["score"] != positive["score"]
+    timings = again.json()["timings"]
+    assert timings["model_s"] >= 0 and timings["other_s"] >= 0
+
+
+def test_bad_prompts_are_explained(client):
+    r = segment(client, [{"points": [[5, 5]], "labels": [0]}])
+    assert r.status_code == 422 and "positive point" in r.json()["error"]["message"]
+    r = segment(client, [{"points": [[500, 5]], "labels": [1]}])
+    assert r.status_code == 422 and "outside" in r.json()["error"]["message"]
+    r = segment(client, [{"points": [[5, 5]], "labels": [1, 0]}])
+    assert r.status_code == 422 and "one label per point" in r.json()["error"]["message"]
+    r = segment(client, [])
+    assert r.status_code == 422
+    r = segment(client, [{"box": [1, 2, 3]}])
+    assert r.status_code == 422 and "four numbers" in r.json()["error"]["message"]
+    r = segment(client, [{"box": [20, 10, 44, 30]}], headers={})
+    assert r.status_code == 401
