@@ -370,22 +370,16 @@ def _quote(text: str) -> str:
 
 def mask_dataset(answer: Answer, transform: GeoTransform, crs):
     """The union of the objects' masks as a one-band MEM dataset (object index + 1; 0 = none)."""
-    import numpy as np  # QGIS's own numpy
+    from ..rle import rle_label_image  # numpy only: QGIS's own numpy
 
     width, height = answer.image_width, answer.image_height
-    union = np.zeros(width * height, dtype=np.uint8)
-    for obj in answer.objects:
-        if obj.mask is None or obj.mask.width != width or obj.mask.height != height:
-            continue
-        counts = np.asarray(obj.mask.counts, dtype=np.int64)
-        # run-length decode in one step: every odd run (ones) repeated by its length
-        inside = np.repeat((np.arange(len(counts)) % 2).astype(bool), counts)
-        union[inside] = min(255, obj.index + 1)
+    union = rle_label_image([(obj.index + 1, obj.mask) for obj in answer.objects if obj.mask is not None],
+                            width, height)
     mem = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GDT_Byte)
     mem.SetGeoTransform(transform.to_gdal())
     if crs.isValid():
         mem.SetProjection(crs.toWkt())
     band = mem.GetRasterBand(1)
-    band.WriteArray(union.reshape(height, width))
+    band.WriteArray(union)
     band.SetNoDataValue(0)
     return mem
