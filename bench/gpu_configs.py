@@ -69,7 +69,8 @@ SAM21_HIERA_LARGE = {
 # global blocks, a 24-layer CLIP-style text encoder, DETR encoder/decoder with 200 queries).
 SAM3 = {
     "source": "facebook/sam3 config.json",
-    "backbone": dict(model_type="sam3_vit_model", hidden_size=1024, intermediate_size=4736, num_hidden_layers=32, num_attention_heads=16,
+    "backbone": dict(model_type="sam3_vit_model", hidden_size=1024, intermediate_size=4736, num_hidden_layers=32,
+                     num_attention_heads=16,
                      image_size=1008, patch_size=14, window_size=24, global_attn_indexes=[7, 15, 23, 31]),
     "text": dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, projection_dim=512,
                  num_hidden_layers=24, num_attention_heads=16, max_position_embeddings=32),

@@ -46,7 +46,8 @@ from georeasoner_plugin.core.exit_codes import EXIT_OK
 from georeasoner_plugin.core.profiles import get_profile
 
 from .config import QUESTIONS_ONE_PER_IMAGE, TrainConfig, check_reward_names, load_config, parse_override
-from .data import (DatasetReport, ImageGroups, _main_process, build_dataset, frame_spec_for, image_groups, load_records, pin_processor_frames,
+from .data import (DatasetReport, ImageGroups, _main_process, build_dataset, frame_spec_for, image_groups,
+                   load_records, pin_processor_frames,
                    pixel_bounds, report_data_problems, set_pixel_bounds)
 from .errors import ConfigError, DatasetError
 from .policy import build_rewards, load_policy

@@ -81,14 +81,14 @@ def make_router(service) -> APIRouter:
 
     @router.post("/v1/segment", tags=["ask"], summary="Masks and polygons for prompted objects of an image")
     async def segment(request: Request):
-        from .server import ApiError, _read_form, decode_image
+        from .server import ApiError, decode_image, read_form_bytes
 
         service.check_ready()
         segmenter = getattr(service.cascade, "segmenter", None)
         if segmenter is None:
             raise ApiError(409, "no_segmenter", "this server runs without a segmentation model (SAM2); start it "
                                                 "with --segmenter to correct objects")
-        form = await _read_form(request, service.config.max_body_bytes)
+        form = await read_form_bytes(request, service.config.max_body_bytes)
         try:
             body = SegmentRequest.model_validate_json(form["request"])
         except ValidationError as exc:

@@ -34,7 +34,8 @@ from ..core.protocol import Answer
 from .attributes import attribute_rows, layer_columns
 from .gpkg import GpkgLayer, write_geopackage
 
-__all__ = ["OutputError", "LAYERS", "MAX_MASK_PIXELS", "write_vectors", "write_mask_geotiff", "vector_targets", "all_output_files"]
+__all__ = ["OutputError", "LAYERS", "MAX_MASK_PIXELS", "write_vectors", "write_mask_geotiff", "vector_targets",
+           "all_output_files"]
 
 LAYERS = ("boxes", "points", "contours")
 _GEOMETRY_TYPES = {"boxes": "Polygon", "points": "Point", "contours": "MultiPolygon"}

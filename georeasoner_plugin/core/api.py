@@ -30,7 +30,8 @@ __all__ = [
     "NDJSON_MEDIA_TYPE", "IMAGE_PART", "REQUEST_PART", "ASK_FIELDS", "MAX_QUESTION_CHARS", "MAX_IMAGE_PIXELS",
     "MAX_REQUEST_PART_BYTES", "QuestionError", "check_question",
     "EVENT_QUEUED", "EVENT_STAGE", "EVENT_TOKEN", "EVENT_ANSWER", "EVENT_ERROR", "STREAM_EVENTS", "FINAL_EVENTS",
-    "STAGES", "CLIENT_STAGE_CAPTURE", "CLIENT_STAGE_SENDING", "CLIENT_STAGE_STORE", "LISTENING_PREFIX", "listening_line", "parse_listening_line", "TOKEN_FILE_ENV", "config_dir",
+    "STAGES", "CLIENT_STAGE_CAPTURE", "CLIENT_STAGE_SENDING", "CLIENT_STAGE_STORE", "LISTENING_PREFIX",
+    "listening_line", "parse_listening_line", "TOKEN_FILE_ENV", "config_dir",
     "token_file_path", "host_name", "is_loopback_name", "is_loopback_host", "error_body", "parse_error_body",
     "sentence",
 ]

@@ -24,7 +24,8 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..core.api import (CLIENT_STAGE_CAPTURE, CLIENT_STAGE_SENDING, CLIENT_STAGE_STORE, EVENT_QUEUED, STAGE_DONE, STAGE_PARSE, STAGE_PREPROCESS, STAGE_REASON, STAGE_SEGMENT,
+from ..core.api import (CLIENT_STAGE_CAPTURE, CLIENT_STAGE_SENDING, CLIENT_STAGE_STORE, EVENT_QUEUED, STAGE_DONE,
+                        STAGE_PARSE, STAGE_PREPROCESS, STAGE_REASON, STAGE_SEGMENT,
                         STAGE_VECTORIZE, QuestionError, check_question)
 from ..core.protocol import GRANULARITIES
 from ..qgis_io.asker import Asker

@@ -232,7 +232,7 @@ def test_routers_of_other_features_sit_behind_the_gate():
     from fastapi import APIRouter
     from starlette.testclient import TestClient
 
-    from georeasoner_plugin.backend.server import Service, ServiceConfig, _read_form, create_app, decode_image
+    from georeasoner_plugin.backend.server import Service, ServiceConfig, create_app, decode_image, read_form_bytes
 
     router = APIRouter()
 
@@ -242,7 +242,7 @@ def test_routers_of_other_features_sit_behind_the_gate():
 
     @router.post("/v1/extra")
     async def extra_image(request: Request):  # the pre-split helpers a feature route may use
-        fields = await _read_form(request, 10**7)
+        fields = await read_form_bytes(request, 10**7)
         return {"shape": list(decode_image(fields["image"], 10**7).shape)}
 
     service = Service(ServiceConfig(recorded_output="x"), loader=lambda cfg: (TimedCascade(), {}))

@@ -87,7 +87,8 @@ def prepared(imagery, tmp_path_factory):
     cv2.circle(ring, (100, 100), 30, 0, -1)
     sample("multi", imagery.crop(imagery.naip, 300, 200, SIZE), multi, ["Which fields and lakes could be irrigated?",
                                                       "Where is water stored?"], "the field and the lake")
-    sample("ring", imagery.crop(imagery.landsat, 100, 100, SIZE), ring, ["Which ring-shaped area surrounds the pond?"], "the ring",
+    sample("ring", imagery.crop(imagery.landsat, 100, 100, SIZE), ring, ["Which ring-shaped area surrounds the pond?"],
+           "the ring",
            ext="jpg")
     sample("empty", imagery.crop(imagery.naip, 600, 400, SIZE), np.zeros((SIZE, SIZE), np.uint8), ["Where is the airport?"], "")
     result = prepare_split(root, tmp_path_factory.mktemp("prepared"), split="train", profile="georeasoner")

@@ -30,7 +30,6 @@ from .config import ServiceConfig
 from .errors import ApiError, BodyTooLarge, error_body, error_event, error_response, public_event
 from .forms import read_form, read_form_bytes, validate_request
 
-_read_form = read_form_bytes  # the name routes used before the split (issue 14's segment_routes.py)
 from .gate import Gate, is_loopback_bind
 from .images import decode_image, sniff_image_type
 from .run import bind_socket, exposure_warning, run_server, url_of

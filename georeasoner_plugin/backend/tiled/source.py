@@ -172,7 +172,8 @@ class RasterTileSource:
                 rgb[~valid] = 0
         return rgb, valid
 
-    def iter_tiles(self, plan: TilePlan, todo: Iterable[Tile], should_stop) -> Iterator[Tuple[Tile, np.ndarray, Optional[np.ndarray]]]:
+    def iter_tiles(self, plan: TilePlan, todo: Iterable[Tile],
+                   should_stop) -> Iterator[Tuple[Tile, np.ndarray, Optional[np.ndarray]]]:
         self.prepare(plan)
         for tile in todo:
             if should_stop():
