@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -25,22 +25,9 @@ from .models import SEGMENTER_FAMILIES, ModelLoadError, load_model_and_processor
 SAM2_MODEL_TYPES = ("sam2",)
 SEGMENTER_MODEL_TYPES = tuple(SEGMENTER_FAMILIES)
 
-# Prompt-encoder labels of SAM/SAM2. A box enters as its two corners with labels 2 and 3, exactly as
-# Meta's SAM2 predictor feeds it; -1 is SAM's "not a point" token, used to pad shorter prompts.
-LABEL_POSITIVE = 1
-LABEL_NEGATIVE = 0
-LABEL_BOX_TOP_LEFT = 2
-LABEL_BOX_BOTTOM_RIGHT = 3
-LABEL_NOT_A_POINT = -1
-
-
-@dataclass
-class SamPrompt:
-    """One object's prompt in pixel coordinates of the image (x right, y down, 0..width / 0..height)."""
-
-    box: Optional[Tuple[float, float, float, float]] = None
-    points: List[Tuple[float, float]] = field(default_factory=list)
-    labels: Optional[List[int]] = None  # per point: 1 positive, 0 negative (None: all positive)
+# The prompt type and SAM's label values live in a torch-free module (the tiled engine uses them too).
+from .prompts import (LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT, LABEL_NEGATIVE,  # noqa: E402,F401 - re-exported
+                      LABEL_NOT_A_POINT, LABEL_POSITIVE, SamPrompt)
 
 
 @dataclass

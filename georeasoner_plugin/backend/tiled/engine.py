@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from ...core.protocol import (PARSE_EMPTY, PARSE_INVALID, PARSE_NO_ANSWER, PARSE
                               Polygon)
 from ...core.tiling import DEFAULT_FOCUS_MARGIN, STRATEGY_FOCUS, TilePlan, focus_selection
 from ..cascade import AskCancelled, AskOptions, Cascade, CascadeError, resize_to_frame
+from ..prompts import SamPrompt
 from ..vectorize import mask_to_polygons
 from .batch import generate_batch, supports_batches
 from .journal import Journal, MemoryJournal
@@ -35,14 +36,6 @@ from .merge import merge_records
 
 EventCallback = Callable[[str, dict], None]
 _END = object()
-
-
-@dataclass
-class _Prompt:
-    """Segmenter.segment's prompt (same fields as segmenter.SamPrompt; that module imports torch)."""
-
-    box: Optional[Tuple[float, float, float, float]] = None
-    points: List[Tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -135,7 +128,7 @@ class TiledEngine:
             if self.segmenter is None:
                 raise CascadeError("masks and contours need a segmentation model; none is loaded")
             # One encode of the tile, every prompt decoded in the same call (Segmenter.segment).
-            prompts = [_Prompt(box=o.box, points=list(o.points)) for o in answer.objects]
+            prompts = [SamPrompt(box=o.box, points=list(o.points)) for o in answer.objects]
             results = self.segmenter.segment(rgb, prompts, multimask=prof.sam_multimask)
             opts = request.options
             for n, (obj, result) in enumerate(zip(answer.objects, results)):
