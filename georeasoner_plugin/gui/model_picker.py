@@ -261,8 +261,8 @@ class ModelPicker(QWidget):
             return self._say(tr("Building the tiny models failed: {0}").format(err[-1] if err else code))
         if code == 0:
             repo = self.downloading
-            self._say(tr("{0} is downloaded.").format(repo))
             self._choose(CHECKPOINTS[repo].role if repo in CHECKPOINTS else ROLE_REASONER, repo)
+            self._say(tr("{0} is downloaded.").format(repo) + " " + self.status.text())
         else:
             self._say(self.last_error or tr("The download stopped (exit code {0}); Download again resumes it.")
                       .format(code))
