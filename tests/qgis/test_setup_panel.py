@@ -149,7 +149,7 @@ def test_first_open_offers_the_three_choices(plugin):
     row = [panel.models.table.item(0, c).text() for c in range(6)]
     assert row[1] == "1e12Leon/RemoteReasoner" and row[2] == "16.6 GB" and row[3] == "19.0 GB"
     assert row[4] in ("no GPU", "yes", "no")
-    assert "No backend yet" in plugin.dock.status.text() or plugin.dock.status.text() == "Ready."
+    assert "No backend yet" in plugin.dock.status.text()  # not "Ready." with nothing to ask
     shot(panel, "setup-local")
     panel.mode_buttons.button(1).click()
     shot(panel, "setup-server")
@@ -451,3 +451,18 @@ def test_model_missing_is_said_before_starting(plugin, tiny_models, tmp_path):
     assert dock.status.text() == message
     assert not plugin.local_backend.is_running() and not dock.asker.is_busy()
     assert panel.body.isVisibleTo(panel)  # the panel opens where the fix is
+
+
+def test_every_backend_state_says_what_to_do():
+    from georeasoner_plugin.core.protocol import PROTOCOL_VERSION
+    from georeasoner_plugin.qgis_io.autostart import advice_for_health_error, advice_for_problem, protocol_problem
+
+    oom = advice_for_health_error("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert oom.startswith("Out of GPU memory") and "smaller checkpoint" in oom and "GPU server" in oom
+    missing = advice_for_health_error("The model '1e12Leon/RemoteReasoner' ... is not in the local cache while ...")
+    assert missing.startswith("Model missing") and "download" in missing
+    other = advice_for_health_error("something odd")
+    assert "something odd" in other and "Restart" in other
+    assert protocol_problem({"protocol_version": PROTOCOL_VERSION}) == ""
+    assert "Version mismatch" in protocol_problem({"protocol_version": PROTOCOL_VERSION + 1})
+    assert advice_for_problem("gpu_memory", "close things").startswith("Not enough GPU memory: close things")
