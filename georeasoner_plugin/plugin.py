@@ -95,6 +95,8 @@ class GeoReasonerPlugin:
         self.dock.widget().layout().insertWidget(0, self.setup_panel)
         self.dock.before_ask = self.starter.before_ask
         self.starter.state_changed.connect(lambda _phase, message: self.dock.status.setText(message))
+        if not self.setup_panel.configured():  # not "Ready." while there is nothing to ask
+            self.dock.status.setText(self.setup_panel.state.text())
 
     def unload(self) -> None:
         if getattr(self, "starter", None) is not None:

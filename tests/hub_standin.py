@@ -92,7 +92,10 @@ class StandInHub:
         for k, v in (headers or {}).items():
             handler.send_header(k, v)
         handler.end_headers()
-        handler.wfile.write(data)
+        try:
+            handler.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client went away (a cancelled download)
+            pass
 
     def _error(self, handler, status: int, code: str, message: str) -> None:
         self._json(handler, status, {"error": message}, {"X-Error-Code": code, "X-Error-Message": message})

@@ -73,9 +73,13 @@ class ModelPicker(QWidget):
         self.tiny_button.setToolTip(tr("Random tiny models built on this machine: they test the install, their "
                                        "answers are meaningless"))
         self.tiny_button.clicked.connect(self.use_tiny)
-        for b in (self.download_button, self.cancel_button, self.use_button, self.folder_button, self.tiny_button):
+        for b in (self.download_button, self.cancel_button, self.use_button):
             buttons.addWidget(b)
         layout.addLayout(buttons)
+        more = QHBoxLayout()  # two rows: the dock is narrow
+        more.addWidget(self.folder_button)
+        more.addWidget(self.tiny_button)
+        layout.addLayout(more)
         self.progress = QProgressBar(self)
         self.progress.setVisible(False)
         layout.addWidget(self.progress)
@@ -261,8 +265,8 @@ class ModelPicker(QWidget):
             return self._say(tr("Building the tiny models failed: {0}").format(err[-1] if err else code))
         if code == 0:
             repo = self.downloading
-            self._say(tr("{0} is downloaded.").format(repo))
             self._choose(CHECKPOINTS[repo].role if repo in CHECKPOINTS else ROLE_REASONER, repo)
+            self._say(tr("{0} is downloaded.").format(repo) + " " + self.status.text())
         else:
             self._say(self.last_error or tr("The download stopped (exit code {0}); Download again resumes it.")
                       .format(code))

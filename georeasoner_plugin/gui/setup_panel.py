@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from qgis.core import QgsApplication, QgsTask
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QButtonGroup,
     QFormLayout,
@@ -79,6 +80,7 @@ class SetupPanel(QWidget):
         self.stack.addWidget(self._demo_page())
         scroll = QScrollArea(self.body)  # the dock may be short: the pages scroll instead of squeezing
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # labels wrap instead
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setWidget(self.stack)
         body.addWidget(scroll, 1)

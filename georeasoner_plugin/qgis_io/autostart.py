@@ -62,6 +62,7 @@ class BackendStarter(QObject):
         self.phase = ""
         self.message = ""
         self.pending: Optional[Callable[[], None]] = None
+        self.warning = ""
         self.started_at = 0.0
         self.doctor: Optional[QProcess] = None
         self._polling = False
@@ -148,7 +149,10 @@ class BackendStarter(QObject):
             self._fail(tr("doctor could not check the backend (exit code {0}): {1}. Install the backend again from "
                           "the set-up panel.").format(code, err[-1] if err else ""))
             return
-        problems = [p for p in report["problems"] if p["code"] != "no_gpu" or not Settings.load().reasoner_output]
+        # no GPU is a warning here: the user chose this model; it starts, slowly, and the state says so
+        problems = [p for p in report["problems"] if p["code"] != "no_gpu"]
+        self.warning = " ".join(advice_for_problem(p["code"], p["advice"])
+                                for p in report["problems"] if p["code"] == "no_gpu")
         if problems:
             self._fail("\n".join(advice_for_problem(p["code"], p["advice"]) for p in problems))
             return
@@ -181,7 +185,8 @@ class BackendStarter(QObject):
             health = client.health()
             status = health.get("status")
             if status == "loading":
-                self._set(LOADING, tr("Loading models ({0} s)...").format(seconds))
+                self._set(LOADING, tr("Loading models ({0} s)...").format(seconds)
+                          + (" " + self.warning if self.warning else ""))
             elif status == "error":
                 self._fail(advice_for_health_error(str(health.get("detail", ""))))
             elif status == "ready":
@@ -213,7 +218,9 @@ class BackendStarter(QObject):
         if self.phase in (STARTING, LOADING, READY):
             self.timer.stop()
             self.pending = None
-            lines = [ln for ln in self.local_backend.lines if ln.strip()][-LOG_LINES_SHOWN:]
+            # the health polls' access-log lines say nothing about why it stopped
+            lines = [ln for ln in self.local_backend.lines if ln.strip() and "/v1/health" not in ln]
+            lines = lines[-LOG_LINES_SHOWN:]
             self._set(CRASHED, tr("The backend stopped (exit code {0}). Its last log lines are shown in the "
                                   "set-up panel; fix what they say, then press Restart.").format(code))
             self.crashed.emit("\n".join(lines))

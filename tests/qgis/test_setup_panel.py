@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsProject, QgsRasterLayer
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QTimer
 
 from georeasoner_plugin.gui.dock import GeoReasonerDock
@@ -25,6 +25,7 @@ from georeasoner_plugin.qgis_io.local_backend import LocalBackend
 from georeasoner_plugin.toolbelt.settings import Settings
 
 from conftest import BACKEND_PY, TINY_DIR, wait_until
+from tests.hub_standin import StandInHub
 
 SHOTS = os.environ.get("GEOREASONER_SHOTS", "")  # folder: save a picture of each panel (README)
 SETUP_KEYS = ("mode", "torch_index_url", "hub_authcfg")
@@ -101,11 +102,14 @@ def plugin(qgis_iface, clean_settings, naip_path, tmp_path):
 
 
 def shot(widget, name):
+    """A picture of the whole dock holding the panel (`make screenshot-setup` runs these tests under Xvfb)."""
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        widget.show()
-        wait_until(lambda: False, 0.3)
-        widget.grab().save(str(Path(SHOTS) / f"{name}.png"))
+        window = widget.window()
+        window.resize(600, 1050)
+        window.show()
+        wait_until(lambda: False, 0.5)
+        window.grab().save(str(Path(SHOTS) / f"{name}.png"))
 
 
 def run_install(panel, timeout=300):
@@ -145,7 +149,7 @@ def test_first_open_offers_the_three_choices(plugin):
     row = [panel.models.table.item(0, c).text() for c in range(6)]
     assert row[1] == "1e12Leon/RemoteReasoner" and row[2] == "16.6 GB" and row[3] == "19.0 GB"
     assert row[4] in ("no GPU", "yes", "no")
-    assert "No backend yet" in plugin.dock.status.text() or plugin.dock.status.text() == "Ready."
+    assert "No backend yet" in plugin.dock.status.text()  # not "Ready." with nothing to ask
     shot(panel, "setup-local")
     panel.mode_buttons.button(1).click()
     shot(panel, "setup-server")
@@ -332,8 +336,26 @@ def test_gpu_server_wrong_token_then_right_one(plugin, replay_backend):
     assert panel.test_connection(), panel.server_result.text()
     text = panel.server_result.text()
     assert text.startswith("Connected") and "segmenter" in text and "remotereasoner" in text
-    assert beat.ticks >= 0
     shot(panel, "setup-server-connected")
+    # "Use this server" keeps the token in QGIS's authentication manager (its master password set here,
+    # as a user types it when QGIS asks)
+    manager = QgsApplication.authManager()
+    if not manager.masterPasswordIsSet() and not manager.setMasterPassword("georeasoner-tests", True):
+        pytest.skip("this profile's authentication database has another master password")
+    panel.use_server()
+    s = Settings.load()
+    assert setup_config.mode() == setup_config.MODE_REMOTE and s.backend_url == replay_backend.url
+    assert s.authcfg and setup_config.read_auth_token(s.authcfg) == replay_backend.token
+    assert "Using the GPU server" in panel.state.text()
+    dock = plugin.dock
+    dock.source.setCurrentIndex(dock.source.findData("raster"))
+    dock.raster.setLayer(QgsProject.instance().mapLayersByName("naip")[0])
+    dock.question.setText("Which lakes could supply irrigation water?")
+    dock.ask()  # a GPU server is not started by the plugin: the question goes straight out
+    assert dock.asker.is_busy()
+    assert wait_until(lambda: not dock.asker.is_busy(), 240)
+    assert "object(s) found" in dock.last_message, dock.last_message
+    assert beat.ticks > 0
 
 
 def test_gpu_server_unreachable(plugin):
@@ -379,3 +401,68 @@ def test_version_mismatch_is_explained(plugin):
         assert setup_config.mode() == ""
     finally:
         other.server.shutdown()
+
+
+def test_model_picker_downloads_with_progress_and_cancel(plugin, tiny_models, tmp_path, monkeypatch):
+    """The tiny SAM2 served as facebook/sam2.1-hiera-large by a stand-in hub (HF_ENDPOINT), standing in
+    for the real download."""
+    picker = plugin.setup_panel.models
+    use_existing_backend(tiny_models)
+    hub = StandInHub({"facebook/sam2.1-hiera-large": tiny_models["segmenter"]}).start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        picker.select_repo("facebook/sam2.1-hiera-large")
+        hub.throttle_bps = 100_000  # ~15 s for the 1.4 MB weights: time to press Cancel
+        beat = Heartbeat()
+        picker.download_selected()
+        assert picker.is_busy()
+        assert wait_until(lambda: picker.progress.maximum() == 1000 and picker.progress.value() > 0, 120)
+        picker.cancel()
+        assert wait_until(lambda: not picker.is_busy(), 60)
+        assert "cancelled" in picker.status.text() and "resumes" in picker.status.text()
+        assert Settings.load().segmenter == ""  # nothing chosen that is not there
+        hub.throttle_bps = None
+        values = []
+        picker.progress.valueChanged.connect(values.append)
+        picker.download_selected()
+        assert wait_until(lambda: not picker.is_busy(), 120)
+        assert "is downloaded" in picker.status.text(), picker.status.text()
+        assert values and values[-1] == 1000
+        assert Settings.load().segmenter == "facebook/sam2.1-hiera-large"
+        assert beat.ticks > 10
+        assert list((tmp_path / "hub-cache").rglob("model.safetensors"))
+    finally:
+        hub.stop()
+
+
+def test_model_missing_is_said_before_starting(plugin, tiny_models, tmp_path):
+    panel, dock = plugin.setup_panel, plugin.dock
+    use_existing_backend(tiny_models)
+    Settings.load().replace(reasoner=str(tmp_path / "not-copied-yet"), segmenter=str(tiny_models["segmenter"]),
+                            reasoner_output="").save()
+    dock.question.setText("Which lakes could supply irrigation water?")
+    dock.ask()
+    assert wait_until(lambda: plugin.starter.phase == "failed", 120), panel.state.text()
+    message = panel.state.text()
+    assert message.startswith("Model missing") and "folder" in message
+    assert dock.status.text() == message
+    assert not plugin.local_backend.is_running() and not dock.asker.is_busy()
+    assert panel.body.isVisibleTo(panel)  # the panel opens where the fix is
+
+
+def test_every_backend_state_says_what_to_do():
+    from georeasoner_plugin.core.protocol import PROTOCOL_VERSION
+    from georeasoner_plugin.qgis_io.autostart import advice_for_health_error, advice_for_problem, protocol_problem
+
+    oom = advice_for_health_error("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert oom.startswith("Out of GPU memory") and "smaller checkpoint" in oom and "GPU server" in oom
+    missing = advice_for_health_error("The model '1e12Leon/RemoteReasoner' ... is not in the local cache while ...")
+    assert missing.startswith("Model missing") and "download" in missing
+    other = advice_for_health_error("something odd")
+    assert "something odd" in other and "Restart" in other
+    assert protocol_problem({"protocol_version": PROTOCOL_VERSION}) == ""
+    assert "Version mismatch" in protocol_problem({"protocol_version": PROTOCOL_VERSION + 1})
+    assert advice_for_problem("gpu_memory", "close things").startswith("Not enough GPU memory: close things")
