@@ -7,13 +7,16 @@ run with, one per `backend` extra.
 """
 from __future__ import annotations
 
+import importlib
 import re
-from typing import Dict, List
+from types import ModuleType
+from typing import Any, Dict, List, Optional
 
+toml: Optional[ModuleType]
 try:
-    import tomllib
+    toml = importlib.import_module("tomllib")
 except ImportError:  # Python 3.10 (QGIS on some systems): the file is simple enough for a fallback
-    tomllib = None
+    toml = None
 
 HEADER = [
     "# Backend venv for the GeoReasoner plugin (torch lives here, never inside QGIS).",
@@ -24,12 +27,13 @@ HEADER = [
 ]
 
 
-def _load(text: str) -> Dict:
-    if tomllib is not None:
-        return tomllib.loads(text)
+def _load(text: str) -> Dict[str, Any]:
+    if toml is not None:
+        loaded: Dict[str, Any] = toml.loads(text)
+        return loaded
     # Fallback for Python < 3.11: only the [tool.georeasoner] lists are needed.
     section = text.split("[tool.georeasoner]", 1)[1].split("\n[", 1)[0]
-    out: Dict = {}
+    out: Dict[str, List[str]] = {}
     for key, body in re.findall(r"^([\w-]+)\s*=\s*\[(.*?)\]", section, re.S | re.M):
         out[key] = re.findall(r'"([^"]+)"', body)
     return {"tool": {"georeasoner": out}}

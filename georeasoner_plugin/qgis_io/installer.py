@@ -331,7 +331,8 @@ def pip_advice(output: str, python_version: str = "") -> str:
     if "No space left on device" in output:
         return "The disk is full: free some space (the install needs several GB), then Install again."
     if "ensurepip is not available" in output or "No module named venv" in output:
-        return "This Python cannot make venvs: install the venv module (Debian/Ubuntu: sudo apt install python3-venv), then Install again."
+        return ("This Python cannot make venvs: install the venv module (Debian/Ubuntu: sudo apt install "
+                "python3-venv), then Install again.")
     if any(sign in output for sign in NETWORK_SIGNS):
         return ("pip could not reach the package index (no network, or a proxy is needed): connect, or set HTTPS_PROXY "
                 "(or pip's proxy setting), then Install again; it repairs what is there.")
@@ -342,5 +343,6 @@ def pip_advice(output: str, python_version: str = "") -> str:
         return (f"A pinned package has no build{who} on this system, or the index does not have it: check the log "
                 f"for its name; a different Python, or a GPU server, avoids the problem.")
     if "Failed building wheel" in output or "subprocess-exited-with-error" in output:
-        return "A package had to be compiled and that failed: install a C compiler and Python headers, or use a Python version with ready-made wheels."
+        return ("A package had to be compiled and that failed: install a C compiler and Python headers, or use a "
+                "Python version with ready-made wheels.")
     return "pip failed: read the log above for the first ERROR line; fix it and Install again (it repairs what is there)."
