@@ -126,6 +126,16 @@ class TiledJobClient:
             self.client._json(status, data)
         return last
 
+    def failure(self, job_id: str, exc: BackendError) -> BackendError:
+        """The job's own error when it failed on the backend (an upload then only says 'the job is failed')."""
+        try:
+            error = (self.status(job_id).get("error") or {}).get("message")
+        except BackendError:
+            return exc
+        if not error:
+            return exc
+        return BackendError(tr("The backend's tiled job failed: {0}. Look at the backend's log.").format(error), "job")
+
     def result(self, job_id: str) -> Dict:
         return self._call("GET", f"/v1/jobs/{job_id}/result")
 
@@ -189,7 +199,10 @@ def ask_tiled(layer: QgsRasterLayer, question: str, client: BackendClient, *, ti
             jobs.cancel(job_id)
             raise BackendError(tr("Tile {0} is {1} bytes as PNG, more than the backend accepts ({2}); choose a "
                                   "smaller tile size.").format(index, len(png), max_body), "plan")
-        jobs.upload(job_id, index, png)
+        try:
+            jobs.upload(job_id, index, png)
+        except BackendError as exc:
+            raise jobs.failure(job_id, exc) from None
         status = jobs.status(job_id)
         elapsed = time.monotonic() - started
         progress({"event": "tile", "sent": n, "done": status["done"], "total": len(wanted),

@@ -43,6 +43,7 @@ class _Prompt:
 
     box: Optional[Tuple[float, float, float, float]] = None
     points: List[Tuple[float, float]] = field(default_factory=list)
+    labels: Optional[List[int]] = None  # per point, 1 inside / 0 outside; None = all inside (SamPrompt's default)
 
 
 @dataclass
