@@ -23,7 +23,8 @@ from qgis.core import (
 from ..core.profiles import PROFILES, get_profile
 from ..core.tiling import DEFAULT_OVERLAP, STRATEGIES, default_tile_size
 from ..qgis_io.client import BackendClient, BackendError
-from ..qgis_io.store import FEATURE_FIELDS, POINT_FIELDS, fields_of, georeference
+from ..qgis_io.features import layer_fields
+from ..qgis_io.store import georeference
 from ..qgis_io.tiled_job import ask_tiled
 from ..toolbelt.i18n import tr
 from ..toolbelt.settings import Settings
@@ -135,12 +136,13 @@ class AskTiledAlgorithm(QgsProcessingAlgorithm):
         for warning in result.warnings:
             feedback.pushWarning(warning)
         answer = result.answer
-        geo = georeference(answer, result.transform, layer.crs(), [layer.name()], "raster", context.project())
+        geo = georeference(answer, result.transform, layer.crs(), [layer.name()], "raster", context.transformContext(),
+                          context.ellipsoid() or "EPSG:7030")
         results = {}
-        for key, kind, spec, wkb in ((self.BOXES, "boxes", FEATURE_FIELDS, QgsWkbTypes.Type.Polygon),
-                                     (self.POINTS, "points", POINT_FIELDS, QgsWkbTypes.Type.Point),
-                                     (self.CONTOURS, "contours", FEATURE_FIELDS, QgsWkbTypes.Type.MultiPolygon)):
-            sink, dest = self.parameterAsSink(parameters, key, context, fields_of(spec), wkb, layer.crs())
+        for key, kind, wkb in ((self.BOXES, "boxes", QgsWkbTypes.Type.Polygon),
+                               (self.POINTS, "points", QgsWkbTypes.Type.Point),
+                               (self.CONTOURS, "contours", QgsWkbTypes.Type.MultiPolygon)):
+            sink, dest = self.parameterAsSink(parameters, key, context, layer_fields(kind), wkb, layer.crs())
             if sink is None:
                 continue
             for feature in geo.features.get(kind, []):

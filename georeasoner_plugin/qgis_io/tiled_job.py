@@ -144,8 +144,10 @@ def local_raster_path(layer: QgsRasterLayer, client: BackendClient) -> Optional[
     """The layer's file when a backend on this machine can read it itself (focus strategy), else None."""
     from pathlib import Path
 
-    from .client import is_loopback
-    if not is_loopback(client.base_url) or layer.providerType() != "gdal":
+    from qgis.PyQt.QtCore import QUrl
+
+    from ..core.api import is_loopback_host
+    if not is_loopback_host(QUrl(client.base_url).host()) or layer.providerType() != "gdal":
         return None
     path = layer.source().split("|")[0]
     return str(Path(path).resolve()) if Path(path).is_file() else None
