@@ -76,7 +76,8 @@ def ask(dock, question: str) -> None:
                       tile_size=dock.tiled.tile_size_for(profile), overlap=dock.tiled.overlap,
                       profile=dock.profile.currentData() or settings.profile, outputs=dock.selected_outputs(),
                       store_path=store_path_for(dock.project), transform_context=dock.project.transformContext(),
-                      ellipsoid=dock.project.ellipsoid(), area_label=label)
+                      ellipsoid=dock.project.ellipsoid(), area_label=label,
+                      partial_every_s=dock.tiled.partial_every_s)
     client = StreamCancellingClient.from_settings(settings)
     dock.reasoning.clear()
     dock.notes.setVisible(False)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from qgis.core import (QgsApplication, QgsCoordinateTransformContext, QgsProject, QgsRasterLayer, QgsRectangle,
-                       QgsTask, QgsUnitTypes)
+                       QgsTask, QgsUnitTypes, QgsVectorLayer)
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from ..core.profiles import get_profile
@@ -22,7 +22,8 @@ from ..core.tiling import DEFAULT_OVERLAP, default_tile_size
 from ..toolbelt.i18n import tr
 from ..toolbelt.log import log
 from .client import BackendClient, BackendError
-from .layers import add_to_project, remember_answer
+from .features import layer_fields
+from .layers import add_to_project, layer_title, remember_answer, style_layer
 from .service import answer_title
 from .store import AnswerStore, StoredAnswer, StoreError, georeference
 from .tiled_job import TiledJobResult, ask_tiled
@@ -71,10 +72,12 @@ class TiledQuestion:
     transform_context: QgsCoordinateTransformContext
     ellipsoid: str
     area_label: str
+    partial_every_s: float = 2.0  # how often the preview of the tiles answered so far may refresh
 
 
 class TiledTask(QgsTask):
     progress_event = pyqtSignal(dict)
+    partial = pyqtSignal(object)  # GeoreferencedAnswer of the tiles answered so far
 
     def __init__(self, client: StreamCancellingClient, question: TiledQuestion, done):
         super().__init__(tr("GeoReasoner (tiled): {0}").format(question.question[:60]), QgsTask.Flag.CanCancel)
@@ -92,7 +95,8 @@ class TiledTask(QgsTask):
         try:
             self.result = ask_tiled(q.layer, q.question, self.client, tile_size=q.tile_size, overlap=q.overlap,
                                     resolution=q.resolution, extent=q.extent, profile=q.profile, outputs=q.outputs,
-                                    on_progress=self._on_progress, is_cancelled=self.isCanceled)
+                                    on_progress=self._on_progress, is_cancelled=self.isCanceled,
+                                    on_partial=self._on_partial, partial_every_s=q.partial_every_s)
             answer = self.result.answer
             answer.warnings = list(self.result.warnings)
             geo = georeference(answer, self.result.transform, q.layer.crs(), [q.layer.name()], "raster",
@@ -107,6 +111,11 @@ class TiledTask(QgsTask):
         except Exception as exc:  # noqa: BLE001 - a task must not raise
             self.error, self.error_kind = tr("Unexpected error: {0}").format(exc), "bug"
         return False
+
+    def _on_partial(self, answer, transform) -> None:
+        q = self.question
+        self.partial.emit(georeference(answer, transform, q.layer.crs(), [q.layer.name()], "raster",
+                                       q.transform_context, q.ellipsoid))
 
     def _on_progress(self, event: dict) -> None:
         if event.get("event") == "tile" and event.get("total"):
@@ -144,8 +153,11 @@ class TiledAsker(QObject):
         self.task: Optional[TiledTask] = None
         self.tile_size = 0  # 0: the profile's frame decides (core.tiling.default_tile_size)
         self.overlap = DEFAULT_OVERLAP
+        self.partial_every_s = 2.0
         self.events = []  # the progress events of the last question (tests and the log read them)
         self.started = 0.0
+        self.preview_ids = []  # memory layers showing the tiles answered so far (removed at the end)
+        self.previews = 0  # how many times the preview filled in during the last question
 
     def is_busy(self) -> bool:
         return self.task is not None
@@ -159,9 +171,11 @@ class TiledAsker(QObject):
         if self.task is not None:
             raise RuntimeError("a question is already running")
         self.events = []
+        self.previews = 0
         self.started = time.monotonic()
         self.task = TiledTask(client, question, self._done)
         self.task.progress_event.connect(self._on_event)
+        self.task.partial.connect(self._on_partial)
         self.busy_changed.emit(True)
         self.progress.emit(tr("reading {0} tile by tile...").format(question.layer.name()))
         QgsApplication.taskManager().addTask(self.task)
@@ -177,8 +191,37 @@ class TiledAsker(QObject):
         if text:
             self.progress.emit(text)
 
+    def _on_partial(self, geo) -> None:
+        """Replace the preview layers with the tiles answered so far (GUI thread, memory layers)."""
+        self._remove_preview()
+        geometry = {"boxes": "Polygon", "points": "Point", "contours": "MultiPolygon"}
+        layers = []
+        for kind, features in geo.features.items():
+            if kind not in geometry or not features:
+                continue
+            layer = QgsVectorLayer(f"{geometry[kind]}?crs={geo.crs.authid() or 'EPSG:4326'}",
+                                   tr("{0} (tiles so far)").format(layer_title(kind)), "memory")
+            if not geo.crs.authid():
+                layer.setCrs(geo.crs)
+            layer.dataProvider().addAttributes(layer_fields(kind).toList())
+            layer.updateFields()
+            layer.dataProvider().addFeatures(features)
+            style_layer(layer, kind, len(features))
+            layers.append(layer)
+        for layer in layers:
+            self.project.addMapLayer(layer)
+        self.preview_ids = [layer.id() for layer in layers]
+        self.previews += 1
+
+    def _remove_preview(self) -> None:
+        ids = [i for i in self.preview_ids if self.project.mapLayer(i) is not None]
+        if ids:
+            self.project.removeMapLayers(ids)
+        self.preview_ids = []
+
     def _done(self, task: TiledTask) -> None:
         self.task = None
+        self._remove_preview()
         try:
             if task.stored is not None:
                 try:

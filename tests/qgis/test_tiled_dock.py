@@ -107,6 +107,11 @@ def test_whole_layer_tiled_asks_every_tile_off_the_ui_thread(dock):
     ticker = Ticker()
     statuses = []
     dock.tiled.progress.connect(statuses.append)
+    dock.tiled.partial_every_s = 0.0  # fill the preview in whenever more tiles are done
+    preview_features = []
+    project = QgsProject.instance()
+    dock.tiled.progress.connect(lambda text: preview_features.append(sum(
+        project.mapLayer(i).featureCount() for i in dock.tiled.preview_ids if project.mapLayer(i) is not None)))
     dock.ask()
     assert dock.tiled.is_busy() and not dock.ask_button.isEnabled() and dock.cancel_button.isEnabled()
     assert wait_until(lambda: not dock.tiled.is_busy(), 180), dock.status.text()
@@ -119,6 +124,10 @@ def test_whole_layer_tiled_asks_every_tile_off_the_ui_thread(dock):
     # the UI thread ticked all along: the task read, uploaded and stored in its own thread
     assert ticker.ticks > 20
     assert ticker.longest < 1.5, f"the UI thread froze for {ticker.longest:.2f} s"
+    # the layers filled in while tiles finished (GET /v1/jobs/{id}/result?partial=true), then made way
+    assert dock.tiled.previews >= 1 and max(preview_features) >= 1, (dock.tiled.previews, preview_features)
+    assert not dock.tiled.preview_ids
+    assert not any("tiles so far" in lyr.name() for lyr in project.mapLayers().values())
     assert dock.history.count() == 1
     stored = next(iter(dock.history_panel.answers.values()))
     layers = answer_layers(stored.answer.answer_id)
