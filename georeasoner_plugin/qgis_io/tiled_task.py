@@ -98,6 +98,10 @@ class TiledTask(QgsTask):
                                     on_progress=self._on_progress, is_cancelled=self.isCanceled,
                                     on_partial=self._on_partial, partial_every_s=q.partial_every_s)
             answer = self.result.answer
+            if not self.result.complete and not any(t.get("tile") != "plan" for t in answer.tiles):
+                self.error, self.error_kind = tr("Cancelled before any tile was answered; nothing was added."), \
+                    "cancelled"
+                return False
             answer.warnings = list(self.result.warnings)
             geo = georeference(answer, self.result.transform, q.layer.crs(), [q.layer.name()], "raster",
                                q.transform_context, q.ellipsoid)

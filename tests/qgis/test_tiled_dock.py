@@ -174,3 +174,14 @@ def test_cancel_keeps_the_tiles_already_answered(dock):
     assert 2 <= len(done) < expected, len(done)
     assert any("Cancelled" in w for w in stored.answer.warnings)
     assert answer_layers(stored.answer.answer_id)
+
+
+def test_cancel_before_any_tile_adds_nothing_and_says_so(dock):
+    dock.source.setCurrentIndex(dock.source.findData(TILED_LAYER))
+    _outputs(dock, "boxes")
+    dock.ask()
+    dock.cancel()
+    assert wait_until(lambda: not dock.tiled.is_busy(), 60), dock.status.text()
+    assert "Cancelled before any tile was answered" in dock.last_message, dock.last_message
+    assert dock.history.count() == 0
+    assert dock.ask_button.isEnabled() and not dock.cancel_button.isEnabled()
