@@ -1396,9 +1396,86 @@
     <message>
       <source>The focus strategy asks the whole raster at native resolution; clear the extent and the ground resolution, or use the grid strategy.</source>
       <translation>聚焦策略以原始分辨率询问整个栅格;请清除范围和地面分辨率,或使用网格策略。</translation>
-
+    </message>
+    <message>
       <source>Could not copy {0} into {1}: {2}</source>
       <translation>无法将 {0} 复制到 {1}：{2}</translation>
+    </message>
+    <message>
+      <source>Whole layer (tiled)</source>
+      <translation>整个图层(分块)</translation>
+    </message>
+    <message>
+      <source>Current extent at ground resolution (tiled)</source>
+      <translation>当前范围,按地面分辨率(分块)</translation>
+    </message>
+    <message>
+      <source>whole layer</source>
+      <translation>整个图层</translation>
+    </message>
+    <message>
+      <source>The tiled modes read the whole layer or the visible map</source>
+      <translation>分块模式读取整个图层或可见地图</translation>
+    </message>
+    <message>
+      <source>Choose a raster layer to read tile by tile.</source>
+      <translation>请选择要逐块读取的栅格图层。</translation>
+    </message>
+    <message>
+      <source>visible extent at {0}</source>
+      <translation>可见范围,{0}</translation>
+    </message>
+    <message>
+      <source>Reading {0} tile by tile ({1} px tiles, {2})...</source>
+      <translation>正在逐块读取 {0}({1} 像素分块,{2})...</translation>
+    </message>
+    <message>
+      <source>Current extent at ground resolution {0} (tiled)</source>
+      <translation>当前范围,地面分辨率 {0}(分块)</translation>
+    </message>
+    <message>
+      <source>The visible map does not overlap {0}: pan or zoom to it, or choose "Whole layer (tiled)".</source>
+      <translation>可见地图与 {0} 不重叠:请平移或缩放到该图层,或选择"整个图层(分块)"。</translation>
+    </message>
+    <message>
+      <source>Prompt profile</source>
+      <translation>提示配置</translation>
+    </message>
+    <message>
+      <source>The backend's tiled job failed: {0}. Look at the backend's log.</source>
+      <translation>后端的分块任务失败:{0}。请查看后端日志。</translation>
+    </message>
+    <message>
+      <source>units</source>
+      <translation>单位</translation>
+    </message>
+    <message>
+      <source>asking {0} tile(s) of {1} px...</source>
+      <translation>正在提问 {0} 个 {1} 像素的分块...</translation>
+    </message>
+    <message>
+      <source>GeoReasoner (tiled): {0}</source>
+      <translation>GeoReasoner(分块):{0}</translation>
+    </message>
+    <message>
+      <source>Cancelled before any tile was answered; nothing was added.</source>
+      <translation>在任何分块得到回答之前已取消;未添加任何内容。</translation>
+    </message>
+    <message>
+      <source>reading {0} tile by tile...</source>
+      <translation>正在逐块读取 {0}...</translation>
+    </message>
+    <message>
+      <source>{0} (tiles so far)</source>
+      <translation>{0}(已完成的分块)</translation>
+    </message>
+    <message>
+      <source>Cancelled before any tile was answered.</source>
+      <translation>在任何分块得到回答之前已取消。</translation>
+    </message>
+    <message>
+      <source>Cancelled</source>
+      <translation>已取消</translation>
     </message>
   </context>
 </TS>

@@ -38,6 +38,7 @@ from ..qgis_io.store import StoredAnswer, store_path_for
 from ..toolbelt.i18n import tr
 from ..toolbelt.log import log
 from ..toolbelt.settings import Settings
+from . import tiled_modes
 from .advanced import AdvancedBox
 from .area import AreaBand, AreaChooser, AreaError
 from .export_dialog import ExportDialog
@@ -204,6 +205,7 @@ class GeoReasonerDock(QDockWidget):
         self.history_panel.correct_requested.connect(self.correct)
         layout.addWidget(self.history_panel, 1)
         self.setWidget(body)
+        tiled_modes.install(self)  # "Whole layer (tiled)", "Current extent at ground resolution" (issue 10)
 
     def _source_changed(self) -> None:
         raster = self.source.currentData() == "raster"
@@ -343,7 +345,7 @@ class GeoReasonerDock(QDockWidget):
         return out
 
     def ask(self) -> None:
-        if self.asker.is_busy():
+        if self.asker.is_busy() or self.tiled.is_busy():
             return
         if self.before_ask is not None and not self.before_ask(self.ask):
             return
@@ -357,6 +359,8 @@ class GeoReasonerDock(QDockWidget):
             self.show_message(tr("Choose at least one output."), Qgis.MessageLevel.Info)
             return
         try:
+            if tiled_modes.is_tiled(self):
+                return tiled_modes.ask(self, question)
             questions = self.questions(question)
         except (CaptureError, AreaError) as exc:
             self.show_message(str(exc))
@@ -367,11 +371,12 @@ class GeoReasonerDock(QDockWidget):
         self.asker.ask(self.client(), questions)
 
     def cancel(self) -> None:
-        if not self.asker.is_busy():
+        if not self.asker.is_busy() and not self.tiled.is_busy():
             return
         # Say so first: a task that has not started yet finishes inside cancel().
         self.status.setText(tr("Cancelling..."))
         self.asker.cancel()
+        self.tiled.cancel()
 
     # -- asker signals ----------------------------------------------------------------------------
     def _set_busy(self, busy: bool) -> None:

@@ -321,7 +321,10 @@ class BackendClient:
         state = {"last": time.monotonic(), "why": "", "error": None}
 
         def read_ready():
-            chunk = bytes(reply.readAll())
+            try:
+                chunk = bytes(reply.readAll())
+            except RuntimeError:  # a late signal of a reply already deleted: nothing left to read
+                return
             if not chunk:
                 return
             state["last"] = time.monotonic()
@@ -356,6 +359,11 @@ class BackendClient:
         status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute)
         error = reply.error()
         error_text = reply.errorString()
+        try:  # no late readyRead may reach read_ready once the reply is gone (it would abort QGIS)
+            reply.readyRead.disconnect(read_ready)
+            reply.finished.disconnect(loop.quit)
+        except (TypeError, RuntimeError):
+            pass
         reply.deleteLater()
         if state["error"] is not None:
             raise state["error"]

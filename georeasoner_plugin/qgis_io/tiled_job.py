@@ -126,6 +126,27 @@ class TiledJobClient:
             self.client._json(status, data)
         return last
 
+    def failure(self, job_id: str, exc: BackendError) -> BackendError:
+        """The job's own error when it failed on the backend (an upload then only says 'the job is failed')."""
+        try:
+            error = (self.status(job_id).get("error") or {}).get("message")
+        except BackendError:
+            return exc
+        if not error:
+            return exc
+        return BackendError(tr("The backend's tiled job failed: {0}. Look at the backend's log.").format(error), "job")
+
+    def result_so_far(self, job_id: str):
+        """(Answer, GeoTransform) of the tiles answered so far, or None (nothing yet, or the job ended)."""
+        status, data = self.client._request("GET", f"/v1/jobs/{job_id}/result?partial=true")
+        if status != 200:
+            return None
+        try:
+            body = json.loads(data.decode("utf-8"))
+            return Answer.from_dict(body["answer"]), GeoTransform.from_gdal(body["georef"]["transform"])
+        except (UnicodeDecodeError, ValueError, KeyError, ProtocolError):
+            return None
+
     def result(self, job_id: str) -> Dict:
         return self._call("GET", f"/v1/jobs/{job_id}/result")
 
@@ -134,8 +155,10 @@ def local_raster_path(layer: QgsRasterLayer, client: BackendClient) -> Optional[
     """The layer's file when a backend on this machine can read it itself (focus strategy), else None."""
     from pathlib import Path
 
-    from .client import is_loopback
-    if not is_loopback(client.base_url) or layer.providerType() != "gdal":
+    from qgis.PyQt.QtCore import QUrl
+
+    from ..core.api import is_loopback_host
+    if not is_loopback_host(QUrl(client.base_url).host()) or layer.providerType() != "gdal":
         return None
     path = layer.source().split("|")[0]
     return str(Path(path).resolve()) if Path(path).is_file() else None
@@ -144,8 +167,13 @@ def local_raster_path(layer: QgsRasterLayer, client: BackendClient) -> Optional[
 def ask_tiled(layer: QgsRasterLayer, question: str, client: BackendClient, *, tile_size: int, overlap: float,
               resolution: float = 0.0, extent: Optional[QgsRectangle] = None, profile: str = "",
               outputs: Optional[List[str]] = None, on_progress: Optional[ProgressCallback] = None,
-              is_cancelled: Callable[[], bool] = lambda: False, strategy: str = "grid") -> TiledJobResult:
+              is_cancelled: Callable[[], bool] = lambda: False, strategy: str = "grid",
+              on_partial: Optional[Callable[[Answer, GeoTransform], None]] = None,
+              partial_every_s: float = 2.0) -> TiledJobResult:
     """Ask over the layer tile by tile; cancel keeps the tiles already answered (result.complete False).
+
+    on_partial (grid strategy): called with the tiles answered so far (``GET /v1/jobs/{id}/result?partial=true``),
+    at most every partial_every_s seconds while tiles are uploaded, whenever more tiles are done.
 
     strategy "focus" needs a local backend that reads the layer's file itself (the overview is read
     there): the whole raster at native resolution.
@@ -179,6 +207,7 @@ def ask_tiled(layer: QgsRasterLayer, question: str, client: BackendClient, *, ti
     progress({"event": "plan", "total": len(wanted), "grid": plan.grid_size, "tile_size": plan.tile_size})
     cancelled = False
     started = time.monotonic()
+    partial_done, partial_at = 0, started
     for n, index in enumerate(wanted, start=1):
         if is_cancelled():
             cancelled = True
@@ -189,8 +218,17 @@ def ask_tiled(layer: QgsRasterLayer, question: str, client: BackendClient, *, ti
             jobs.cancel(job_id)
             raise BackendError(tr("Tile {0} is {1} bytes as PNG, more than the backend accepts ({2}); choose a "
                                   "smaller tile size.").format(index, len(png), max_body), "plan")
-        jobs.upload(job_id, index, png)
+        try:
+            jobs.upload(job_id, index, png)
+        except BackendError as exc:
+            raise jobs.failure(job_id, exc) from None
         status = jobs.status(job_id)
+        if on_partial is not None and status["done"] > partial_done and \
+                time.monotonic() - partial_at >= partial_every_s:
+            partial_done, partial_at = status["done"], time.monotonic()
+            so_far = jobs.result_so_far(job_id)
+            if so_far is not None:
+                on_partial(*so_far)
         elapsed = time.monotonic() - started
         progress({"event": "tile", "sent": n, "done": status["done"], "total": len(wanted),
                   "objects_so_far": status["objects"],
