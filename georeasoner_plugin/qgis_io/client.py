@@ -49,7 +49,7 @@ class Cancelled(BackendError):
 @dataclass
 class AskRequest:
     question: str
-    image_bytes: bytes  # PNG
+    image_bytes: bytes  # PNG, TIFF or WebP (image_encode.encode_image; image_name/type say which)
     profile: str = ""
     # Defaults (and the server's limits) are the contract's: core/api.py ASK_FIELDS.
     outputs: List[str] = field(default_factory=lambda: list(ASK_FIELDS["outputs"][0]))

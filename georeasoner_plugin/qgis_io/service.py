@@ -18,6 +18,7 @@ from ..core.protocol import PARSE_INVALID, PARSE_NO_ANSWER, Answer
 from ..toolbelt.i18n import tr
 from .capture import Capture, CaptureError, CaptureSpec
 from .client import AskRequest, BackendClient, BackendError
+from .image_encode import encode_image, forget_backend, transport_for
 from .store import AnswerStore, StoredAnswer, StoreError, georeference
 
 
@@ -31,7 +32,7 @@ class QuestionFailed(Exception):
 
 @dataclass
 class Question:
-    request: AskRequest  # image_bytes are filled in from the capture
+    request: AskRequest  # image_bytes (and their name and type) are filled in from the capture
     spec: CaptureSpec
     store_path: Optional[Path] = None  # None: do not store (headless Processing)
     transform_context: Optional[QgsCoordinateTransformContext] = None
@@ -79,11 +80,22 @@ def ask_one(client: BackendClient, question: Question, on_event: Callable[[dict]
         raise QuestionFailed(str(exc), "capture") from None
     on_capture(capture)
     request = question.request
-    request.image_bytes = capture.png_bytes()
+    # The transport the backend's /v1/info calls for (core/transport.py): loopback gets an uncompressed
+    # TIFF, a remote backend lossless WebP or PNG; the same pixels in every case.
+    transport = transport_for(client)
+    request.image_bytes, request.image_name, request.image_type = encode_image(capture.image, transport)
     try:
         answer = client.ask_stream(request, on_event)
     except BackendError as exc:
-        raise QuestionFailed(str(exc), exc.kind) from None
+        if exc.status != 415 or request.image_type == "image/png":
+            raise QuestionFailed(str(exc), exc.kind) from None
+        # A backend restarted on the same address without that format: PNG, which every backend reads.
+        forget_backend(client.base_url)
+        request.image_bytes, request.image_name, request.image_type = encode_image(capture.image, "png")
+        try:
+            answer = client.ask_stream(request, on_event)
+        except BackendError as exc2:
+            raise QuestionFailed(str(exc2), exc2.kind) from None
     check_readable(answer, capture)
     title = answer_title(answer.question, question.area_label)
     stored = None
@@ -93,7 +105,7 @@ def ask_one(client: BackendClient, question: Question, on_event: Callable[[dict]
                            question.transform_context, question.ellipsoid, capture.area_wkt)
         try:
             stored = AnswerStore(Path(question.store_path), question.transform_context).add(
-                geo, title, image_png=request.image_bytes)
+                geo, title, image_png=capture.png_bytes())
         except StoreError as exc:
             raise QuestionFailed(str(exc), "store") from None
     return Result(answer, capture, stored, title)
