@@ -9,14 +9,16 @@ WebP writer, GDAL's WEBP driver with LOSSLESS=YES is used, and PNG when neither 
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
 from typing import Dict, Optional, Tuple
 
 from qgis.PyQt.QtCore import QBuffer, QByteArray, QIODevice, QUrl
 from qgis.PyQt.QtGui import QImage, QImageWriter
 
-from ..core.transport import (MIME_TYPES, TRANSPORT_PATH, TRANSPORT_PNG, TRANSPORT_TIFF, TRANSPORT_WEBP,
-                              pick_transport)
+from ..core.transport import (INFO_SHARED_CAPTURE_DIR, MIME_TYPES, TRANSPORT_PATH, TRANSPORT_PNG, TRANSPORT_TIFF,
+                              TRANSPORT_WEBP, pick_transport)
 
 _EXTENSIONS = {TRANSPORT_TIFF: "tif", TRANSPORT_WEBP: "webp", TRANSPORT_PNG: "png"}
 _INFO_CACHE: Dict[str, dict] = {}  # base URL -> its /v1/info answer (asked once per backend and session)
@@ -109,7 +111,8 @@ def encode_image(image: QImage, transport: str) -> Tuple[bytes, str, str]:
 def transport_for(client) -> str:
     """What to send this client's backend: core.transport.pick_transport on its /v1/info (asked once
     per backend URL); PNG when the info cannot be had (the ask then reports the backend's state).
-    The shared-folder path transport is not sent by the plugin yet: it falls back to an uncompressed TIFF."""
+    "path" only when the backend's shared capture folder is a folder this process can write (same
+    machine); else the uncompressed TIFF upload."""
     from .client import BackendError
 
     info = _INFO_CACHE.get(client.base_url)
@@ -120,7 +123,25 @@ def transport_for(client) -> str:
             return TRANSPORT_PNG
         _INFO_CACHE[client.base_url] = info
     transport = pick_transport(info, QUrl(client.base_url).host())
-    return TRANSPORT_TIFF if transport == TRANSPORT_PATH else writable_transport(transport)
+    if transport == TRANSPORT_PATH:
+        folder = shared_capture_dir(client)
+        return TRANSPORT_PATH if folder and writable_transport(TRANSPORT_TIFF) == TRANSPORT_TIFF else TRANSPORT_TIFF
+    return writable_transport(transport)
+
+
+def shared_capture_dir(client) -> str:
+    """The backend's shared capture folder when this process can write into it, else ""."""
+    folder = str((_INFO_CACHE.get(client.base_url) or {}).get(INFO_SHARED_CAPTURE_DIR) or "")
+    return folder if folder and os.path.isdir(folder) and os.access(folder, os.W_OK) else ""
+
+
+def write_shared_capture(image: QImage, folder: str) -> str:
+    """Write the capture as an uncompressed TIFF into the shared folder; its path (the caller removes it)."""
+    data, _, _ = encode_image(image, TRANSPORT_TIFF)
+    handle, path = tempfile.mkstemp(prefix="capture-", suffix=".tif", dir=folder)
+    with os.fdopen(handle, "wb") as out:
+        out.write(data)
+    return path
 
 
 def forget_backend(base_url: str) -> None:

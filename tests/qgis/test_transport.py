@@ -99,3 +99,31 @@ def test_gdal_webp_fallback_is_lossless_too(pixel_backend):
     answer = client.ask_stream(AskRequest(question="what is here?", image_bytes=data, image_name="capture.webp",
                                           image_type="image/webp", outputs=["boxes"]), lambda e: None)
     assert answer.raw_output == report_of(rgb_of(image))
+
+
+@pytest.fixture(scope="module")
+def shared_backend(tmp_path_factory):
+    reason = backend_available()
+    if reason:
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("shared-captures")
+    backend = Backend(["--segmenter", "none", "--shared-capture-dir", str(folder)],
+                      tmp_path_factory.mktemp("shared-backend"), script=SCRIPT)
+    backend.folder = folder
+    yield backend
+    backend.stop()
+
+
+def test_a_backend_sharing_a_folder_reads_the_capture_from_it(shared_backend, naip_path):
+    project = QgsProject.instance()
+    layer = QgsRasterLayer(str(naip_path), "naip")
+    spec = prepare_raster(layer, layer.extent(), layer.crs(), max_size=200,
+                          transform_context=project.transformContext())
+    client = BackendClient(shared_backend.url, shared_backend.token, timeout_s=60)
+    image_encode.forget_backend(client.base_url)
+    assert image_encode.transport_for(client) == "path"
+    request = AskRequest(question="where are the lakes?", image_bytes=b"", outputs=["boxes"])
+    result = ask_one(client, Question(request=request, spec=spec))
+    assert request.image_path.startswith(str(shared_backend.folder.resolve())) and request.image_bytes == b""
+    assert result.answer.raw_output == report_of(rgb_of(result.capture.image))
+    assert not list(shared_backend.folder.iterdir())  # the plugin removes its capture after the answer
