@@ -3,8 +3,10 @@
 1. Latency (p50, p95) and throughput with 1, 4 and 16 concurrent clients against `georeasoner
    serve` running tiny real models (one worker: requests queue, so latency grows with clients while
    throughput stays that of one worker).
-2. The overhead of the HTTP path over an in-process cascade call for a 2048 x 2048 image, sent as
-   PNG and as uncompressed TIFF, measured on a replay server without SAM2 so that the cascade
+2. The overhead of the HTTP path over an in-process cascade call for a 2048 x 2048 image, sent in
+   each image transport the plugin uses (core/transport.py: uncompressed TIFF on loopback, lossless
+   WebP or PNG to a remote backend), plus the client's time to encode it (Pillow here, Qt in the
+   plugin; same codecs), measured on a replay server without SAM2 so that the cascade
    itself costs almost nothing. The overhead is split into decoding the image on the server and
    the rest (transfer on loopback, multipart parsing, queue hand-over, JSON). Target: <= 15 ms plus
    transfer. A 64 x 64 image shows the fixed part alone.
@@ -35,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 import httpx
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 
 from georeasoner_plugin.core.api import ASK_PATH, HEALTH_PATH, MAX_IMAGE_PIXELS, parse_listening_line
 
@@ -76,9 +78,15 @@ class _Server:
         self.process.stdout.close()
 
 
+_ENCODE_OPTIONS = {"PNG": {"compress_level": 1}, "TIFF": {},
+                   # lossless, as the plugin sends it (Qt's WebP writer at quality 100 is lossless)
+                   "WEBP": {"lossless": True, "quality": 100}}
+_MIME = {"PNG": "image/png", "TIFF": "image/tiff", "WEBP": "image/webp"}
+
+
 def _encode(array: np.ndarray, fmt: str) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=fmt, **({"compress_level": 1} if fmt == "PNG" else {}))
+    Image.fromarray(array).save(buffer, format=fmt, **_ENCODE_OPTIONS[fmt])
     return buffer.getvalue()
 
 
@@ -147,8 +155,10 @@ def _overhead(server: _Server, array: np.ndarray, fmt: str, repeat: int) -> Dict
     recorded = RECORDED.read_text(encoding="utf-8")
     options = AskOptions(granularities=("boxes", "points"))
     cascade = Cascade()
+    started = time.perf_counter()
     data = _encode(array, fmt)
-    mime = "image/png" if fmt == "PNG" else "image/tiff"
+    encode_ms = (time.perf_counter() - started) * 1000  # once: lossless WebP of 2048² takes seconds
+    mime = _MIME[fmt]
     request = {"question": QUESTION, "outputs": ["boxes", "points"]}
     refused = {"question": " "}  # parsed, then refused before decoding: upload + multipart + JSON only
     timings: Dict[str, List[float]] = {"in_process": [], "decode": [], "http": [], "upload": []}
@@ -171,7 +181,8 @@ def _overhead(server: _Server, array: np.ndarray, fmt: str, repeat: int) -> Dict
     overhead = median["http"] - median["in_process"]
     return {"image": f"{array.shape[1]} x {array.shape[0]} {fmt}", "body_mb": len(data) / 2**20,
             "in_process_ms": median["in_process"], "http_ms": median["http"], "overhead_ms": overhead,
-            "decode_ms": median["decode"], "rest_ms": overhead - median["decode"], "upload_ms": median["upload"]}
+            "decode_ms": median["decode"], "rest_ms": overhead - median["decode"], "upload_ms": median["upload"],
+            "encode_ms": encode_ms}
 
 
 def _rss_kib(pid: int, field: str) -> int:
@@ -227,6 +238,8 @@ def run(print_table: bool = True) -> Dict[str, List[Dict[str, object]]]:
             big = _image(2048)
             results["overhead"].append(_overhead(replay, big, "PNG", repeat=9))
             results["overhead"].append(_overhead(replay, big, "TIFF", repeat=9))
+            if features.check("webp"):
+                results["overhead"].append(_overhead(replay, big, "WEBP", repeat=5))
         finally:
             replay.stop()
         if os.path.exists("/proc/self/status"):
@@ -250,13 +263,15 @@ def _print(results) -> None:
     print()
     print("HTTP path over an in-process cascade call (replayed answer, boxes and points; medians of interleaved runs)")
     print(f"{'image':>20} {'body MB':>8} {'in-proc ms':>11} {'HTTP ms':>8} {'overhead':>9} {'decode':>7} "
-          f"{'rest':>6} {'upload':>7}")
+          f"{'rest':>6} {'upload':>7} {'encode':>7}")
     for row in results["overhead"]:
         print(f"{row['image']:>20} {row['body_mb']:>8.2f} {row['in_process_ms']:>11.1f} {row['http_ms']:>8.1f} "
-              f"{row['overhead_ms']:>9.1f} {row['decode_ms']:>7.1f} {row['rest_ms']:>6.1f} {row['upload_ms']:>7.1f}")
+              f"{row['overhead_ms']:>9.1f} {row['decode_ms']:>7.1f} {row['rest_ms']:>6.1f} {row['upload_ms']:>7.1f} "
+              f"{row.get('encode_ms', 0.0):>7.0f}")
     print("overhead = HTTP - in-process; decode = the image bytes to pixels on the server; rest = overhead - decode "
           "(loopback transfer, multipart parsing, queue hand-over, JSON; target <= 15 ms plus transfer); upload = "
-          "a request refused right after parsing (transfer + multipart + JSON, no decode, no queue)")
+          "a request refused right after parsing (transfer + multipart + JSON, no decode, no queue); encode = the client's "
+          "encoding, once (not part of the overhead)")
     for row in results.get("memory", []):
         print()
         print(f"Peak RSS, {row['clients']} concurrent 8000 x 8000 1-bit PNGs ({row['png_kb']:.0f} KB each) on a "

@@ -61,6 +61,10 @@ def add_serve_parser(sub):
     serve.add_argument("--shutdown-grace", type=float, default=DEFAULT_SHUTDOWN_GRACE_S,
                        help="on SIGTERM or Ctrl+C, seconds the running request may still take before it is "
                             f"cancelled with 503 shutting_down (default {DEFAULT_SHUTDOWN_GRACE_S:g})")
+    serve.add_argument("--shared-capture-dir", metavar="DIR",
+                       help="a folder the QGIS plugin on this machine writes its captures into; asks then send "
+                            "the file's name instead of uploading the image (listed in /v1/info; the plugin uses it "
+                            "only for a backend on a loopback address)")
     serve.add_argument("--token-file", metavar="PATH",
                        help=f"bearer token file (default: ${TOKEN_FILE_ENV}, else "
                             "$XDG_CONFIG_HOME/georeasoner/token or ~/.config/georeasoner/token); created if missing")
@@ -86,6 +90,7 @@ def cmd_serve(args, loader=None) -> int:
         image_memory_bytes=args.image_memory_mb * 2**20, max_decodes=args.max_decodes,
         header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout, keep_alive_s=args.keep_alive,
         max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace,
+        shared_capture_dir=args.shared_capture_dir,
         instance_model=_instance_model(args, segmenter))
     try:
         config.validate()

@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import List, Union
+from typing import BinaryIO, List, Union
 
 import numpy as np
 from PIL import features
 
 from .imagery import DEFAULT_MAX_IMAGE_PIXELS, ImageryError, read_image_bytes
 
-__all__ = ["decodable_formats", "read_shared_capture", "is_webp", "WEBP_SIGNATURE"]
+__all__ = ["decodable_formats", "open_shared_capture", "read_shared_capture", "is_webp", "WEBP_SIGNATURE"]
 
 WEBP_SIGNATURE = (b"RIFF", b"WEBP")  # bytes 0-3 and 8-11
 
@@ -32,11 +32,10 @@ def decodable_formats() -> List[str]:
     return ["png", "jpeg", "tiff"] + (["webp"] if features.check("webp") else [])
 
 
-def read_shared_capture(path: Union[str, os.PathLike], shared_dir: Union[str, os.PathLike],
-                        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Decode a capture the plugin wrote into ``shared_dir`` (same machine: nothing was uploaded).
+def open_shared_capture(path: Union[str, os.PathLike], shared_dir: Union[str, os.PathLike]) -> BinaryIO:
+    """The open capture file the plugin wrote into ``shared_dir``, or ImageryError.
 
-    Only a regular file directly inside the shared folder is read: the name is resolved (links
+    Only a regular file directly inside the shared folder is opened: the name is resolved (links
     followed) and must stay inside it, so a request cannot make the backend read any other file.
     """
     folder = Path(shared_dir).resolve()
@@ -49,6 +48,12 @@ def read_shared_capture(path: Union[str, os.PathLike], shared_dir: Union[str, os
     info = target.stat()
     if not stat.S_ISREG(info.st_mode):
         raise ImageryError(f"{path} is not a regular file")
-    with open(target, "rb") as handle:
+    return open(target, "rb")
+
+
+def read_shared_capture(path: Union[str, os.PathLike], shared_dir: Union[str, os.PathLike],
+                        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode a capture the plugin wrote into ``shared_dir`` (same machine: nothing was uploaded)."""
+    with open_shared_capture(path, shared_dir) as handle:
         data = handle.read()
     return read_image_bytes(data, max_pixels=max_pixels)

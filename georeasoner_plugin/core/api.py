@@ -71,6 +71,9 @@ ASK_FIELDS: Dict[str, Tuple[Any, Any, Any]] = {
     "seed": (None, 0, 2**63 - 1),
     "simplify_tolerance": (0.0, 0.0, 1e6),  # image pixels
     "min_area": (0.0, 0.0, 1e12),  # image pixels
+    # core/transport.py's "path" transport: a capture file in the backend's shared folder, sent
+    # instead of the image part (only when /v1/info lists INFO_SHARED_CAPTURE_DIR); characters.
+    "image_path": (None, 1, 4096),
 }
 
 

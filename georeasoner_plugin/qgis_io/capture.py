@@ -74,7 +74,7 @@ class Capture:
         data = QByteArray()
         buffer = QBuffer(data)
         buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-        self.image.save(buffer, "PNG")
+        self.image.save(buffer, "PNG", 89)  # zlib level 1: ~4x faster than Qt's default, ~15% larger
         buffer.close()
         return bytes(data)
 

@@ -49,7 +49,7 @@ class Cancelled(BackendError):
 @dataclass
 class AskRequest:
     question: str
-    image_bytes: bytes  # PNG
+    image_bytes: bytes  # PNG, TIFF or WebP (image_encode.encode_image; image_name/type say which)
     profile: str = ""
     # Defaults (and the server's limits) are the contract's: core/api.py ASK_FIELDS.
     outputs: List[str] = field(default_factory=lambda: list(ASK_FIELDS["outputs"][0]))
@@ -61,6 +61,7 @@ class AskRequest:
     min_area: float = ASK_FIELDS["min_area"][0]
     image_name: str = "capture.png"
     image_type: str = "image/png"
+    image_path: str = ""  # core/transport.py "path": a capture in the backend's shared folder, no upload
 
     def request_json(self) -> Dict:
         """The JSON of the request part; BackendError when the question breaks the contract's rule."""
@@ -75,6 +76,8 @@ class AskRequest:
             body["profile"] = self.profile
         if self.seed is not None:
             body["seed"] = self.seed
+        if self.image_path:
+            body["image_path"] = self.image_path
         return body
 
 
@@ -232,10 +235,10 @@ class BackendClient:
 
     # -- internals ----------------------------------------------------------------------------
     def _ask_body(self, request: AskRequest):
-        return _multipart([
-            (REQUEST_PART, None, "application/json", json.dumps(request.request_json()).encode("utf-8")),
-            (IMAGE_PART, request.image_name, request.image_type, request.image_bytes),
-        ])
+        parts = [(REQUEST_PART, None, "application/json", json.dumps(request.request_json()).encode("utf-8"))]
+        if not request.image_path:
+            parts.append((IMAGE_PART, request.image_name, request.image_type, request.image_bytes))
+        return _multipart(parts)
 
     def _stream_line(self, line: bytes, on_event, result: Dict) -> None:
         line = line.strip()

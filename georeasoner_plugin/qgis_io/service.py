@@ -18,6 +18,7 @@ from ..core.protocol import PARSE_INVALID, PARSE_NO_ANSWER, Answer
 from ..toolbelt.i18n import tr
 from .capture import Capture, CaptureError, CaptureSpec
 from .client import AskRequest, BackendClient, BackendError
+from .image_encode import encode_image, forget_backend, shared_capture_dir, transport_for, write_shared_capture
 from .store import AnswerStore, StoredAnswer, StoreError, georeference
 
 
@@ -31,7 +32,7 @@ class QuestionFailed(Exception):
 
 @dataclass
 class Question:
-    request: AskRequest  # image_bytes are filled in from the capture
+    request: AskRequest  # image_bytes (and their name and type) are filled in from the capture
     spec: CaptureSpec
     store_path: Optional[Path] = None  # None: do not store (headless Processing)
     transform_context: Optional[QgsCoordinateTransformContext] = None
@@ -71,6 +72,38 @@ def check_readable(answer: Answer, capture: Capture) -> None:
                          .format(answer.parse_status, problems), "parse")
 
 
+def _send(client: BackendClient, request: AskRequest, capture: Capture, transport: str, on_event) -> Answer:
+    """Ask with the capture in `transport`; once more as an upload when the backend refuses a shared
+    path (400/422), or as PNG when it cannot read the format (415: restarted without it)."""
+    shared = ""
+    if transport == "path":
+        try:
+            shared = write_shared_capture(capture.image, shared_capture_dir(client))
+        except OSError:  # folder gone or full: upload the same TIFF instead
+            transport = "tiff"
+    request.image_path = shared
+    if not shared:
+        request.image_bytes, request.image_name, request.image_type = encode_image(capture.image, transport)
+    try:
+        return client.ask_stream(request, on_event)
+    except BackendError as exc:
+        fallback = "tiff" if shared and exc.status in (400, 422) else "png" if exc.status == 415 else ""
+        if not fallback or (fallback == "png" and request.image_type == "image/png"):
+            raise QuestionFailed(str(exc), exc.kind) from None
+        forget_backend(client.base_url)
+    finally:
+        if shared:
+            _remove(shared)
+    return _send(client, request, capture, fallback, on_event)
+
+
+def _remove(path: str) -> None:
+    try:
+        Path(path).unlink()
+    except OSError:
+        pass
+
+
 def ask_one(client: BackendClient, question: Question, on_event: Callable[[dict], None] = lambda e: None,
             on_capture: Callable[[Capture], None] = lambda c: None) -> Result:
     try:
@@ -79,11 +112,9 @@ def ask_one(client: BackendClient, question: Question, on_event: Callable[[dict]
         raise QuestionFailed(str(exc), "capture") from None
     on_capture(capture)
     request = question.request
-    request.image_bytes = capture.png_bytes()
-    try:
-        answer = client.ask_stream(request, on_event)
-    except BackendError as exc:
-        raise QuestionFailed(str(exc), exc.kind) from None
+    # The transport the backend's /v1/info calls for (core/transport.py): a file in its shared folder or an
+    # uncompressed TIFF on loopback, lossless WebP or PNG to a remote backend; the same pixels in every case.
+    answer = _send(client, request, capture, transport_for(client), on_event)
     check_readable(answer, capture)
     title = answer_title(answer.question, question.area_label)
     stored = None
@@ -93,7 +124,7 @@ def ask_one(client: BackendClient, question: Question, on_event: Callable[[dict]
                            question.transform_context, question.ellipsoid, capture.area_wkt)
         try:
             stored = AnswerStore(Path(question.store_path), question.transform_context).add(
-                geo, title, image_png=request.image_bytes)
+                geo, title, image_png=capture.png_bytes())
         except StoreError as exc:
             raise QuestionFailed(str(exc), "store") from None
     return Result(answer, capture, stored, title)

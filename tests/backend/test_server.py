@@ -254,8 +254,8 @@ def test_health_info_and_openapi(live, replay):
     assert set(health) == {"status", "detail", "version"} and health["status"] == "ready"
     info = httpx.get(f"{live.url}/v1/info", headers=live.headers).json()
     assert set(info) == {"version", "protocol_version", "models", "profiles", "default_profile", "device", "dtype",
-                         "replay", "status", "detail", "image_formats", "limits"}
-    assert info["status"] == "ready"
+                         "replay", "status", "detail", "image_formats", "shared_capture_dir", "limits"}
+    assert info["status"] == "ready" and info["shared_capture_dir"] is None  # no --shared-capture-dir
     assert info["protocol_version"] == 1 and info["replay"] is False and info["device"] == "cpu"
     assert info["dtype"] == "float32" and info["default_profile"] == "remotereasoner"
     assert set(info["models"]) == {"reasoner", "segmenter"} and info["models"]["reasoner"]
@@ -273,11 +273,11 @@ def test_health_info_and_openapi(live, replay):
     for path in ("/v1/health", "/v1/info", "/v1/ask", "/v1/ask/stream"):
         assert path in schema["paths"], path
     body = schema["paths"]["/v1/ask"]["post"]["requestBody"]["content"]["multipart/form-data"]
-    assert body["schema"]["required"] == ["image", "request"]
+    assert body["schema"]["required"] == ["request"]  # the image part, or image_path (shared capture)
     assert body["encoding"]["request"]["contentType"] == "application/json"
     fields = schema["components"]["schemas"]["AskRequest"]["properties"]
     assert set(fields) == {"question", "profile", "outputs", "max_new_tokens", "temperature", "top_p", "seed",
-                           "simplify_tolerance", "min_area"}
+                           "simplify_tolerance", "min_area", "image_path"}
     assert schema["paths"]["/v1/ask"]["post"]["security"] == [{"bearer": []}]
     assert "application/x-ndjson" in schema["paths"]["/v1/ask/stream"]["post"]["responses"]["200"]["content"]
 

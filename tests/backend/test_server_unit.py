@@ -346,3 +346,48 @@ def test_a_lossless_webp_upload_is_decoded_and_info_lists_the_formats():
         message = error_of(refused, 415, "unsupported_image_type")["message"]
         assert message.startswith("The image is not PNG, JPEG, TIFF or WebP")
     service.close()
+
+
+def test_a_shared_capture_is_read_by_path_only_inside_the_shared_folder(tmp_path):
+    """core/transport.py's "path" transport: the request names a file in --shared-capture-dir."""
+    shared, outside = tmp_path / "captures", tmp_path / "elsewhere"
+    shared.mkdir()
+    outside.mkdir()
+    pixels = np.random.default_rng(5).integers(0, 255, (20, 36, 3), dtype=np.uint8)
+    for folder in (shared, outside):
+        Image.fromarray(pixels).save(folder / "capture.tif", format="TIFF")
+    (shared / "escape.tif").symlink_to(outside / "capture.tif")
+
+    def ask(client, image_path, image=None):
+        files = {"request": (None, json.dumps({"question": "lake?", "outputs": ["boxes"], "image_path": image_path}))}
+        if image is not None:
+            files["image"] = ("a.tif", image, "image/tiff")
+        return client.post("/v1/ask", headers=HEADERS, files=files)
+
+    service, client = make_client(FakeCascade(), shared_capture_dir=str(shared))
+    wait_for_state(service, STATE_READY)
+    with client:
+        info = client.get("/v1/info", headers=HEADERS).json()
+        assert info["shared_capture_dir"] == str(shared.resolve())
+        good = ask(client, str(shared / "capture.tif"))
+        assert good.status_code == 200, good.text
+        assert (good.json()["image"]["width"], good.json()["image"]["height"]) == (36, 20)
+        for path in (str(outside / "capture.tif"), str(shared / ".." / "elsewhere" / "capture.tif"),
+                     str(shared / "escape.tif")):
+            assert "not in the shared capture folder" in error_of(ask(client, path), 400, "bad_image_path")["message"]
+        assert "no such capture" in error_of(ask(client, str(shared / "gone.tif")), 400, "bad_image_path")["message"]
+        both = ask(client, str(shared / "capture.tif"), image=(shared / "capture.tif").read_bytes())
+        assert "not both" in error_of(both, 422, "malformed_form")["message"]
+    service.close()
+    service, client = make_client(FakeCascade())  # no shared folder: the path transport is refused
+    wait_for_state(service, STATE_READY)
+    with client:
+        assert not client.get("/v1/info", headers=HEADERS).json().get("shared_capture_dir")
+        error = error_of(ask(client, str(shared / "capture.tif")), 422, "no_shared_capture_dir")
+        assert "--shared-capture-dir" in error["message"]
+        missing = client.post("/v1/ask", headers=HEADERS,
+                              files={"request": (None, json.dumps({"question": "lake?"}))})
+        assert "exactly one part named 'image'" in error_of(missing, 422, "malformed_form")["message"]
+    service.close()
+    with pytest.raises(ValueError, match="is not a folder"):
+        ServiceConfig(recorded_output="x", shared_capture_dir=str(tmp_path / "nope")).validate()

@@ -75,14 +75,16 @@ def _die_with_parent():
 class Backend:
     """A live backend subprocess (`cli serve`), its URL, token and log."""
 
-    def __init__(self, args, workdir: Path):
+    def __init__(self, args, workdir: Path, script: Path = None):
+        """`script`: a test-only entry point run instead of the CLI module (same `serve` arguments)."""
         self.token_file = workdir / "token"
         self.log_path = workdir / "backend.log"
         env = dict(os.environ, PYTHONPATH=str(ROOT), GEOREASONER_TOKEN_FILE=str(self.token_file))
         env.pop("QT_QPA_PLATFORM", None)
         self.log = open(self.log_path, "w+", encoding="utf-8")
         self.proc = subprocess.Popen(
-            [str(BACKEND_PY), "-m", "georeasoner_plugin.backend.cli", "serve", "--host", "127.0.0.1",
+            [str(BACKEND_PY), *([str(script)] if script else ["-m", "georeasoner_plugin.backend.cli"]), "serve",
+             "--host", "127.0.0.1",
              "--port", "0", "--token-file", str(self.token_file), *args],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True, preexec_fn=_die_with_parent)
         self.url = ""

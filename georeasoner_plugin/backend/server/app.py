@@ -23,7 +23,7 @@ from ...core.api import (API_PREFIX, ASK_PATH, ASK_STREAM_PATH, EVENT_ANSWER, FI
 from ...core.parsing import MAX_OBJECTS
 from ...core.profiles import PROFILES
 from ...core.protocol import PROTOCOL_VERSION
-from ...core.transport import INFO_IMAGE_FORMATS
+from ...core.transport import INFO_IMAGE_FORMATS, INFO_SHARED_CAPTURE_DIR
 from ..image_transport import decodable_formats
 from ..jobs_routes import install_jobs
 from ..segment_routes import install as install_segment_routes
@@ -31,7 +31,7 @@ from .errors import ApiError, error_event, error_response, public_event, sentenc
 from .admission import decode_cost
 from .forms import ClientGone, read_form as _read_form, validate_request as _validate
 from .gate import Gate
-from .images import decode_image_file, probe_image
+from .images import decode_image_file, image_source, probe_image
 from .schema import (ASK_BODY as _ASK_BODY, ERROR_RESPONSES as _ERROR_RESPONSES, STREAM_EVENT_SCHEMA,
                      STREAM_EVENTS_DOC as _STREAM_EVENTS_DOC, AskRequest, HealthResponse, InfoResponse)
 from .service import Job, Service
@@ -106,6 +106,7 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True,
             "status": service.state,
             "detail": service.detail,
             INFO_IMAGE_FORMATS: decodable_formats(),
+            **({INFO_SHARED_CAPTURE_DIR: config.shared_capture_dir} if config.shared_capture_dir else {}),
             "limits": {
                 "max_body_bytes": config.max_body_bytes,
                 "max_image_pixels": config.max_image_pixels,
@@ -158,7 +159,7 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True,
         service.check_ready()
         place = service.reserve_place()  # 429 (or 503 shutting_down) before a byte of the body is read
         reservation = None
-        form = None
+        form = shared = None
         try:
             try:
                 fields = await _read_form(request, config.max_body_bytes)
@@ -168,7 +169,10 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True,
                 raise ApiError(499, "client_gone", "the client disconnected during the upload") from None
             form = fields["form"]
             ask_request, question, options = _validate(fields["request"])
-            upload = fields["image"].file
+            upload = shared = await run_in_threadpool(image_source, fields["image"], ask_request.image_path,
+                                                      config.shared_capture_dir)
+            if fields["image"] is not None:
+                upload, shared = fields["image"].file, None
             header = await run_in_threadpool(probe_image, upload, config.max_image_pixels)
             cost = decode_cost(header.width, header.height, header.eight_bit)
             if cost > config.image_memory_bytes:
@@ -206,6 +210,8 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True,
                 reservation.release()
             if form is not None:
                 await form.close()
+            if shared is not None:
+                shared.close()
 
     async def _final_event(request: Request, job: Job) -> dict:
         """The job's answer or error; cancels the job when the client leaves or time runs out."""

@@ -38,6 +38,7 @@ class ServiceConfig:
     keep_alive_s: float = DEFAULT_KEEP_ALIVE_S
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
+    shared_capture_dir: Optional[str] = None  # core/transport.py "path": captures read from this folder
 
     @property
     def replay(self) -> bool:
@@ -79,6 +80,13 @@ class ServiceConfig:
             raise ValueError("--shutdown-grace must be between 0 and 3600 seconds")
         if not 4 <= self.max_connections <= 100_000:
             raise ValueError("--max-connections must be between 4 and 100000")
+        if self.shared_capture_dir is not None:
+            import os
+
+            if not os.path.isdir(self.shared_capture_dir):
+                raise ValueError(f"--shared-capture-dir {self.shared_capture_dir} is not a folder; create it (the "
+                                 f"plugin writes its captures there) or leave the option out")
+            self.shared_capture_dir = os.path.realpath(self.shared_capture_dir)
 
     def reasoner_label(self) -> Optional[str]:
         if self.replay:

@@ -35,8 +35,9 @@ class ClientGone(Exception):
 
 
 async def read_form(request: Request, max_body_bytes: int) -> Dict[str, Any]:
-    """{'image': UploadFile (in memory or spooled), 'request': str, 'form': to close} from the multipart
-    body, or ApiError 413 / 415 / 422, or ClientGone."""
+    """{'image': UploadFile (in memory or spooled) or None, 'request': str, 'form': to close} from the
+    multipart body, or ApiError 413 / 415 / 422, or ClientGone. 'image' is None only when the body has
+    no image part: the request must then name a shared capture (`image_path`; see require_image)."""
     counter = [0]
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
@@ -64,12 +65,12 @@ async def read_form(request: Request, max_body_bytes: int) -> Dict[str, Any]:
             raise ApiError(422, "malformed_form", f"unexpected part(s) {', '.join(repr(n) for n in unknown)}; send "
                                                   f"only 'image' (the file) and 'request' (JSON)")
         for name in (IMAGE_PART, REQUEST_PART):
-            if names.count(name) != 1:
+            if names.count(name) != 1 and not (name == IMAGE_PART and not names.count(name)):
                 raise ApiError(422, "malformed_form", f"the body needs exactly one part named {name!r} (found "
                                                       f"{names.count(name)}): 'image' is the image file, 'request' "
                                                       f"the JSON with the question")
-        image_part, request_part = form[IMAGE_PART], form[REQUEST_PART]
-        if not isinstance(image_part, UploadFile):
+        image_part, request_part = form.get(IMAGE_PART), form[REQUEST_PART]
+        if image_part is not None and not isinstance(image_part, UploadFile):
             raise ApiError(422, "malformed_form", "the 'image' part must be a file part (Content-Disposition with a "
                                                   "filename) holding the image bytes")
         if isinstance(request_part, UploadFile):
@@ -95,9 +96,17 @@ async def read_form_bytes(request: Request, max_body_bytes: int) -> Dict[str, An
     except ClientGone as exc:
         raise ApiError(499, "client_gone", str(exc)) from None
     try:
-        return {"image": await fields["image"].read(), "request": fields["request"]}
+        return {"image": await require_image(fields["image"]).read(), "request": fields["request"]}
     finally:
         await fields["form"].close()
+
+
+def require_image(image_part):
+    """The image part, or ApiError 422 when the body had none."""
+    if image_part is None:
+        raise ApiError(422, "malformed_form", f"the body needs exactly one part named {IMAGE_PART!r} (found 0): "
+                                              f"'image' is the image file, 'request' the JSON with the question")
+    return image_part
 
 
 async def _counted(request: Request, counter):

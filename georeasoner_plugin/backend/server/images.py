@@ -7,7 +7,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ..image_transport import is_webp
+from ..image_transport import is_webp, open_shared_capture
 from .errors import ApiError
 
 _IMAGE_SIGNATURES = (
@@ -63,6 +63,32 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     except Exception:  # noqa: BLE001
         raise ApiError(400, "corrupt_image", f"the {kind} image could not be decoded (truncated or corrupt?); "
                                              f"export it again and resend") from None
+
+
+def image_source(image_part, image_path: Optional[str], shared_dir: Optional[str]):
+    """The uploaded image part, or the shared capture file `image_path` names (opened; the caller
+    closes it): core/transport.py's "path" transport. ApiError 422 / 400 for a wrong combination or path."""
+    from ..imagery import ImageryError
+
+    if image_part is not None:
+        if image_path is not None:
+            raise ApiError(422, "malformed_form", "send either the image part or 'image_path' (a shared capture), "
+                                                  "not both")
+        return image_part
+    if image_path is None:
+        raise ApiError(422, "malformed_form", "the body needs exactly one part named 'image' (found 0): 'image' is "
+                                              "the image file, 'request' the JSON with the question")
+    if not shared_dir:
+        raise ApiError(422, "no_shared_capture_dir", "this server has no shared capture folder, so 'image_path' "
+                                                     "cannot be used; send the image part (or start the server "
+                                                     "with --shared-capture-dir)")
+    try:
+        return open_shared_capture(image_path, shared_dir)
+    except ImageryError as exc:
+        raise ApiError(400, "bad_image_path", str(exc)) from None
+    except OSError as exc:
+        raise ApiError(400, "bad_image_path", f"{image_path} cannot be read ({exc.strerror or exc}); send the image "
+                                              f"part instead") from None
 
 
 class ImageHeader(NamedTuple):

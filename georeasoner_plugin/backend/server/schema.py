@@ -37,6 +37,9 @@ class AskRequest(BaseModel):
                                       description="contour simplification, image pixels")
     min_area: float = Field(ASK_FIELDS["min_area"][0], ge=_bounds("min_area")[0], le=_bounds("min_area")[1],
                             description="contour parts and holes below this many pixels are dropped")
+    image_path: Optional[str] = Field(None, min_length=_bounds("image_path")[0], max_length=_bounds("image_path")[1],
+                                      description="instead of the image part: a capture file in the server's shared "
+                                                  "capture folder (/v1/info shared_capture_dir; same machine only)")
 
 
 assert set(AskRequest.model_fields) == set(ASK_FIELDS), "core/api.py ASK_FIELDS and AskRequest disagree"
@@ -87,6 +90,7 @@ class InfoResponse(BaseModel):
     status: Literal["loading", "ready", "error"]
     detail: str
     image_formats: List[str]  # core/transport.py INFO_IMAGE_FORMATS: what uploads may be
+    shared_capture_dir: Optional[str] = None  # INFO_SHARED_CAPTURE_DIR: present with --shared-capture-dir
     limits: LimitsInfo
 
 
@@ -118,14 +122,16 @@ ASK_BODY = {
         "multipart/form-data": {
             "schema": {
                 "type": "object",
-                "required": ["image", "request"],
+                "required": ["request"],
                 "properties": {
-                    "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or TIFF bytes"},
+                    "image": {"type": "string", "format": "binary",
+                              "description": "PNG, JPEG, TIFF or WebP bytes; required unless the request names "
+                                             "an image_path in the server's shared capture folder"},
                     "request": {"$ref": "#/components/schemas/AskRequest"},
                 },
             },
             "encoding": {"request": {"contentType": "application/json"},
-                         "image": {"contentType": "image/png, image/jpeg, image/tiff"}},
+                         "image": {"contentType": "image/png, image/jpeg, image/tiff, image/webp"}},
         }
     },
 }
