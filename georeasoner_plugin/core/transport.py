@@ -4,8 +4,8 @@
   as an uncompressed TIFF and sends only its path (no encoding, no upload, no inflate);
 - local backend on loopback without a shared folder: the bytes of an uncompressed TIFF (no
   compression work on either side; loopback moves 12 MB in a few ms);
-- remote backend: a lossless compressed image, WebP when the backend lists it in /v1/info
-  ("image_formats"), else PNG (fewer bytes over a real network).
+- remote backend: a lossless compressed image, PNG (fewer bytes over a real network); lossless
+  WebP only on request and when the backend lists it in /v1/info ("image_formats").
 """
 from __future__ import annotations
 
@@ -26,14 +26,19 @@ def is_loopback(host: str) -> bool:
     return host.strip().lower() in _LOOPBACK_HOSTS or host.startswith("127.")
 
 
-def pick_transport(info: Mapping[str, Any], host: str, same_machine: Optional[bool] = None) -> str:
-    """The transport for a backend described by its /v1/info answer and reached at ``host``."""
+def pick_transport(info: Mapping[str, Any], host: str, same_machine: Optional[bool] = None,
+                   allow_webp: bool = False) -> str:
+    """The transport for a backend described by its /v1/info answer and reached at ``host``.
+
+    A remote backend gets PNG unless ``allow_webp``: lossless WebP of a 2048 x 2048 capture cost
+    5-8 s of client CPU in `make bench` and was not smaller than PNG (zlib level 1) on aerial
+    imagery, so it is an opt-in for links where a few percent of bytes matter more than seconds."""
     local = is_loopback(host) if same_machine is None else same_machine
     formats = {str(f).lower() for f in info.get(INFO_IMAGE_FORMATS) or ("png", "jpeg", "tiff")}
     if local and info.get(INFO_SHARED_CAPTURE_DIR):
         return TRANSPORT_PATH
     if local and "tiff" in formats:
         return TRANSPORT_TIFF
-    if "webp" in formats:
+    if allow_webp and "webp" in formats:
         return TRANSPORT_WEBP
     return TRANSPORT_PNG

@@ -39,10 +39,11 @@ def test_transport_picked_from_info_and_host():
     offers_all = {INFO_IMAGE_FORMATS: ["png", "jpeg", "tiff", "webp"]}
     assert pick_transport(dict(offers_all, **{INFO_SHARED_CAPTURE_DIR: "/tmp/x"}), "127.0.0.1") == TRANSPORT_PATH
     assert pick_transport(offers_all, "127.0.0.1") == TRANSPORT_TIFF
-    assert pick_transport(offers_all, "gpu-box.example") == TRANSPORT_WEBP
+    assert pick_transport(offers_all, "gpu-box.example") == TRANSPORT_PNG  # WebP costs seconds: opt-in
+    assert pick_transport(offers_all, "gpu-box.example", allow_webp=True) == TRANSPORT_WEBP
     assert pick_transport({INFO_IMAGE_FORMATS: ["png", "tiff"]}, "gpu-box.example") == TRANSPORT_PNG
     assert pick_transport({}, "10.0.0.5") == TRANSPORT_PNG  # an older backend: no list, PNG it reads
-    assert pick_transport(dict(offers_all, **{INFO_SHARED_CAPTURE_DIR: "/x"}), "10.0.0.5") == TRANSPORT_WEBP
+    assert pick_transport(dict(offers_all, **{INFO_SHARED_CAPTURE_DIR: "/x"}), "10.0.0.5") == TRANSPORT_PNG
 
 
 def test_shared_capture_is_read_only_from_the_shared_folder(tmp_path):
