@@ -76,22 +76,28 @@ def demo_answer_path() -> Path:
     return PLUGIN_DIR / "examples" / DEMO_ANSWER
 
 
+# QGIS's "API Header" method puts its config entries on each request as headers (updateNetworkRequest),
+# so the service's bearer token travels exactly as the backend expects it.
+AUTH_METHOD = "APIHeader"
+AUTH_HEADER = "Authorization"
+BEARER = "Bearer "
+
+
 def store_token(name: str, token: str, existing_id: str = "") -> str:
-    """Keep a token in QGIS's authentication manager (a Basic config whose password is the token);
-    returns the config id. Raises RuntimeError with what to do when the manager cannot store it."""
+    """Keep a token in QGIS's authentication manager as an API-header config ("Authorization: Bearer
+    <token>"); returns the config id. Raises RuntimeError with what to do when the manager cannot store it."""
     manager = QgsApplication.authManager()
     if manager.isDisabled():
         raise RuntimeError("QGIS's authentication manager is disabled (" + manager.disabledMessage() + "); "
                            "enable it, or use a token file in Options > GeoReasoner.")
     config = QgsAuthMethodConfig()
-    if existing_id and manager.loadAuthenticationConfig(existing_id, config, True):
-        config.setConfig("password", token)
+    if existing_id and manager.loadAuthenticationConfig(existing_id, config, True) and config.method() == AUTH_METHOD:
+        config.setConfig(AUTH_HEADER, BEARER + token)
         if manager.updateAuthenticationConfig(config):
             return existing_id
-    config = QgsAuthMethodConfig("Basic")
+    config = QgsAuthMethodConfig(AUTH_METHOD)
     config.setName(name)
-    config.setConfig("username", "georeasoner")
-    config.setConfig("password", token)
+    config.setConfig(AUTH_HEADER, BEARER + token)
     stored = manager.storeAuthenticationConfig(config)
     ok = stored[0] if isinstance(stored, tuple) else stored
     if not ok or not config.id():
@@ -101,12 +107,16 @@ def store_token(name: str, token: str, existing_id: str = "") -> str:
 
 
 def read_auth_token(authcfg: str) -> str:
+    """The token of a config made by store_token (or a Basic config whose password is the token)."""
     if not authcfg:
         return ""
     config = QgsAuthMethodConfig()
-    if QgsApplication.authManager().loadAuthenticationConfig(authcfg, config, True):
-        return (config.config("password", "") or "").strip()
-    return ""
+    if not QgsApplication.authManager().loadAuthenticationConfig(authcfg, config, True):
+        return ""
+    header = (config.config(AUTH_HEADER, "") or "").strip()
+    if header.startswith(BEARER):
+        return header[len(BEARER):].strip()
+    return (config.config("password", "") or "").strip()
 
 
 __all__ = ["venv_dir", "mode", "put", "get", "current_plan", "hardware", "store_token", "work_dir"]
