@@ -6,7 +6,7 @@ from typing import List, Optional
 
 from qgis.core import Qgis, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
 from qgis.gui import QgsDoubleSpinBox, QgsMapLayerComboBox, QgsMessageBarItem
-from qgis.PyQt.QtCore import Qt, QTimer, QUrl
+from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -15,23 +15,18 @@ from qgis.PyQt.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
-from ..core.api import (CLIENT_STAGE_CAPTURE, CLIENT_STAGE_SENDING, CLIENT_STAGE_STORE, EVENT_QUEUED, STAGE_DONE,
-                        STAGE_PARSE, STAGE_PREPROCESS, STAGE_REASON, STAGE_SEGMENT,
-                        STAGE_VECTORIZE, QuestionError, check_question)
+from ..core.api import (EVENT_QUEUED, QuestionError, check_question)
 from ..core.protocol import GRANULARITIES
 from ..qgis_io.asker import Asker
 from ..qgis_io.capture import CaptureError, prepare_canvas, prepare_raster
 from ..qgis_io.client import AskRequest, BackendClient
-from ..qgis_io.export import ExistingFilesError, ExportError, export_answers
 from ..qgis_io.layers import ANSWERS, answer_extent, move_answers_into_project_store, source_rasters
 from ..qgis_io.service import Question
 from ..qgis_io.store import StoredAnswer, store_path_for
@@ -41,32 +36,9 @@ from ..toolbelt.settings import Settings
 from . import tiled_modes
 from .advanced import AdvancedBox
 from .area import AreaBand, AreaChooser, AreaError
-from .export_dialog import ExportDialog
+from .export_dialog import ExportDialog, export_with_feedback
 from .history import HistoryPanel
-
-STAGE_TITLES = {
-    CLIENT_STAGE_CAPTURE: "capturing the image",
-    CLIENT_STAGE_SENDING: "sending the image",
-    EVENT_QUEUED: "waiting in the backend's queue",
-    STAGE_PREPROCESS: "preparing the image",
-    STAGE_REASON: "reasoning",
-    STAGE_PARSE: "reading the answer",
-    STAGE_SEGMENT: "segmenting (SAM2)",
-    STAGE_VECTORIZE: "tracing contours",
-    CLIENT_STAGE_STORE: "storing the answer",
-    STAGE_DONE: "done",
-}
-
-
-def _wrapping_label(text: str, parent) -> QLabel:
-    """A label that wraps and never widens the dock, however long its text."""
-    label = QLabel(text, parent)
-    label.setWordWrap(True)
-    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
-    label.setOpenExternalLinks(True)
-    return label
-
+from .labels import STAGE_TITLES, wrapping_label as _wrapping_label
 
 class GeoReasonerDock(QDockWidget):
     def __init__(self, iface, parent=None):
@@ -466,20 +438,4 @@ class GeoReasonerDock(QDockWidget):
         self.export(answers, dialog.target(), dialog.fmt(), dialog.target_crs(), masks=dialog.masks.isChecked())
 
     def export(self, answers, target: Path, fmt: str, crs=None, confirm: bool = True, masks: bool = False) -> List[Path]:
-        try:
-            try:
-                written = export_answers(answers, target, fmt, crs, overwrite=False, project=self.project, masks=masks)
-            except ExistingFilesError as exc:
-                if not confirm or QMessageBox.question(
-                        self, tr("Export answers"), tr("{0} file(s) exist already in {1}. Overwrite them?")
-                        .format(len(exc.files), target)) != QMessageBox.StandardButton.Yes:
-                    return []
-                written = export_answers(answers, target, fmt, crs, overwrite=True, project=self.project, masks=masks)
-        except ExportError as exc:
-            self.show_message(str(exc))
-            return []
-        folder = target if fmt == "shp" else target.parent
-        link = QUrl.fromLocalFile(str(folder)).toString()
-        self.show_message(tr("Exported {0} answer(s): {1} file(s) in <a href=\"{2}\">{3}</a>.")
-                          .format(len(answers), len(written), link, folder), Qgis.MessageLevel.Success)
-        return written
+        return export_with_feedback(self, answers, target, fmt, crs, confirm, masks)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
-from qgis.core import QgsCoordinateReferenceSystem, QgsProject
+from qgis.core import Qgis, QgsCoordinateReferenceSystem, QgsProject
 from qgis.gui import QgsFileWidget, QgsProjectionSelectionWidget
-from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel
+from qgis.PyQt.QtCore import QUrl
+from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QMessageBox
 
+from ..qgis_io.export import ExistingFilesError, ExportError, export_answers
 from ..toolbelt.i18n import tr
 
 SOURCE_CRS, PROJECT_CRS, OTHER_CRS = "source", "project", "other"
@@ -87,3 +89,26 @@ class ExportDialog(QDialog):
             self.hint.setText(tr("Choose the coordinate reference system."))
             return
         self.accept()
+
+
+def export_with_feedback(dock, answers, target: Path, fmt: str, crs=None, confirm: bool = True,
+                         masks: bool = False) -> List[Path]:
+    """Export, asking before overwriting (when ``confirm``), and say in the dock what was written
+    with a link that opens the folder; [] when nothing was written."""
+    try:
+        try:
+            written = export_answers(answers, target, fmt, crs, overwrite=False, project=dock.project, masks=masks)
+        except ExistingFilesError as exc:
+            if not confirm or QMessageBox.question(
+                    dock, tr("Export answers"), tr("{0} file(s) exist already in {1}. Overwrite them?")
+                    .format(len(exc.files), target)) != QMessageBox.StandardButton.Yes:
+                return []
+            written = export_answers(answers, target, fmt, crs, overwrite=True, project=dock.project, masks=masks)
+    except ExportError as exc:
+        dock.show_message(str(exc))
+        return []
+    folder = target if fmt == "shp" else target.parent
+    link = QUrl.fromLocalFile(str(folder)).toString()
+    dock.show_message(tr("Exported {0} answer(s): {1} file(s) in <a href=\"{2}\">{3}</a>.")
+                      .format(len(answers), len(written), link, folder), Qgis.MessageLevel.Success)
+    return written
