@@ -45,7 +45,7 @@ class _ArgumentParser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------- prepare
 
 def register_prepare(subparsers) -> None:
-    from .prepare import DEFAULT_MIN_AREA, DEFAULT_TRAINING_PROFILE, QUESTION_MODES, SPLITS
+    from .prepare import DEFAULT_MIN_AREA, DEFAULT_TRAINING_PROFILE, PREPARED_QUESTIONS, SPLITS
 
     p = subparsers.add_parser("prepare", help="EarthReason -> JSON-lines dataset with boxes, points, contours",
                               description="Read an EarthReason split (images/, labels/, QAs/) and write "
@@ -57,7 +57,7 @@ def register_prepare(subparsers) -> None:
                    help="prompt profile whose model frame and answer format the records use")
     p.add_argument("--min-area", type=int, default=DEFAULT_MIN_AREA, metavar="PX",
                    help=f"drop mask components smaller than this many pixels (default {DEFAULT_MIN_AREA})")
-    p.add_argument("--questions", choices=QUESTION_MODES, default="all",
+    p.add_argument("--questions", choices=PREPARED_QUESTIONS, default="all",
                    help="all: one record per question; sample: one seeded random question per image")
     p.add_argument("--seed", type=int, default=0, help="seed of --questions sample")
 

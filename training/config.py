@@ -35,7 +35,7 @@ REPORTERS = ("tensorboard", "none")
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
 QUESTIONS_ALL = "all"
 QUESTIONS_ONE_PER_IMAGE = "one_per_image_per_epoch"
-QUESTION_MODES = (QUESTIONS_ALL, QUESTIONS_ONE_PER_IMAGE)
+EPOCH_QUESTION_MODES = (QUESTIONS_ALL, QUESTIONS_ONE_PER_IMAGE)
 # Qwen2.5-VL's processor refuses frames below one merged patch: 28 x 28 pixels.
 MIN_FRAME_PIXELS = QWEN_PATCH_FACTOR * QWEN_PATCH_FACTOR
 REQUIRED = ("model", "output_dir", "data.train", "rewards")
@@ -75,7 +75,7 @@ class DataSettings(_Section):
     shuffle: Bool = True
     # all: every record (one per question) each epoch; one_per_image_per_epoch: one question per
     # image each epoch, chosen from (seed, epoch, image_id), for data prepared with --questions all.
-    questions: Str(QUESTION_MODES) = QUESTIONS_ALL
+    questions: Str(EPOCH_QUESTION_MODES) = QUESTIONS_ALL
 
 
 class FinetuneSettings(_Section):

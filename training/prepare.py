@@ -51,7 +51,7 @@ from .rewards import DEFAULT_TRAINING_PROFILE
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-QUESTION_MODES = ("all", "sample")
+PREPARED_QUESTIONS = ("all", "sample")
 COORDINATE_DECIMALS = 2
 @dataclass(frozen=True)
 class Problem:
@@ -222,8 +222,8 @@ def prepare_split(data_root, out_dir, split: str = "train", profile: str = DEFAU
     """
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    if questions not in QUESTION_MODES:
-        raise DatasetError(f"--questions must be one of {', '.join(QUESTION_MODES)}, not {questions!r}")
+    if questions not in PREPARED_QUESTIONS:
+        raise DatasetError(f"--questions must be one of {', '.join(PREPARED_QUESTIONS)}, not {questions!r}")
     prof = get_profile(profile)
     data_root, out_dir = Path(data_root), Path(out_dir)
     folders = check_layout(data_root, split)
