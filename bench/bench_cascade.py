@@ -80,9 +80,9 @@ def naip_stages(models: Dict[str, Path], folder: Path) -> List[Dict[str, object]
     for factor in (1, 2, 4):
         path = _upsampled(NAIP, factor, folder)
         raster, read_s = _timed(lambda: read_raster(path, max_size=8192))
-        generated = cascade.ask(raster.rgb, QUESTION, options=AskOptions(max_new_tokens=32, seed=0,
+        generated = cascade.run(raster.rgb, QUESTION, options=AskOptions(max_new_tokens=32, seed=0,
                                                                          granularities=("boxes",)))
-        result = cascade.ask(raster.rgb, QUESTION, raw_output=RECORDED, valid=raster.valid)
+        result = cascade.run(raster.rgb, QUESTION, raw_output=RECORDED, valid=raster.valid)
         answer = result.answer
         _, georef_s = _timed(lambda: _georeference(answer, raster.transform))
         out = folder / f"x{factor}.gpkg"
@@ -107,8 +107,8 @@ def cache_effect(models: Dict[str, Path]) -> Dict[str, float]:
     segmenter = Segmenter(models["segmenter"])
     cascade = Cascade(segmenter=segmenter, profile="remotereasoner")
     raster = read_raster(NAIP)
-    first = cascade.ask(raster.rgb, "first question", raw_output=RECORDED).answer.timings
-    second = cascade.ask(raster.rgb, "second question", raw_output=RECORDED).answer.timings
+    first = cascade.run(raster.rgb, "first question", raw_output=RECORDED).answer.timings
+    second = cascade.run(raster.rgb, "second question", raw_output=RECORDED).answer.timings
     return {"first_encode": first["encode"], "second_encode": second["encode"],
             "first_total": first["encode"] + first["decode"], "second_total": second["encode"] + second["decode"]}
 

@@ -53,9 +53,9 @@ def segmenter_rows(models: Dict[str, Path]) -> List[Dict[str, object]]:
         first, second = [], []
         for repeat in range(REPEATS):
             segmenter.clear_cache()
-            timings = cascade.ask(image, "first question", raw_output=raw).answer.timings
+            timings = cascade.run(image, "first question", raw_output=raw).answer.timings
             first.append((timings["encode"], timings["decode"]))
-            timings = cascade.ask(image, "second question", raw_output=raw).answer.timings
+            timings = cascade.run(image, "second question", raw_output=raw).answer.timings
             second.append((timings["encode"], timings["decode"]))
         info = segmenter.cache_info()
         rows.append({

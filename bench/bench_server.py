@@ -164,7 +164,7 @@ def _overhead(server: _Server, array: np.ndarray, fmt: str, repeat: int) -> Dict
     timings: Dict[str, List[float]] = {"in_process": [], "decode": [], "http": [], "upload": []}
     with _client() as client:
         steps = {
-            "in_process": lambda: cascade.ask(array, QUESTION, options=options, raw_output=recorded),
+            "in_process": lambda: cascade.run(array, QUESTION, options=options, raw_output=recorded),
             "decode": lambda: decode_image(data, MAX_IMAGE_PIXELS),
             "http": lambda: _post(client, server, data, request, mime),
             "upload": lambda: client.post(f"{server.url}{ASK_PATH}", headers=server.headers,

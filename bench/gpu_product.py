@@ -88,9 +88,9 @@ def question_latency(plan: Plan, reasoner_dir: Path, segmenter_dir: Path, folder
         image = (np.random.default_rng(0).random((plan.capture, plan.capture, 3)) * 255).astype(np.uint8)
         options = AskOptions(max_new_tokens=plan.answer_tokens, granularities=("boxes", "points", "contours"))
         transform = GeoTransform.from_gdal((485899.0, 1.0, 0.0, 5209246.0, 0.0, -1.0))
-        cascade.ask(image[: plan.capture // 2, : plan.capture // 2].copy(), QUESTION, options=options)  # warm-up
+        cascade.run(image[: plan.capture // 2, : plan.capture // 2].copy(), QUESTION, options=options)  # warm-up
         for label in ("cold (new image)", "warm (embedding cached)"):
-            result, total = _timed(lambda: cascade.ask(image, QUESTION, options=options), plan.device)
+            result, total = _timed(lambda: cascade.run(image, QUESTION, options=options), plan.device)
             _, write_s = _timed(lambda: write_vectors(result.answer, transform, None, folder / "q.gpkg",
                                                       overwrite=True), "cpu")
             timings = dict(result.answer.timings)

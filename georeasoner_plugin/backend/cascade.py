@@ -83,7 +83,7 @@ class Cascade:
         # instances.InstanceFinder (SAM 3's detector) for --expand instances; None: off (the default).
         self.expander = expander
 
-    def ask(self, image: np.ndarray, question: str, *, profile: Optional[str] = None,
+    def run(self, image: np.ndarray, question: str, *, profile: Optional[str] = None,
             options: Optional[AskOptions] = None, raw_output: Optional[str] = None,
             valid: Optional[np.ndarray] = None, on_event: Optional[EventCallback] = None,
             should_stop: Optional[Callable[[], bool]] = None) -> CascadeResult:

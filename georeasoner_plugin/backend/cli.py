@@ -234,7 +234,7 @@ def cmd_ask(args) -> int:
 
     try:
         started = time.perf_counter()
-        result = cascade.ask(raster.rgb, args.question, options=options, raw_output=recorded,
+        result = cascade.run(raster.rgb, args.question, options=options, raw_output=recorded,
                              valid=raster.valid, on_event=on_event)
         progress.timings["cascade"] = time.perf_counter() - started
     except CascadeError as exc:

@@ -332,7 +332,7 @@ class GeoReasonerDock(QDockWidget):
             return
         try:
             if tiled_modes.is_tiled(self):
-                return tiled_modes.ask(self, question)
+                return tiled_modes.start(self, question)
             questions = self.questions(question)
         except (CaptureError, AreaError) as exc:
             self.show_message(str(exc))
@@ -340,7 +340,7 @@ class GeoReasonerDock(QDockWidget):
         self.area_band.show([(q.spec.footprint(), q.spec.capture_crs()) for q in questions])
         self.reasoning.clear()
         self.notes.setVisible(False)
-        self.asker.ask(self.client(), questions)
+        self.asker.start(self.client(), questions)
 
     def cancel(self) -> None:
         if not self.asker.is_busy() and not self.tiled.is_busy():

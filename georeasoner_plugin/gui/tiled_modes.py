@@ -53,7 +53,7 @@ def update_labels(dock) -> None:
             ground_resolution_text(layer, dock.resolution.value())))
 
 
-def ask(dock, question: str) -> None:
+def start(dock, question: str) -> None:
     """Start the tiled question for the dock's current mode (GUI thread; the work runs in a QgsTask)."""
     layer = dock.raster.currentLayer()
     if not isinstance(layer, QgsRasterLayer):
@@ -81,6 +81,6 @@ def ask(dock, question: str) -> None:
     client = StreamCancellingClient.from_settings(settings)
     dock.reasoning.clear()
     dock.notes.setVisible(False)
-    dock.tiled.ask(client, q)
+    dock.tiled.start(client, q)
     dock.show_message(tr("Reading {0} tile by tile ({1} px tiles, {2})...").format(
         layer.name(), q.tile_size, ground_resolution_text(layer, resolution)), Qgis.MessageLevel.Info)

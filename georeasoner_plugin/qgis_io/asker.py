@@ -77,7 +77,7 @@ class Asker(QObject):
     def is_busy(self) -> bool:
         return self.task is not None
 
-    def ask(self, client: BackendClient, questions) -> AskTask:
+    def start(self, client: BackendClient, questions) -> AskTask:
         if self.task is not None:
             raise RuntimeError("a question is already running")
         questions = questions if isinstance(questions, list) else [questions]

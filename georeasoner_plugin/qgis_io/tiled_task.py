@@ -171,7 +171,7 @@ class TiledAsker(QObject):
             return self.tile_size
         return default_tile_size(get_profile(profile or "remotereasoner").frame)
 
-    def ask(self, client: StreamCancellingClient, question: TiledQuestion) -> TiledTask:
+    def start(self, client: StreamCancellingClient, question: TiledQuestion) -> TiledTask:
         if self.task is not None:
             raise RuntimeError("a question is already running")
         self.events = []

@@ -38,7 +38,7 @@ class TimedCascade:
         self.seconds = seconds
         self.release = threading.Event()
 
-    def ask(self, image, question, *, profile=None, options=None, raw_output=None, valid=None, on_event=None,
+    def run(self, image, question, *, profile=None, options=None, raw_output=None, valid=None, on_event=None,
             should_stop=None):
         on_event("stage", {"stage": "reason"})
         seconds = float(question.split("sleep=", 1)[1].split()[0]) if "sleep=" in question else self.seconds

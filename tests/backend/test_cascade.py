@@ -36,14 +36,14 @@ def test_tiny_models_generate_segment_and_vectorize_a_real_geotiff(cascade, naip
     def on_event(kind, data):
         (tokens if kind == "token" else stages).append(data)
 
-    generated = cascade.ask(naip.rgb, "Which lakes could supply irrigation water?", valid=naip.valid,
+    generated = cascade.run(naip.rgb, "Which lakes could supply irrigation water?", valid=naip.valid,
                             options=AskOptions(max_new_tokens=16, seed=0), on_event=on_event)
     answer = generated.answer
     assert answer.raw_output and "".join(t["text"] for t in tokens) == answer.raw_output
     assert [s["stage"] for s in stages][:2] == ["preprocess", "reason"]
     assert answer.timings["reason"] > 0 and answer.models["reasoner"]
     # Random weights rarely write a readable answer; replay a recorded one through the same cascade.
-    replayed = cascade.ask(naip.rgb, "Which lakes could supply irrigation water?", raw_output=RECORDED,
+    replayed = cascade.run(naip.rgb, "Which lakes could supply irrigation water?", raw_output=RECORDED,
                            valid=naip.valid)
     answer = replayed.answer
     assert answer.parse_status == "ok" and len(answer.objects) == 4
@@ -67,9 +67,9 @@ def test_second_question_on_same_image_skips_the_encoder(tiny_segmenter, naip):
     cascade = Cascade(segmenter=tiny_segmenter, profile="remotereasoner")
     image = naip.rgb[:200, :300].copy()
     raw = "<think>x</think><answer>[[10,10,60,60]]</answer>"
-    cascade.ask(image, "first question", raw_output=raw)
+    cascade.run(image, "first question", raw_output=raw)
     hits_before = tiny_segmenter.cache_info()["hits"]
-    cascade.ask(image, "second question", raw_output=raw)
+    cascade.run(image, "second question", raw_output=raw)
     assert tiny_segmenter.cache_info()["hits"] == hits_before + 1
 
 
@@ -78,7 +78,7 @@ def test_boxes_only_needs_no_segmenter():
     image = np.zeros((100, 200, 3), np.uint8)
     raw = ('<think>t</think><answer>```json[{"bbox_2d": [84,84,420,420], "positive_points": [[100,100],[200,200]]},'
            '{"bbox_2d": [90,90,420,420], "positive_points": [[100,100],[200,200]]}]```</answer>')
-    answer = cascade.ask(image, "q", raw_output=raw, options=AskOptions(granularities=("boxes", "points"))).answer
+    answer = cascade.run(image, "q", raw_output=raw, options=AskOptions(granularities=("boxes", "points"))).answer
     # 840x840 frame -> 200x100 image; the near-duplicate second box is removed as Think2Seg does.
     assert len(answer.objects) == 1
     assert answer.objects[0].box == pytest.approx((20, 10, 100, 50))
@@ -92,7 +92,7 @@ def test_granularities_are_honoured(tiny_segmenter):
     cascade = Cascade(segmenter=tiny_segmenter, profile="remotereasoner")
     image = (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)
     raw = "<think>x</think><answer>[[5,5,40,40]]</answer>"
-    answer = cascade.ask(image, "q", raw_output=raw, options=AskOptions(granularities=("contours",))).answer
+    answer = cascade.run(image, "q", raw_output=raw, options=AskOptions(granularities=("contours",))).answer
     obj = answer.objects[0]
     assert obj.box is None and obj.points == [] and obj.mask is None
     assert "vectorize" in answer.timings
@@ -103,18 +103,18 @@ def test_masks_never_cover_nodata(tiny_segmenter):
     image = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
     valid = np.ones((64, 64), bool)
     valid[:, :32] = False
-    result = cascade.ask(image, "q", raw_output="<answer>[[0,0,64,64]]</answer>", valid=valid)
+    result = cascade.run(image, "q", raw_output="<answer>[[0,0,64,64]]</answer>", valid=valid)
     assert not result.masks[0][:, :32].any()
 
 
 def test_unreadable_answer_is_reported_not_raised():
-    answer = Cascade(profile="segzero").ask(np.zeros((50, 50, 3), np.uint8), "q",
+    answer = Cascade(profile="segzero").run(np.zeros((50, 50, 3), np.uint8), "q",
                                             raw_output="<think>hmm</think><answer>somewhere north</answer>").answer
     assert answer.parse_status == "invalid" and answer.objects == [] and answer.parse_problems
 
 
 def test_boxes_outside_the_image_make_the_answer_invalid():
-    answer = Cascade(profile="remotereasoner").ask(np.zeros((50, 50, 3), np.uint8), "q",
+    answer = Cascade(profile="remotereasoner").run(np.zeros((50, 50, 3), np.uint8), "q",
                                                    raw_output="<answer>[[500,500,600,600]]</answer>",
                                                    options=AskOptions(granularities=("boxes",))).answer
     assert answer.parse_status == "invalid" and "outside the image" in " ".join(answer.parse_problems)
@@ -135,14 +135,14 @@ def test_bad_requests_get_clear_errors(kwargs, message):
     args = dict(image=np.zeros((50, 50, 3), np.uint8), question="q", raw_output="<answer>[]</answer>")
     args.update(kwargs)
     with pytest.raises(CascadeError, match=message):
-        Cascade(profile="remotereasoner").ask(args.pop("image"), args.pop("question"), **args)
+        Cascade(profile="remotereasoner").run(args.pop("image"), args.pop("question"), **args)
 
 
 def test_cancel_during_reasoning(tiny_reasoner):
     cascade = Cascade(reasoner=tiny_reasoner, profile="remotereasoner")
     seen = []
     with pytest.raises(AskCancelled):
-        cascade.ask(np.zeros((56, 56, 3), np.uint8), "q", options=AskOptions(max_new_tokens=64),
+        cascade.run(np.zeros((56, 56, 3), np.uint8), "q", options=AskOptions(max_new_tokens=64),
                     on_event=lambda kind, data: seen.append(kind), should_stop=lambda: "token" in seen)
     assert seen.count("token") <= 3
 

@@ -119,7 +119,7 @@ def test_cascade_on_tiny_qwen3_and_sam3_end_to_end(qwen3_reasoner, sam3_segmente
     image = np.random.default_rng(5).integers(0, 255, (150, 420, 3), dtype=np.uint8)
     cascade = Cascade(reasoner=qwen3_reasoner, segmenter=sam3_segmenter, profile="qwen3")
     tokens = []
-    result = cascade.ask(image, QUESTION, options=AskOptions(max_new_tokens=12),
+    result = cascade.run(image, QUESTION, options=AskOptions(max_new_tokens=12),
                          on_event=lambda kind, data: tokens.append(data["text"]) if kind == "token" else None)
     answer = result.answer
     assert answer.profile == "qwen3" and answer.models["reasoner"] == str(qwen3_reasoner.name)
@@ -132,7 +132,7 @@ def test_recorded_qwen3_answer_through_sam3(sam3_segmenter, naip_like):
     from georeasoner_plugin.backend.cascade import Cascade
 
     cascade = Cascade(segmenter=sam3_segmenter, profile="qwen3")
-    result = cascade.ask(naip_like, QUESTION, raw_output=QWEN3_RECORDED.read_text())
+    result = cascade.run(naip_like, QUESTION, raw_output=QWEN3_RECORDED.read_text())
     answer = result.answer
     assert answer.parse_status == "ok" and len(answer.objects) == 4 and len(result.masks) == 4
     first = answer.objects[0]
@@ -149,7 +149,7 @@ def test_a_profile_of_another_family_is_refused(qwen3_reasoner):
 
     image = np.zeros((64, 64, 3), np.uint8)
     with pytest.raises(CascadeError, match="qwen3, georeasoner-qwen3"):
-        Cascade(reasoner=qwen3_reasoner, profile="remotereasoner").ask(image, QUESTION)
+        Cascade(reasoner=qwen3_reasoner, profile="remotereasoner").run(image, QUESTION)
 
 
 def test_sam3_embedding_cache_and_one_decoder_batch(sam3_segmenter):
@@ -200,7 +200,7 @@ def test_remote_qwen3_gets_the_profile_frame_and_its_numbers_map_back():
     with OpenAIDouble(stand_in, model_name="Qwen/Qwen3-VL-8B-Instruct") as served:
         remote = RemoteReasoner(served.url, served.model_name)
         try:
-            answer = Cascade(reasoner=remote, profile="qwen3").ask(
+            answer = Cascade(reasoner=remote, profile="qwen3").run(
                 image, QUESTION, options=AskOptions(granularities=("boxes", "points"))).answer
         finally:
             remote.close()
@@ -302,7 +302,7 @@ def test_instance_expansion(sam3_detector, sam3_segmenter, question, whole):
     assert expected and (whole or len(expected) < len(found) or all(i.box[0] < 160 for i in found))
 
     cascade = Cascade(segmenter=sam3_segmenter, profile="qwen3", expander=sam3_detector)
-    result = cascade.ask(image, question, raw_output=EXPAND_ANSWER)
+    result = cascade.run(image, question, raw_output=EXPAND_ANSWER)
     answer = result.answer
     assert sam3_detector.last_timings["cache_hit"] is True  # the image was encoded once
     expanded = [o for o in answer.objects if o.label == "centre-pivot field"]
@@ -325,7 +325,7 @@ def test_expansion_that_finds_nothing_keeps_the_reasoners_objects(tiny_qwen3_mod
 
     strict = InstanceFinder(str(tiny_qwen3_models["instances_sam3"]), device="cpu", threshold=1.0)
     image = np.random.default_rng(7).integers(0, 255, (120, 160, 3), dtype=np.uint8)
-    answer = Cascade(segmenter=sam3_segmenter, profile="qwen3", expander=strict).ask(
+    answer = Cascade(segmenter=sam3_segmenter, profile="qwen3", expander=strict).run(
         image, "Which field?", raw_output=EXPAND_ANSWER).answer
     assert [o.label for o in answer.objects] == ["centre-pivot field", None]
     assert any("found no 'centre-pivot field'" in w for w in answer.warnings)
@@ -356,6 +356,6 @@ def test_qwen3_moe_checkpoints_load_and_answer(tmp_path):
     assert isinstance(reasoner.model, Qwen3VLMoeForConditionalGeneration)
     assert reasoner.family.name == "Qwen3-VL-MoE" and reasoner.frame_factor == 32
     image = np.random.default_rng(9).integers(0, 255, (100, 200, 3), dtype=np.uint8)
-    answer = Cascade(reasoner=reasoner, profile="qwen3").ask(
+    answer = Cascade(reasoner=reasoner, profile="qwen3").run(
         image, QUESTION, options=AskOptions(granularities=("boxes", "points"), max_new_tokens=6)).answer
     assert answer.profile == "qwen3" and reasoner.last_timings["new_tokens"] >= 1

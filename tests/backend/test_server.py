@@ -296,7 +296,7 @@ def test_ask_round_trip_on_a_geotiff_png_matches_the_in_process_cascade(replay, 
     assert "north-east corner" in answer.reasoning
     assert all(o.box and o.points and o.polygons and o.mask for o in answer.objects)
 
-    expected = Cascade(segmenter=tiny_segmenter).ask(naip_png["full"], "Which lakes could supply irrigation water?",
+    expected = Cascade(segmenter=tiny_segmenter).run(naip_png["full"], "Which lakes could supply irrigation water?",
                                                      raw_output=RECORDED.read_text()).answer
     assert [o.box for o in answer.objects] == [tuple(o.box) for o in expected.objects] or \
         [list(o.box) for o in answer.objects] == [list(o.box) for o in expected.objects]
@@ -696,7 +696,7 @@ def test_remote_reasoner_gives_the_in_process_answer(remote, double, tiny_reason
     assert response.status_code == 200, response.text
     remote_answer = response.json()
 
-    expected = Cascade(reasoner=tiny_reasoner, segmenter=tiny_segmenter).ask(
+    expected = Cascade(reasoner=tiny_reasoner, segmenter=tiny_segmenter).run(
         image, question, options=AskOptions(max_new_tokens=40)).answer.to_dict()
     assert remote_answer["raw_output"] == expected["raw_output"] and remote_answer["raw_output"]
     assert remote_answer["objects"] == expected["objects"]

@@ -49,7 +49,7 @@ class FakeCascade:
         self.behaviour = behaviour
         self.release = threading.Event()
 
-    def ask(self, image, question, *, profile=None, options=None, raw_output=None, valid=None, on_event=None,
+    def run(self, image, question, *, profile=None, options=None, raw_output=None, valid=None, on_event=None,
             should_stop=None):
         on_event("stage", {"stage": "reason"})
         if self.behaviour == "block":

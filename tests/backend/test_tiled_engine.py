@@ -154,7 +154,7 @@ def test_one_tile_gives_the_same_objects_as_no_tiling(tmp_path):
         assert plan.grid_size == 1
         tiled = TiledEngine(DarkShapeReasoner(), ThresholdSegmenter()).run(source, plan, TiledRequest(QUESTION)).answer
         rgb, valid = source.read(plan, plan.tiles[0])
-    whole = Cascade(DarkShapeReasoner(), ThresholdSegmenter()).ask(rgb, QUESTION, options=AskOptions()).answer
+    whole = Cascade(DarkShapeReasoner(), ThresholdSegmenter()).run(rgb, QUESTION, options=AskOptions()).answer
     assert len(tiled.objects) == len(whole.objects) == 3
     for a, b in zip(tiled.objects, whole.objects):
         ga = multipolygon(a)

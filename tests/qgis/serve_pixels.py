@@ -17,7 +17,7 @@ from georeasoner_plugin.core.protocol import Answer  # noqa: E402
 
 
 class PixelReportingCascade:
-    def ask(self, image, question, *, profile=None, options=None, raw_output=None, valid=None, on_event=None,
+    def run(self, image, question, *, profile=None, options=None, raw_output=None, valid=None, on_event=None,
             should_stop=None):
         pixels = np.ascontiguousarray(image, dtype=np.uint8)
         height, width = pixels.shape[:2]

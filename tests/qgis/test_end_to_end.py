@@ -25,7 +25,7 @@ def ask_and_wait(asker, client, questions, timeout=180):
     results = {"all": []}
     asker.answered.connect(lambda stored: (results.setdefault("stored", stored), results["all"].append(stored)))
     asker.failed.connect(lambda msg, kind: results.setdefault("error", (msg, kind)))
-    task = asker.ask(client, questions)
+    task = asker.start(client, questions)
     assert wait_until(lambda: not asker.is_busy(), timeout), "no answer in time"
     results["captures"] = [r.capture for r in task.results]
     return results

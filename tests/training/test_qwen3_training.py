@@ -156,7 +156,7 @@ def test_two_steps_resume_export_and_answer(tiny_qwen3_models, prepared, tmp_pat
     exported = Reasoner(str(out), device="cpu")
     assert exported.family.name == "Qwen3-VL" and exported.frame_factor == 32
     segmenter = Segmenter(str(tiny_qwen3_models["segmenter_sam3"]), device="cpu")
-    result = Cascade(exported, segmenter, profile="georeasoner-qwen3").ask(
+    result = Cascade(exported, segmenter, profile="georeasoner-qwen3").run(
         crop_rgb(300, 200), "Where is water stored?", options=AskOptions(max_new_tokens=8, seed=1))
     assert result.answer.raw_output and result.answer.models["reasoner"] == str(out)
 

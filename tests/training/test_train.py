@@ -650,7 +650,7 @@ def test_exported_adapter_is_served_by_the_cascade(imagery, lora_run, tiny, tiny
 
     image = imagery.crop(imagery.naip, 300, 200, SIZE)
     cascade = Cascade(exported, tiny_sam, profile="georeasoner")
-    result = cascade.ask(image, "Where is water stored?", options=AskOptions(max_new_tokens=8, seed=1))
+    result = cascade.run(image, "Where is water stored?", options=AskOptions(max_new_tokens=8, seed=1))
     assert result.answer.raw_output and result.answer.models["reasoner"] == str(out)
     assert result.answer.profile == "georeasoner"
 

@@ -152,7 +152,7 @@ def _run_samples(todo: List[dict], options: EvalOptions, profile, log: SampleLog
                         line_answer = _mask_only_answer(entry, saved_mask)
                         pred_mask = saved_mask
                     else:
-                        result = cascade.ask(image, record["question"], raw_output=raw_output,
+                        result = cascade.run(image, record["question"], raw_output=raw_output,
                                              options=boxes_only if saved_mask is not None else ask_options)
                         answer = result.answer
                         line_answer = {

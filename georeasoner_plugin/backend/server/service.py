@@ -347,7 +347,7 @@ class Service:
                 if job.should_stop():
                     raise AskCancelled("cancelled during replay")
                 on_event("token", {"text": piece})
-        result = self.cascade.ask(job.image, job.question, profile=job.profile, options=job.options,
+        result = self.cascade.run(job.image, job.question, profile=job.profile, options=job.options,
                                   raw_output=raw_output, on_event=on_event, should_stop=job.should_stop)
         return _finite(result.answer.to_dict())
 

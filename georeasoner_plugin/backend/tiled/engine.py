@@ -118,7 +118,7 @@ class TiledEngine:
     def _segment(self, prof, request: TiledRequest, tile, rgb, valid, raw: str) -> Dict[str, Any]:
         """Parse the tile's answer, segment all its prompts in one call, vectorise: a journal record."""
         started = time.perf_counter()
-        answer = self._parser.ask(rgb, request.question, profile=prof.name, raw_output=raw, valid=valid,
+        answer = self._parser.run(rgb, request.question, profile=prof.name, raw_output=raw, valid=valid,
                                   options=replace(request.options, granularities=("boxes", "points"))).answer
         wants_pixels = any(g in request.options.granularities for g in ("masks", "contours"))
         polygons: List[List[Polygon]] = [[] for _ in answer.objects]
@@ -162,7 +162,7 @@ class TiledEngine:
         rgb, valid = source.overview(plan, plan.tile_size)
         raw = self._reason(prof, request, rgb, stop)
         cascade = Cascade(reasoner=None, segmenter=None, profile=prof.name)
-        answer = cascade.ask(rgb, request.question, profile=prof.name, raw_output=raw, valid=valid,
+        answer = cascade.run(rgb, request.question, profile=prof.name, raw_output=raw, valid=valid,
                              options=replace(request.options, granularities=("boxes",))).answer
         sx, sy = plan.width / rgb.shape[1], plan.height / rgb.shape[0]
         boxes = [[o.box[0] * sx, o.box[1] * sy, o.box[2] * sx, o.box[3] * sy] for o in answer.objects if o.box]
