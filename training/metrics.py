@@ -209,10 +209,6 @@ class ContourScores:
         return self.assd is not None
 
 
-def boundary_f1(pred_mask, gt_mask, tolerance: float, kernel: str = "disc") -> float:
-    return contour_scores(pred_mask, gt_mask, (tolerance,), kernel).f1[tolerance]
-
-
 def grid_diagonal(shape: Tuple[int, int]) -> float:
     return float(math.hypot(shape[0], shape[1]))
 
