@@ -7,6 +7,9 @@ backend subprocess), saved as a PNG.
         (the area-of-interest tool: a polygon drawn over part of the image, asked about)
     xvfb-run -a .venv-qgis/bin/python tests/qgis/screenshot.py docs/screenshot-correct.png --correct
         (the correction tool: an object selected, a negative and a positive point added)
+    xvfb-run -a .venv-qgis/bin/python tests/qgis/screenshot.py docs/screenshot-tiled.png --tiled
+        (the "Whole layer (tiled)" mode; the one recorded answer is replayed for every tile, so the
+        boxes show the mechanics, not a model's answer)
 """
 import sys
 import tempfile
@@ -56,7 +59,7 @@ def draw_polygon(canvas, tool, map_points):
         tool.canvasReleaseEvent(QgsMapMouseEvent(canvas, QEvent.Type.MouseButtonRelease, pos, button))
 
 
-def main(out: Path, area: bool = False, correct: bool = False) -> int:
+def main(out: Path, area: bool = False, correct: bool = False, tiled: bool = False) -> int:
     if not conftest.NAIP.is_file():
         print(f"screenshot: {conftest.NAIP} is absent", file=sys.stderr)
         return 1
@@ -66,7 +69,12 @@ def main(out: Path, area: bool = False, correct: bool = False) -> int:
         import subprocess
         subprocess.run([str(conftest.BACKEND_PY), "-m", "georeasoner_plugin.backend.cli", "make-tiny",
                         str(conftest.TINY_DIR)], cwd=conftest.ROOT, check=True)
-    backend = conftest.Backend(["--reasoner-output", str(conftest.RECORDED), "--segmenter", str(tiny)], work)
+    recorded = conftest.RECORDED
+    if tiled:  # a hand-written answer that lands inside every 448 px tile (the NAIP one is for the whole image)
+        recorded = work / "per-tile.txt"
+        recorded.write_text("<think>Hand-written illustration, replayed for every tile.</think>"
+                            "<answer>[[140,150,300,290]]</answer>", encoding="utf-8")
+    backend = conftest.Backend(["--reasoner-output", str(recorded), "--segmenter", str(tiny)], work)
     try:
         Settings.load().replace(backend_url=backend.url, token_file=str(backend.token_file), authcfg="",
                                 capture_source="raster", outputs="boxes,points").save()
@@ -98,6 +106,12 @@ def main(out: Path, area: bool = False, correct: bool = False) -> int:
         pump(1.5)
         dock.source.setCurrentIndex(1)  # the raster at native resolution: the recorded answer's own frame
         dock.raster.setLayer(naip)
+        if tiled:
+            from georeasoner_plugin.qgis_io.tiled_task import TILED_LAYER
+
+            dock.source.setCurrentIndex(dock.source.findData(TILED_LAYER))
+            dock.raster.setLayer(naip)
+            dock.tiled.tile_size = 448  # a 3 x 2 grid over the 934 x 723 sample
         # Boxes and points only: the tiny random SAM2 of this workplace draws meaningless masks over the
         # whole image, while the boxes are the recorded RemoteReasoner answer (the four lakes).
         for granularity, box in dock.output_boxes.items():
@@ -115,7 +129,7 @@ def main(out: Path, area: bool = False, correct: bool = False) -> int:
             pump(0.5)
         dock.ask()
         deadline = time.monotonic() + 180
-        while dock.asker.is_busy() and time.monotonic() < deadline:
+        while (dock.asker.is_busy() or dock.tiled.is_busy()) and time.monotonic() < deadline:
             pump(0.1)
         canvas.refresh()
         pump(3.0)
@@ -149,4 +163,4 @@ def main(out: Path, area: bool = False, correct: bool = False) -> int:
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     sys.exit(main(Path(args[0] if args else "docs/screenshot.png"), area="--area" in sys.argv,
-                  correct="--correct" in sys.argv))
+                  correct="--correct" in sys.argv, tiled="--tiled" in sys.argv))
