@@ -1,4 +1,4 @@
-"""The dock's tiled modes (issue 10): a synthetic 2,000 x 2,000 GeoTIFF read tile by tile in a QgsTask
+"""The dock's tiled modes (issue 10): a synthetic 5,000 x 5,000 GeoTIFF read tile by tile in a QgsTask
 against the replay backend (the recorded NAIP answer replayed for every tile, tiny SAM2), real
 answer store and layers. The UI thread keeps ticking while the tiles are read and asked, and Cancel
 keeps the tiles already answered.
@@ -20,7 +20,7 @@ from georeasoner_plugin.qgis_io.tiled_task import TILED_EXTENT, TILED_LAYER
 from conftest import wait_until
 
 QUESTION = "Which lakes could supply irrigation water?"
-SIZE, TILE = 2000, 512
+SIZE, TILE = 5000, 1024
 ORIGIN, PIXEL = (600000.0, 5300000.0), 0.6
 
 
@@ -31,7 +31,7 @@ def scene(tmp_path_factory):
     rng = np.random.default_rng(7)
     ground = (120 + rng.integers(0, 40, (SIZE, SIZE))).astype(np.uint8)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
-    for cx, cy, r in ((300, 400, 120), (1200, 900, 200), (1700, 1600, 150)):
+    for cx, cy, r in ((750, 1000, 300), (3000, 2250, 500), (4250, 4000, 375)):
         ground[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = 30
     ds = gdal.GetDriverByName("GTiff").Create(str(path), SIZE, SIZE, 3, gdal.GDT_Byte, ["TILED=YES"])
     ds.SetGeoTransform((ORIGIN[0], PIXEL, 0.0, ORIGIN[1], 0.0, -PIXEL))
