@@ -488,10 +488,6 @@
       <translation>无法读取答案库：{0}</translation>
     </message>
     <message>
-      <source>{0} file(s) exist already in {1}. Overwrite them?</source>
-      <translation>{1} 中已有 {0} 个文件。是否覆盖？</translation>
-    </message>
-    <message>
       <source>Check (doctor)</source>
       <translation>检查（doctor）</translation>
     </message>
@@ -1288,10 +1284,6 @@
     <message>
       <source>no answer found</source>
       <translation>未找到答案</translation>
-    </message>
-    <message>
-      <source>The model's answer could not be read ({0}): {1}. Nothing was added. Rephrase the question, or check that the profile matches the model.</source>
-      <translation>无法读取模型的答案（{0}）：{1}。未添加任何内容。请换一种问法，或检查配置是否与模型匹配。</translation>
     </message>
     <message>
       <source>Every box of the answer lies outside the captured area ({0} x {1} px of {2}), so nothing was added. What you asked about is probably outside that area: zoom out or pan to it, or choose a larger area, then ask again.</source>
