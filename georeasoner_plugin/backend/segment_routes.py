@@ -15,6 +15,7 @@ Install with `install(app, service)` where the app is built (one line).
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 from typing import List, Optional
@@ -78,10 +79,11 @@ def _prompts(request: SegmentRequest, width: int, height: int):
 
 def make_router(service) -> APIRouter:
     router = APIRouter()
+    decoded = _DecodedImages(service)
 
     @router.post("/v1/segment", tags=["ask"], summary="Masks and polygons for prompted objects of an image")
     async def segment(request: Request):
-        from .server import ApiError, decode_image, read_form_bytes
+        from .server import ApiError, read_form_bytes
 
         service.check_ready()
         segmenter = getattr(service.cascade, "segmenter", None)
@@ -94,7 +96,7 @@ def make_router(service) -> APIRouter:
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
             raise ApiError(422, "invalid_request", f"the segment request is not valid: {problems}") from None
-        image = _decoded(form["image"], lambda data: decode_image(data, service.config.max_image_pixels))
+        image = await run_in_threadpool(decoded.get, form["image"])
         height, width = image.shape[:2]
         prompts = _prompts(body, width, height)
         return await run_in_threadpool(_run, segmenter, image, prompts, body)
@@ -102,22 +104,64 @@ def make_router(service) -> APIRouter:
     return router
 
 
-_DECODED: "OrderedDict[str, object]" = OrderedDict()
-_DECODED_SIZE = 4
+class _DecodedImages:
+    """Corrections send the same image again and again: decode it once (a few recent images kept per
+    service, keyed by a digest of the bytes). Like an ask (issue 13), the header is read before any
+    pixel and the decoded size is charged against the service's image memory budget, for as long as
+    the image stays here."""
 
+    SIZE = 4
 
-def _decoded(data: bytes, decode):
-    """Corrections send the same image again and again: decode it once (a few recent images kept,
-    keyed by a digest of the bytes)."""
-    key = hashlib.blake2b(data, digest_size=16).hexdigest()
-    if key in _DECODED:
-        _DECODED.move_to_end(key)
-        return _DECODED[key]
-    image = decode(data)
-    _DECODED[key] = image
-    while len(_DECODED) > _DECODED_SIZE:
-        _DECODED.popitem(last=False)
-    return image
+    def __init__(self, service):
+        self.service = service
+        self.images: "OrderedDict[str, tuple]" = OrderedDict()  # digest -> (image, its reservation)
+        self.lock = threading.Lock()  # requests run in the thread pool
+
+    def get(self, data: bytes):
+        with self.lock:
+            return self._get(data)
+
+    def _drop_oldest(self) -> None:
+        self.images.popitem(last=False)[1][1].release()
+
+    def _get(self, data: bytes):
+        import io
+
+        from .server import ApiError
+        from .server.admission import decode_cost
+        from .server.images import decode_image_file, probe_image
+
+        key = hashlib.blake2b(data, digest_size=16).hexdigest()
+        if key in self.images:
+            self.images.move_to_end(key)
+            return self.images[key][0]
+        service, config = self.service, self.service.config
+        stream = io.BytesIO(data)
+        header = probe_image(stream, config.max_image_pixels)
+        cost = decode_cost(header.width, header.height, header.eight_bit)
+        if cost > config.image_memory_bytes:
+            raise ApiError(413, "image_too_large", f"decoding this {header.width} x {header.height} image needs "
+                                                   f"about {cost // 2**20} MiB, more than this server's image memory "
+                                                   f"({config.image_memory_bytes // 2**20} MiB); send a smaller image")
+        reservation = service.budget.try_reserve(cost)
+        while reservation is None and self.images:  # room held by this cache goes first
+            self._drop_oldest()
+            reservation = service.budget.try_reserve(cost)
+        if reservation is None:
+            retry_after = service.retry_after_s()
+            raise ApiError(503, "images_busy", "the server holds as many decoded images as its memory budget "
+                                               f"allows; correct again in about {retry_after} s",
+                           {"Retry-After": str(retry_after)})
+        try:
+            image = decode_image_file(stream, header, config.max_image_pixels)
+        except BaseException:
+            reservation.release()
+            raise
+        reservation.shrink(image.nbytes)
+        self.images[key] = (image, reservation)
+        while len(self.images) > self.SIZE:
+            self._drop_oldest()
+        return image
 
 
 def _run(segmenter, image, prompts, body: SegmentRequest) -> dict:

@@ -82,3 +82,30 @@ def test_bad_prompts_are_explained(client):
     assert r.status_code == 422 and "four numbers" in r.json()["error"]["message"]
     r = segment(client, [{"box": [20, 10, 44, 30]}], headers={})
     assert r.status_code == 401
+
+
+def test_a_correction_image_is_charged_against_the_image_memory_budget(tiny_segmenter):
+    """Like an ask (issue 13): a 1-bit PNG of a few KB that decodes to 8000 x 8000 RGB is refused from
+    its header, before any pixel is decoded, when it cannot fit the budget; the cached decoded image
+    holds its share of the budget until it leaves the cache."""
+    budget = 64 * 2**20
+    config = ServiceConfig(recorded_output="<answer>[]</answer>", segmenter="tiny", image_memory_bytes=budget)
+    service = Service(config, loader=lambda cfg: (Cascade(segmenter=tiny_segmenter), {"device": "cpu",
+                                                                                        "dtype": "float32"}))
+    service.start()
+    bomb = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(bomb, format="PNG")
+    assert len(bomb.getvalue()) < 64 * 1024
+    with TestClient(create_app(service, token=TOKEN), base_url="http://127.0.0.1") as c:
+        import time
+        deadline = time.monotonic() + 30
+        while service.state != "ready" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        refused = c.post("/v1/segment", headers=HEADERS, files={"image": ("big.png", bomb.getvalue(), "image/png")},
+                         data={"request": json.dumps({"objects": [{"box": [10, 10, 100, 100]}]})})
+        assert refused.status_code == 413 and refused.json()["error"]["code"] == "image_too_large", refused.text
+        assert service.budget.used == 0
+        ok = segment(c, [{"box": [20, 10, 44, 30], "points": [], "labels": []}])
+        assert ok.status_code == 200, ok.text
+        assert service.budget.used == 48 * 64 * 3  # the cached image's pixels, nothing else
+    service.close()
