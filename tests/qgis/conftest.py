@@ -182,6 +182,22 @@ def settings_for(monkeypatch):
     saved.save()
 
 
+class Heartbeat:
+    """Counts GUI-thread timer ticks: QGIS stays responsive while something runs."""
+
+    def __init__(self):
+        from qgis.PyQt.QtCore import QTimer
+
+        self.ticks = 0
+        self.timer = QTimer()
+        self.timer.setInterval(50)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+
+    def _tick(self):
+        self.ticks += 1
+
+
 def wait_until(predicate, timeout=120.0):
     from qgis.PyQt.QtCore import QCoreApplication
 

@@ -5,12 +5,11 @@ import threading
 
 import pytest
 from qgis.core import QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QTimer
 
 from georeasoner_plugin.gui.dock import GeoReasonerDock
 from georeasoner_plugin.qgis_io.client import BackendClient, BackendError
 
-from conftest import wait_until
+from conftest import Heartbeat, wait_until
 
 
 def free_port():
@@ -36,19 +35,6 @@ def dock(qgis_iface, naip_path, tmp_path):
     wait_until(lambda: not widget.asker.is_busy(), 30)
     widget.deleteLater()
 
-
-class Heartbeat:
-    """Counts GUI-thread timer ticks: QGIS stays responsive while a question runs."""
-
-    def __init__(self):
-        self.ticks = 0
-        self.timer = QTimer()
-        self.timer.setInterval(50)
-        self.timer.timeout.connect(self._tick)
-        self.timer.start()
-
-    def _tick(self):
-        self.ticks += 1
 
 
 def answer_layer_count():

@@ -45,7 +45,6 @@ def test_install_for_real_then_first_answer(qgis_iface, naip_path, tmp_path, mon
     plugin = GeoReasonerPlugin(qgis_iface)
     plugin.local_backend = LocalBackend()
     plugin.dock = GeoReasonerDock(qgis_iface)
-    plugin.dock.asker.store_path_override = tmp_path / "answers.gpkg"
     plugin._add_setup_panel()
     panel, dock = plugin.setup_panel, plugin.dock
     try:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QTimer
 
 from georeasoner_plugin.gui.dock import GeoReasonerDock
 from georeasoner_plugin.plugin import GeoReasonerPlugin
@@ -24,7 +23,7 @@ from georeasoner_plugin.qgis_io.installer import READY_MARKER
 from georeasoner_plugin.qgis_io.local_backend import LocalBackend
 from georeasoner_plugin.toolbelt.settings import Settings
 
-from conftest import BACKEND_PY, TINY_DIR, wait_until
+from conftest import BACKEND_PY, TINY_DIR, Heartbeat, wait_until
 from tests.hub_standin import StandInHub
 
 SHOTS = os.environ.get("GEOREASONER_SHOTS", "")  # folder: save a picture of each panel (README)
@@ -36,19 +35,6 @@ def free_port():
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-class Heartbeat:
-    """Counts GUI-thread timer ticks: QGIS stays responsive while something runs."""
-
-    def __init__(self):
-        self.ticks = 0
-        self.timer = QTimer()
-        self.timer.setInterval(50)
-        self.timer.timeout.connect(self._tick)
-        self.timer.start()
-
-    def _tick(self):
-        self.ticks += 1
 
 
 @pytest.fixture(scope="module")
