@@ -17,6 +17,7 @@ Pure Python, standard library only: QGIS's interpreter imports it too.
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -42,6 +43,7 @@ HEALTH_PATH = f"{API_PREFIX}/health"
 INFO_PATH = f"{API_PREFIX}/info"
 ASK_PATH = f"{API_PREFIX}/ask"
 ASK_STREAM_PATH = f"{API_PREFIX}/ask/stream"
+SEGMENT_PATH = f"{API_PREFIX}/segment"  # re-segment objects of an image the server holds (corrections)
 OPENAPI_PATH = "/openapi.json"
 PUBLIC_PATHS = frozenset({HEALTH_PATH, OPENAPI_PATH})  # everything else needs the bearer token
 NDJSON_MEDIA_TYPE = "application/x-ndjson"
@@ -220,6 +222,16 @@ CODE_QUEUE_FULL = "queue_full"
 CODE_LOADING = "loading"
 CODE_SHUTTING_DOWN = "shutting_down"
 CODE_UNAUTHORIZED = "unauthorized"
+CODE_IMAGE_NOT_CACHED = "image_not_cached"  # POST /v1/segment by image_key: send the image again
+
+
+def image_key(data: bytes) -> str:
+    """The name of an image's bytes both sides agree on: a correction names the image it re-segments
+    instead of sending it again (POST /v1/segment `image_key`)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+IMAGE_KEY_PATTERN = r"^[0-9a-f]{32}$"
 
 # ------------------------------------------------------------------------- defaults of `serve`
 DEFAULT_HOST = "127.0.0.1"

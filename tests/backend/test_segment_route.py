@@ -109,3 +109,34 @@ def test_a_correction_image_is_charged_against_the_image_memory_budget(tiny_segm
         assert ok.status_code == 200, ok.text
         assert service.budget.used == 48 * 64 * 3  # the cached image's pixels, nothing else
     service.close()
+
+
+def by_key(client, body):
+    """A request part only (multipart, as the plugin sends it), no image part."""
+    return client.post("/v1/segment", headers=HEADERS, files={"request": (None, json.dumps(body), "application/json")})
+
+
+def test_a_later_correction_names_the_image_instead_of_sending_it(client):
+    """The first correction sends the image and learns its key; later ones send only the key and get
+    the same masks. A key the server does not hold is a 409 the client answers by sending the image."""
+    from georeasoner_plugin.core.api import CODE_IMAGE_NOT_CACHED, image_key
+
+    prompt = [{"box": [20, 10, 44, 30], "points": [[30, 20]], "labels": [1]}]
+    first = segment(client, prompt)
+    assert first.status_code == 200, first.text
+    key = first.json()["image_key"]
+    assert key == image_key(png())
+    named = by_key(client, {"objects": prompt, "image_key": key})
+    assert named.status_code == 200, named.text
+    assert named.json()["objects"][0]["mask"] == first.json()["objects"][0]["mask"]
+    assert named.json()["timings"]["cache_hit"] is True and named.json()["image_key"] == key
+    unknown = by_key(client, {"objects": prompt, "image_key": "0" * 32})
+    assert unknown.status_code == 409 and unknown.json()["error"]["code"] == CODE_IMAGE_NOT_CACHED
+    assert "send the image again" in unknown.json()["error"]["message"]
+    # a key that does not name the image sent with it, a malformed key, and neither image nor key
+    wrong = segment(client, prompt, image_key="1" * 32)
+    assert wrong.status_code == 422 and "does not name the image" in wrong.json()["error"]["message"]
+    malformed = by_key(client, {"objects": prompt, "image_key": "../etc/passwd"})
+    assert malformed.status_code == 422
+    neither = by_key(client, {"objects": prompt})
+    assert neither.status_code == 422 and "image_key" in neither.json()["error"]["message"]
