@@ -78,8 +78,9 @@ test: lint
 test-backend: $(STAMP)
 	$(BACKEND_PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) qgis-setup
 	$(BACKEND_PY) -m bench
+	QT_QPA_PLATFORM=offscreen $(QGIS_PY) bench/bench_correct_qgis.py
 
 BENCH_GPU_ARGS ?=
 bench-gpu: $(STAMP)

@@ -9,13 +9,13 @@ zeros that may be 0 long.
 """
 from __future__ import annotations
 
-from typing import Iterable, Tuple
+from typing import Iterable, Optional, Tuple
 
 import numpy as np
 
 from .core.protocol import MaskRLE
 
-__all__ = ["as_binary_mask", "mask_to_rle", "rle_to_mask", "rle_label_image"]
+__all__ = ["as_binary_mask", "mask_to_rle", "rle_bounds", "rle_to_mask", "rle_label_image"]
 
 
 def mask_to_rle(mask: np.ndarray) -> MaskRLE:
@@ -40,6 +40,23 @@ def rle_to_mask(rle: MaskRLE) -> np.ndarray:
         raise ValueError(f"run lengths do not add up to {rle.width} x {rle.height} pixels")
     values = (np.arange(counts.size) % 2).astype(bool)
     return np.repeat(values, counts).reshape(rle.height, rle.width)
+
+
+def rle_bounds(rle: MaskRLE) -> Optional[Tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1), end exclusive, of the pixels a mask covers, from its runs without decoding
+    it (a correction rewrites only this part of a raster); None for an empty mask."""
+    counts = np.asarray(rle.counts, dtype=np.int64)
+    ends = np.cumsum(counts)
+    first, last = (ends - counts)[1::2], ends[1::2] - 1  # runs of ones: first and last pixel
+    keep = last >= first
+    if not keep.any() or rle.width <= 0:
+        return None
+    first, last = first[keep], last[keep]
+    rows_first, rows_last = first // rle.width, last // rle.width
+    one_row = rows_first == rows_last  # a run over a row end covers every column in between
+    x0 = int(np.where(one_row, first % rle.width, 0).min())
+    x1 = int(np.where(one_row, last % rle.width, rle.width - 1).max()) + 1
+    return x0, int(rows_first.min()), x1, int(rows_last.max()) + 1
 
 
 def rle_label_image(masks: Iterable[Tuple[int, MaskRLE]], width: int, height: int) -> np.ndarray:

@@ -10,6 +10,7 @@ image is (0, 0, width, height). Polygon vertices lie on pixel corners.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -130,6 +131,10 @@ class AnswerObject:
             data["tiles"] = [dict(t) for t in self.tiles]
         return data
 
+    def to_json(self) -> str:
+        """This object as it appears in Answer.to_json (see Answer.to_json_from_objects)."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False)
+
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "AnswerObject":
         box = data.get("box")
@@ -198,6 +203,17 @@ class Answer:
 
     def to_json(self, indent: Optional[int] = None) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
+
+    def to_json_from_objects(self, object_texts: Sequence[str]) -> str:
+        """to_json() put together from each object's own text (AnswerObject.to_json, in the order of
+        `objects`): a correction that changes one object of a large answer encodes only that one."""
+        data = dataclasses.replace(self, objects=[], tiles=[]).to_dict()
+        del data["objects"]
+        head = json.dumps(data, ensure_ascii=False, allow_nan=False)
+        tail = '"objects": [' + ", ".join(object_texts) + "]"
+        if self.tiles:
+            tail += ', "tiles": ' + json.dumps([dict(t) for t in self.tiles], ensure_ascii=False, allow_nan=False)
+        return head[:-1] + ", " + tail + "}"
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "Answer":

@@ -3,6 +3,7 @@ click = negative point, drag = a new box (with nothing selected: a new object); 
 selected object, Ctrl+Z undoes, Esc deselects, Shift+click selects another object."""
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 from qgis.core import QgsCoordinateTransform, QgsGeometry, QgsPointXY, QgsProject, QgsWkbTypes
@@ -113,7 +114,9 @@ class CorrectTool(QgsMapTool):
         except (BackendError, CorrectionError) as exc:
             self.message.emit(str(exc), True)
             return
+        refreshed = time.perf_counter()
         refresh_answer_layers(self.corrector.answer.answer_id, self.corrector.stored, self.project)
+        self.corrector.last_timings["layers_s"] = time.perf_counter() - refreshed
         self.show_selection()
         self.message.emit(done_text, False)
 

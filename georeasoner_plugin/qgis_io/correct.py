@@ -44,8 +44,10 @@ class Corrector:
         self.original_json = stored.original_json or stored.answer.to_json()
         self.edited = set(stored.edited)
         self.prompts: Dict[int, Prompt] = {}
-        self.undo_stack: List[Tuple[str, List[int], Dict[int, Prompt]]] = []
+        self.undo_stack: List[_Checkpoint] = []
+        self.object_texts: Dict[int, str] = {}  # index -> AnswerObject.to_json, kept for unchanged objects
         self.last_timings: Dict[str, float] = {}
+        self.image_sent = False  # after the first correction the backend holds the image: send its key
 
     @property
     def answer(self) -> Answer:
@@ -90,7 +92,7 @@ class Corrector:
         box = (min(c1, c2), min(r1, r2), max(c1, c2), max(r1, r2))
         if index is None:
             index = max([o.index for o in self.answer.objects], default=-1) + 1
-            self._checkpoint()
+            self._checkpoint(index)
             self.answer.objects.append(AnswerObject(index=index, box=box))
             self.prompts[index] = Prompt(box)
             self._resegment(index, Prompt(box), checkpoint=False)
@@ -101,20 +103,22 @@ class Corrector:
         return index
 
     def delete_object(self, index: int) -> None:
-        self._checkpoint()
+        self._checkpoint(index)
         self.answer.objects = [o for o in self.answer.objects if o.index != index]
         self.edited.discard(index)
         self.prompts.pop(index, None)
+        self.object_texts.pop(index, None)
         self._write([index])
 
     def undo(self) -> bool:
         if not self.undo_stack:
             return False
-        answer_json, edited, prompts = self.undo_stack.pop()
-        before = {o.index for o in self.answer.objects}
-        self.stored.answer = Answer.from_json(answer_json)
-        self.edited, self.prompts = set(edited), prompts
-        self._write(sorted(before | {o.index for o in self.answer.objects}))
+        checkpoint = self.undo_stack.pop()
+        self.answer.objects = checkpoint.objects
+        self.answer.granularities = checkpoint.granularities
+        self.edited, self.prompts = set(checkpoint.edited), checkpoint.prompts
+        self.object_texts = checkpoint.object_texts
+        self._write([checkpoint.index])
         return True
 
     # -- internals ---------------------------------------------------------------------------------
@@ -124,16 +128,21 @@ class Corrector:
                 return obj
         raise CorrectionError(tr("Object {0} is not in this answer.").format(index))
 
-    def _checkpoint(self) -> None:
-        self.undo_stack.append((self.answer.to_json(), sorted(self.edited), copy.deepcopy(self.prompts)))
+    def _checkpoint(self, index: int) -> None:
+        # A change replaces an object's attributes, never mutates them: shallow copies keep the state.
+        self.undo_stack.append(_Checkpoint(index, [copy.copy(o) for o in self.answer.objects],
+                                           list(self.answer.granularities), sorted(self.edited),
+                                           copy.deepcopy(self.prompts), dict(self.object_texts)))
 
     def _resegment(self, index: int, prompt: Prompt, checkpoint: bool = True) -> None:
         started = time.perf_counter()
-        result = self.client.segment(self.image, [prompt.to_json()])
+        result = self.client.segment(self.image, [prompt.to_json()], image_held=self.image_sent)
+        self.image_sent = True
         answered = time.perf_counter()
         (out,) = result["objects"]
         if checkpoint:
-            self._checkpoint()
+            self._checkpoint(index)
+        self.object_texts.pop(index, None)
         obj = self._object(index)
         obj.mask = MaskRLE.from_dict(out["mask"])
         obj.polygons = [Polygon.from_dict(p) for p in out["polygons"]]
@@ -150,11 +159,29 @@ class Corrector:
                              "store_s": time.perf_counter() - answered}
 
     def _write(self, changed: List[int]) -> None:
+        for index in changed:
+            self.object_texts.pop(index, None)
+        texts = []
+        for obj in self.answer.objects:
+            if obj.index not in self.object_texts:
+                self.object_texts[obj.index] = obj.to_json()
+            texts.append(self.object_texts[obj.index])
         try:
             self.stored = self.store.update_answer(self.stored, self.answer, sorted(self.edited), self.original_json,
-                                                   changed)
+                                                   changed, answer_json=self.answer.to_json_from_objects(texts))
         except StoreError as exc:
             raise CorrectionError(str(exc)) from None
+
+
+@dataclass
+class _Checkpoint:
+    """The state before one change (undo): `index` is the object the change touched."""
+    index: int
+    objects: List[AnswerObject]
+    granularities: List[str]
+    edited: List[int]
+    prompts: Dict[int, Prompt]
+    object_texts: Dict[int, str]
 
 
 def _mask_value(mask: MaskRLE, col: int, row: int) -> bool:

@@ -96,3 +96,21 @@ def test_published_formats():
     assert "'points 1'" in get_profile("grasp").render_answer([ParsedObject(box=(1, 2, 3, 4), points=[(2, 3)])])
     assert not get_profile("qwen").expects_think
     assert get_profile("remotereasoner").frame.max_pixels == 802816
+
+
+def test_an_answer_put_together_from_its_objects_texts_is_its_json():
+    """Corrections re-encode only the object they changed: the assembled text must be to_json()."""
+    from georeasoner_plugin.core.protocol import Answer, AnswerObject, MaskRLE, Polygon
+
+    objects = [AnswerObject(index=0, box=(1.0, 2.0, 30.5, 40.0), points=[(5.0, 6.0)], score=0.5, label="lac é",
+                            polygons=[Polygon([(1.0, 2.0), (3.0, 2.0), (3.0, 4.0)], [[(2.0, 2.5), (2.5, 2.5),
+                                                                                      (2.5, 3.0)]])],
+                            mask=MaskRLE(4, 2, [3, 2, 3])),
+               AnswerObject(index=3, box=None, tiles=[{"tile": "r0c1", "score": 0.9}])]
+    plain = Answer("which lakes?", "remotereasoner", 4, 2, objects=objects, reasoning="think", warnings=["w"])
+    tiled = Answer("which lakes?", "remotereasoner", 4, 2, objects=objects,
+                   tiles=[{"tile": "r0c0", "window": [0, 0, 4, 2]}])
+    for answer in (plain, tiled, Answer("none?", "grasp", 8, 8)):
+        assembled = answer.to_json_from_objects([o.to_json() for o in answer.objects])
+        assert assembled == answer.to_json()
+        assert Answer.from_json(assembled).to_dict() == answer.to_dict()

@@ -35,3 +35,27 @@ def test_label_image_paints_later_masks_over_earlier_ones():
     assert labels.dtype == np.uint8
     assert labels[0, 0] == 1 and labels[2, 2] == 255 and labels[3, 4] == 255 and labels[3, 0] == 0
     assert set(np.unique(labels)) == {0, 1, 255}
+
+
+def test_the_bounds_of_a_mask_come_from_its_runs():
+    """rle_bounds equals the bounding box of the decoded mask, for runs inside a row, runs over row
+    ends, masks touching every edge, and empty masks."""
+    import numpy as np
+
+    from georeasoner_plugin.rle import mask_to_rle, rle_bounds
+
+    rng = np.random.default_rng(11)
+    cases = [np.zeros((5, 7), bool), np.ones((5, 7), bool)]
+    for _ in range(40):
+        mask = np.zeros((int(rng.integers(1, 30)), int(rng.integers(1, 30))), bool)
+        for _ in range(int(rng.integers(1, 4))):
+            y, x = int(rng.integers(0, mask.shape[0])), int(rng.integers(0, mask.shape[1]))
+            mask[y:y + int(rng.integers(1, 6)), x:x + int(rng.integers(1, 9))] = True
+        cases.append(mask)
+    wrap = np.zeros((4, 6), bool)
+    wrap.ravel()[4:9] = True  # one run from the end of row 0 into row 1
+    cases.append(wrap)
+    for mask in cases:
+        rows, cols = np.nonzero(mask)
+        expected = None if rows.size == 0 else (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+        assert rle_bounds(mask_to_rle(mask)) == expected, mask.astype(int)

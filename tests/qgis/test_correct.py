@@ -75,7 +75,7 @@ def test_negative_positive_undo_and_restart(qgis_iface, replay_backend, settings
         assert corrected != original
         timings = tool.corrector.last_timings
         print(f"correction: request {timings['request_s'] * 1000:.0f} ms (model {timings['model_s'] * 1000:.0f} ms), "
-              f"store and layers {timings['store_s'] * 1000:.0f} ms")
+              f"store {timings['store_s'] * 1000:.0f} ms, layers {timings['layers_s'] * 1000:.0f} ms")
         row = AnswerStore(stored.store).get(stored.answer.answer_id)
         assert row.edited == (1,) and json.loads(row.original_json)["objects"][1]["box"] == list(obj.box)
         assert project.write()
