@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from qgis.core import QgsApplication, QgsNetworkAccessManager
-from qgis.PyQt.QtCore import QByteArray, QEventLoop, QTimer, QUrl
+from qgis.PyQt.QtCore import QByteArray, QCoreApplication, QEventLoop, QThread, QTimer, QUrl
 from qgis.PyQt.QtNetwork import QNetworkProxy, QNetworkReply, QNetworkRequest
 
-from ..core.api import (ASK_FIELDS, ASK_STREAM_PATH, EVENT_ANSWER, EVENT_ERROR, HEALTH_PATH, IMAGE_PART,
-                        INFO_PATH, NDJSON_MEDIA_TYPE, REQUEST_PART, QuestionError, check_question, is_loopback_host,
-                        parse_error_body)
+from ..core.api import (ASK_FIELDS, ASK_STREAM_PATH, CODE_IMAGE_NOT_CACHED, EVENT_ANSWER, EVENT_ERROR, HEALTH_PATH,
+                        IMAGE_PART, INFO_PATH, NDJSON_MEDIA_TYPE, REQUEST_PART, SEGMENT_PATH, QuestionError,
+                        check_question, image_key, is_loopback_host, parse_error_body)
 from ..core.protocol import Answer, ProtocolError
 from ..toolbelt.i18n import tr
 from ..toolbelt.settings import Settings
@@ -81,13 +81,29 @@ class AskRequest:
         return body
 
 
+_GUI_LOOPBACK_MANAGER: list = []  # the GUI thread's loopback manager, made once and kept
+
+
 def network_manager_for(url: str):
-    """QGIS's manager for this thread; a proxy-free one of our own for loopback addresses."""
-    if is_loopback_host(QUrl(url).host()):
-        nam = QgsNetworkAccessManager()
-        nam.setProxy(QNetworkProxy(QNetworkProxy.ProxyType.NoProxy))
-        return nam
-    return QgsNetworkAccessManager.instance()
+    """(manager, made_for_this_call): QGIS's manager for remote addresses; a proxy-free one of our own
+    for loopback addresses. The GUI thread keeps one; a worker thread gets a new one per request,
+    which the caller deletes in that thread when the request is done (`sip.delete`). Left to Python's
+    collector instead, a manager was destroyed with its replies at an arbitrary moment, in whichever
+    thread the collection ran."""
+    if not is_loopback_host(QUrl(url).host()):
+        return QgsNetworkAccessManager.instance(), False
+    app = QCoreApplication.instance()
+    if app is not None and QThread.currentThread() == app.thread():
+        if not _GUI_LOOPBACK_MANAGER:
+            _GUI_LOOPBACK_MANAGER.append(_loopback_manager())
+        return _GUI_LOOPBACK_MANAGER[0], False
+    return _loopback_manager(), True
+
+
+def _loopback_manager():
+    nam = QgsNetworkAccessManager()
+    nam.setProxy(QNetworkProxy(QNetworkProxy.ProxyType.NoProxy))
+    return nam
 
 
 def read_token(settings: Settings) -> str:
@@ -106,6 +122,14 @@ def apply_auth(request: QNetworkRequest, authcfg: str) -> bool:
         return False
     result = QgsApplication.authManager().updateNetworkRequest(request, authcfg)
     return bool(result[0] if isinstance(result, tuple) else result)
+
+
+def _error_code(body: bytes) -> str:
+    try:
+        error = parse_error_body(json.loads(body.decode("utf-8")))
+    except (UnicodeDecodeError, ValueError):
+        return ""
+    return error["code"] if error else ""
 
 
 def _multipart(fields_: List[tuple]) -> tuple:
@@ -184,19 +208,28 @@ class BackendClient:
                               "start it again."), "closed")
 
     def segment(self, image_png: bytes, objects: List[Dict], simplify_tolerance: float = 0.0,
-                min_area: float = 0.0) -> Dict:
-        """POST /v1/segment: per object {"box", "points", "labels"} in image pixels -> masks, polygons."""
-        body = {"objects": objects, "simplify_tolerance": simplify_tolerance, "min_area": min_area}
-        ctype, data = _multipart([("request", None, "application/json", json.dumps(body).encode("utf-8")),
-                                  ("image", "capture.png", "image/png", image_png)])
-        status, reply = self._request("POST", "/v1/segment", body=data, content_type=ctype)
+                min_area: float = 0.0, image_held: bool = False) -> Dict:
+        """POST /v1/segment: per object {"box", "points", "labels"} in image pixels -> masks, polygons.
+
+        image_held: the backend was sent this image before, so only its key goes (no upload); when the
+        backend no longer holds it (restarted, or newer images took its place), the image is sent."""
+        body = {"objects": objects, "simplify_tolerance": simplify_tolerance, "min_area": min_area,
+                "image_key": image_key(image_png)}
+        parts = [(REQUEST_PART, None, "application/json", json.dumps(body).encode("utf-8"))]
+        if image_held:
+            ctype, data = _multipart(parts)
+            status, reply = self._request("POST", SEGMENT_PATH, body=data, content_type=ctype)
+            if status != 409 or _error_code(reply) != CODE_IMAGE_NOT_CACHED:
+                return self._json(status, reply)
+        ctype, data = _multipart(parts + [(IMAGE_PART, "capture.png", "image/png", image_png)])
+        status, reply = self._request("POST", SEGMENT_PATH, body=data, content_type=ctype)
         return self._json(status, reply)
 
     def get_async(self, path: str, callback: Callable[[Optional[Dict], str], None], receiver=None):
         """GUI thread, never blocks: GET `path`, then callback(json, "") or callback(None, message);
         nothing is called when `receiver` (the widget that asked) is gone by then."""
         url = self.base_url + path
-        nam = network_manager_for(url)
+        nam, _ = network_manager_for(url)  # a manager made for this call stays referenced by `keep`
         request = QNetworkRequest(QUrl(url))
         request.setTransferTimeout(int(self.connect_timeout_s * 1000))
         try:
@@ -301,7 +334,6 @@ class BackendClient:
         """(status, body) of one request; raises BackendError for transport failures."""
         url = self.base_url + path
         timeout = float(timeout_s if timeout_s is not None else self.timeout_s)
-        nam = network_manager_for(url)
         request = QNetworkRequest(QUrl(url))
         request.setRawHeader(b"Accept", NDJSON_MEDIA_TYPE.encode("ascii") if stream else b"application/json")
         request.setAttribute(QNetworkRequest.Attribute.RedirectPolicyAttribute,
@@ -314,6 +346,7 @@ class BackendClient:
                                "auth")
         if content_type:
             request.setHeader(QNetworkRequest.KnownHeaders.ContentTypeHeader, content_type)
+        nam, own_manager = network_manager_for(url)
         if method == "GET":
             reply = nam.get(request)
         else:
@@ -342,12 +375,14 @@ class BackendClient:
                 received.extend(chunk)
 
         def tick():
-            if self.is_cancelled():
-                state["why"] = "cancelled"
-                reply.abort()
-            elif time.monotonic() - state["last"] > timeout:
-                state["why"] = "timeout"
-                reply.abort()
+            why = "cancelled" if self.is_cancelled() else \
+                "timeout" if time.monotonic() - state["last"] > timeout else ""
+            if why:
+                state["why"] = why
+                try:
+                    reply.abort()
+                except RuntimeError:  # already finished and gone: the loop below ends anyway
+                    loop.quit()
 
         reply.readyRead.connect(read_ready)
         reply.finished.connect(loop.quit)
@@ -367,7 +402,12 @@ class BackendClient:
             reply.finished.disconnect(loop.quit)
         except (TypeError, RuntimeError):
             pass
-        reply.deleteLater()
+        if own_manager:
+            from qgis.PyQt import sip
+
+            sip.delete(nam)  # here, in this thread, with its reply
+        else:
+            reply.deleteLater()
         if state["error"] is not None:
             raise state["error"]
         if state["why"] == "cancelled":
