@@ -152,46 +152,6 @@
       <translation>已选择对象 {0}：左键点击添加对象内部的点，右键点击添加对象外部的点，拖动则为其设置新框。</translation>
     </message>
     <message>
-      <source>capturing the image</source>
-      <translation>正在截取影像</translation>
-    </message>
-    <message>
-      <source>sending the image</source>
-      <translation>正在发送图像</translation>
-    </message>
-    <message>
-      <source>waiting in the backend's queue</source>
-      <translation>正在后端队列中等待</translation>
-    </message>
-    <message>
-      <source>preparing the image</source>
-      <translation>正在准备图像</translation>
-    </message>
-    <message>
-      <source>reasoning</source>
-      <translation>推理中</translation>
-    </message>
-    <message>
-      <source>reading the answer</source>
-      <translation>正在读取答案</translation>
-    </message>
-    <message>
-      <source>segmenting (SAM2)</source>
-      <translation>正在分割（SAM2）</translation>
-    </message>
-    <message>
-      <source>tracing contours</source>
-      <translation>正在描绘轮廓</translation>
-    </message>
-    <message>
-      <source>storing the answer</source>
-      <translation>正在保存回答</translation>
-    </message>
-    <message>
-      <source>done</source>
-      <translation>完成</translation>
-    </message>
-    <message>
       <source>GeoReasoner</source>
       <translation>GeoReasoner</translation>
     </message>
@@ -316,10 +276,6 @@
       <translation>请选择要读取的栅格图层，或读取当前显示的地图。</translation>
     </message>
     <message>
-      <source>Type a question first.</source>
-      <translation>请先输入问题。</translation>
-    </message>
-    <message>
       <source>Choose at least one output.</source>
       <translation>请至少选择一种输出。</translation>
     </message>
@@ -348,10 +304,6 @@
       <translation>找到 {0} 个目标。</translation>
     </message>
     <message>
-      <source>Exported {0} answer(s): {1} file(s) in &lt;a href="{2}"&gt;{3}&lt;/a&gt;.</source>
-      <translation>已导出 {0} 个回答：{1} 个文件，位于 &lt;a href="{2}"&gt;{3}&lt;/a&gt;。</translation>
-    </message>
-    <message>
       <source>asking the backend at {0}...</source>
       <translation>正在询问位于 {0} 的后端……</translation>
     </message>
@@ -364,6 +316,10 @@
       <translation>模型加载失败：{0}</translation>
     </message>
     <message>
+      <source>Type a question first.</source>
+      <translation>请先输入问题。</translation>
+    </message>
+    <message>
       <source>Could not move the answers beside the project: {0}</source>
       <translation>无法将回答移动到项目旁边：{0}</translation>
     </message>
@@ -372,12 +328,28 @@
       <translation>回答已移动到项目旁边，但再次保存项目失败：{0}。请再保存一次。</translation>
     </message>
     <message>
-      <source>Export answers</source>
-      <translation>导出答案</translation>
+      <source>Check (doctor)</source>
+      <translation>检查（doctor）</translation>
     </message>
     <message>
-      <source>{0} file(s) exist already in {1}. Overwrite them?</source>
-      <translation>{1} 中已有 {0} 个文件。是否覆盖？</translation>
+      <source>Python, torch, CUDA, GPU memory, disk and the chosen models of the local backend</source>
+      <translation>本地后端的 Python、torch、CUDA、GPU 显存、磁盘和所选模型</translation>
+    </message>
+    <message>
+      <source>Checking...</source>
+      <translation>正在检查……</translation>
+    </message>
+    <message>
+      <source>No local backend: install one from the set-up panel in the GeoReasoner dock.</source>
+      <translation>没有本地后端：请在 GeoReasoner 停靠面板的设置面板中安装。</translation>
+    </message>
+    <message>
+      <source>All good.</source>
+      <translation>一切正常。</translation>
+    </message>
+    <message>
+      <source>{0} problem(s), each with what to do, below.</source>
+      <translation>发现 {0} 个问题，处理方法见下方。</translation>
     </message>
     <message>
       <source>GeoPackage (one file, with the reasoning)</source>
@@ -428,12 +400,24 @@
       <translation>请选择坐标参考系。</translation>
     </message>
     <message>
+      <source>Exported {0} answer(s): {1} file(s) in &lt;a href="{2}"&gt;{3}&lt;/a&gt;.</source>
+      <translation>已导出 {0} 个回答：{1} 个文件，位于 &lt;a href="{2}"&gt;{3}&lt;/a&gt;。</translation>
+    </message>
+    <message>
       <source>Export {0} answer(s)</source>
       <translation>导出 {0} 个回答</translation>
     </message>
     <message>
       <source>Project CRS ({0})</source>
       <translation>项目坐标参考系（{0}）</translation>
+    </message>
+    <message>
+      <source>Export answers</source>
+      <translation>导出答案</translation>
+    </message>
+    <message>
+      <source>{0} file(s) exist already in {1}. Overwrite them?</source>
+      <translation>{1} 中已有 {0} 个文件。是否覆盖？</translation>
     </message>
     <message>
       <source>Correct</source>
@@ -488,28 +472,44 @@
       <translation>无法读取答案库：{0}</translation>
     </message>
     <message>
-      <source>Check (doctor)</source>
-      <translation>检查（doctor）</translation>
+      <source>capturing the image</source>
+      <translation>正在截取影像</translation>
     </message>
     <message>
-      <source>Python, torch, CUDA, GPU memory, disk and the chosen models of the local backend</source>
-      <translation>本地后端的 Python、torch、CUDA、GPU 显存、磁盘和所选模型</translation>
+      <source>sending the image</source>
+      <translation>正在发送图像</translation>
     </message>
     <message>
-      <source>Checking...</source>
-      <translation>正在检查……</translation>
+      <source>waiting in the backend's queue</source>
+      <translation>正在后端队列中等待</translation>
     </message>
     <message>
-      <source>No local backend: install one from the set-up panel in the GeoReasoner dock.</source>
-      <translation>没有本地后端：请在 GeoReasoner 停靠面板的设置面板中安装。</translation>
+      <source>preparing the image</source>
+      <translation>正在准备图像</translation>
     </message>
     <message>
-      <source>All good.</source>
-      <translation>一切正常。</translation>
+      <source>reasoning</source>
+      <translation>推理中</translation>
     </message>
     <message>
-      <source>{0} problem(s), each with what to do, below.</source>
-      <translation>发现 {0} 个问题，处理方法见下方。</translation>
+      <source>reading the answer</source>
+      <translation>正在读取答案</translation>
+    </message>
+    <message>
+      <source>segmenting (SAM2)</source>
+      <translation>正在分割（SAM2）</translation>
+    </message>
+    <message>
+      <source>tracing contours</source>
+      <translation>正在描绘轮廓</translation>
+    </message>
+    <message>
+      <source>storing the answer</source>
+      <translation>正在保存回答</translation>
+    </message>
+    <message>
+      <source>done</source>
+      <translation>完成</translation>
     </message>
     <message>
       <source>kept in QGIS's authentication manager</source>
@@ -624,10 +624,6 @@
       <translation>构建微型模型失败：{0}</translation>
     </message>
     <message>
-      <source>{0} is downloaded.</source>
-      <translation>{0} 已下载。</translation>
-    </message>
-    <message>
       <source>Downloading {0}: {1} to fetch of {2}.</source>
       <translation>正在下载 {0}：共 {2}，需获取 {1}。</translation>
     </message>
@@ -640,11 +636,14 @@
       <translation>下载已取消；再次点击“下载”会从中断处继续。</translation>
     </message>
     <message>
+      <source>{0} is downloaded.</source>
+      <translation>{0} 已下载。</translation>
+    </message>
+    <message>
       <source>Checking {0}...</source>
       <translation>正在校验 {0}……</translation>
     </message>
     <message>
-
       <source>Backend</source>
       <translation>后端</translation>
     </message>
@@ -929,6 +928,42 @@
       <translation>无法连接服务器：{0}</translation>
     </message>
     <message>
+      <source>Whole layer (tiled)</source>
+      <translation>整个图层(分块)</translation>
+    </message>
+    <message>
+      <source>Current extent at ground resolution (tiled)</source>
+      <translation>当前范围,按地面分辨率(分块)</translation>
+    </message>
+    <message>
+      <source>whole layer</source>
+      <translation>整个图层</translation>
+    </message>
+    <message>
+      <source>The tiled modes read the whole layer or the visible map</source>
+      <translation>分块模式读取整个图层或可见地图</translation>
+    </message>
+    <message>
+      <source>Choose a raster layer to read tile by tile.</source>
+      <translation>请选择要逐块读取的栅格图层。</translation>
+    </message>
+    <message>
+      <source>visible extent at {0}</source>
+      <translation>可见范围,{0}</translation>
+    </message>
+    <message>
+      <source>Reading {0} tile by tile ({1} px tiles, {2})...</source>
+      <translation>正在逐块读取 {0}({1} 像素分块,{2})...</translation>
+    </message>
+    <message>
+      <source>Current extent at ground resolution {0} (tiled)</source>
+      <translation>当前范围,地面分辨率 {0}(分块)</translation>
+    </message>
+    <message>
+      <source>The visible map does not overlap {0}: pan or zoom to it, or choose "Whole layer (tiled)".</source>
+      <translation>可见地图与 {0} 不重叠:请平移或缩放到该图层,或选择"整个图层(分块)"。</translation>
+    </message>
+    <message>
       <source>GeoReasoner: ask the map</source>
       <translation>GeoReasoner：向地图提问</translation>
     </message>
@@ -1001,16 +1036,56 @@
       <translation>写入掩膜 {0} 失败：{1}</translation>
     </message>
     <message>
+      <source>Ask imagery over a raster (tiled)</source>
+      <translation>对栅格提问影像(分块)</translation>
+    </message>
+    <message>
+      <source>Asks the GeoReasoner backend a question over a whole raster (or an extent) at native resolution or the given ground resolution: the raster is read tile by tile, each tile is answered, and objects cut by tile edges are merged into one. Returns boxes, points and contours in the raster's CRS. Cancelling keeps the tiles already answered.</source>
+      <translation>以原始分辨率或给定的地面分辨率,就整个栅格(或某一范围)向 GeoReasoner 后端提问:逐块读取栅格,逐块作答,被分块边界切开的目标合并为一个。在栅格的坐标参考系中返回边框、点和轮廓。取消时保留已完成的分块。</translation>
+    </message>
+    <message>
+      <source>Tile size, pixels (0 = the profile's frame)</source>
+      <translation>分块大小,像素(0 = 配置的模型画幅)</translation>
+    </message>
+    <message>
+      <source>Overlap between tiles, %</source>
+      <translation>分块重叠,%</translation>
+    </message>
+    <message>
+      <source>Prompt profile</source>
+      <translation>提示配置</translation>
+    </message>
+    <message>
+      <source>Strategy (focus: an overview first, then only the tiles meeting its boxes; needs a local backend and a raster file)</source>
+      <translation>策略(聚焦:先看概览,再只问与其边框相交的分块;需要本地后端和栅格文件)</translation>
+    </message>
+    <message>
+      <source>The focus strategy asks the whole raster at native resolution; clear the extent and the ground resolution, or use the grid strategy.</source>
+      <translation>聚焦策略以原始分辨率询问整个栅格;请清除范围和地面分辨率,或使用网格策略。</translation>
+    </message>
+    <message>
+      <source>{0} object(s) found over {1} tile(s).</source>
+      <translation>在 {1} 个分块中找到 {0} 个目标。</translation>
+    </message>
+    <message>
+      <source>Asking {0} tile(s) of {1} px ({2}-tile grid)...</source>
+      <translation>正在提问 {0} 个 {1} 像素的分块(共 {2} 块的网格)……</translation>
+    </message>
+    <message>
+      <source>{0} / {1} tiles, {2} object(s) so far{3}</source>
+      <translation>{0} / {1} 个分块,目前 {2} 个目标{3}</translation>
+    </message>
+    <message>
+      <source>, about {0:.0f} s left</source>
+      <translation>,约剩 {0:.0f} 秒</translation>
+    </message>
+    <message>
       <source>GeoReasoner: {0}</source>
       <translation>GeoReasoner：{0}</translation>
     </message>
     <message>
       <source>Unexpected error: {0}</source>
       <translation>意外错误：{0}</translation>
-    </message>
-    <message>
-      <source>The model's answer could not be read ({0}): {1}. Nothing was added. Rephrase the question, or check that the profile matches the model.</source>
-      <translation>无法读取模型的答案（{0}）：{1}。未添加任何内容。请换一种问法，或检查配置是否与模型匹配。</translation>
     </message>
     <message>
       <source>Model missing</source>
@@ -1101,7 +1176,6 @@
       <translation>正在加载模型（{0} 秒）……</translation>
     </message>
     <message>
-
       <source>The map shows nothing to ask about: add imagery (a raster layer) to the map first.</source>
       <translation>地图上没有可提问的内容：请先将影像（栅格图层）添加到地图。</translation>
     </message>
@@ -1286,6 +1360,10 @@
       <translation>未找到答案</translation>
     </message>
     <message>
+      <source>The model's answer could not be read ({0}): {1}. Nothing was added. Rephrase the question, or check that the profile matches the model.</source>
+      <translation>无法读取模型的答案（{0}）：{1}。未添加任何内容。请换一种问法，或检查配置是否与模型匹配。</translation>
+    </message>
+    <message>
       <source>Every box of the answer lies outside the captured area ({0} x {1} px of {2}), so nothing was added. What you asked about is probably outside that area: zoom out or pan to it, or choose a larger area, then ask again.</source>
       <translation>回答中的所有框都位于截取区域之外（{2} 的 {0} x {1} 像素），因此没有添加任何内容。你所问的对象可能在该区域之外：请缩小或平移到它，或选择更大的区域，然后再次提问。</translation>
     </message>
@@ -1302,6 +1380,14 @@
       <translation>无法以写入方式打开回答存储 {0}。</translation>
     </message>
     <message>
+      <source>The answer {0} is not in {1} any more.</source>
+      <translation>答案 {0} 已不在 {1} 中。</translation>
+    </message>
+    <message>
+      <source>Could not update the answer in {0}: {1}</source>
+      <translation>无法更新 {0} 中的答案：{1}</translation>
+    </message>
+    <message>
       <source>Could not update the mask of this answer in {0}.</source>
       <translation>无法更新 {0} 中此回答的掩膜。</translation>
     </message>
@@ -1314,36 +1400,8 @@
       <translation>无法将答案写入 {0}：{1}</translation>
     </message>
     <message>
-      <source>Ask imagery over a raster (tiled)</source>
-      <translation>对栅格提问影像(分块)</translation>
-    </message>
-    <message>
-      <source>Asks the GeoReasoner backend a question over a whole raster (or an extent) at native resolution or the given ground resolution: the raster is read tile by tile, each tile is answered, and objects cut by tile edges are merged into one. Returns boxes, points and contours in the raster's CRS. Cancelling keeps the tiles already answered.</source>
-      <translation>以原始分辨率或给定的地面分辨率,就整个栅格(或某一范围)向 GeoReasoner 后端提问:逐块读取栅格,逐块作答,被分块边界切开的目标合并为一个。在栅格的坐标参考系中返回边框、点和轮廓。取消时保留已完成的分块。</translation>
-    </message>
-    <message>
-      <source>Tile size, pixels (0 = the profile's frame)</source>
-      <translation>分块大小,像素(0 = 配置的模型画幅)</translation>
-    </message>
-    <message>
-      <source>Overlap between tiles, %</source>
-      <translation>分块重叠,%</translation>
-    </message>
-    <message>
-      <source>{0} object(s) found over {1} tile(s).</source>
-      <translation>在 {1} 个分块中找到 {0} 个目标。</translation>
-    </message>
-    <message>
-      <source>Asking {0} tile(s) of {1} px ({2}-tile grid)...</source>
-      <translation>正在提问 {0} 个 {1} 像素的分块(共 {2} 块的网格)……</translation>
-    </message>
-    <message>
-      <source>{0} / {1} tiles, {2} object(s) so far{3}</source>
-      <translation>{0} / {1} 个分块,目前 {2} 个目标{3}</translation>
-    </message>
-    <message>
-      <source>, about {0:.0f} s left</source>
-      <translation>,约剩 {0:.0f} 秒</translation>
+      <source>Could not copy {0} into {1}: {2}</source>
+      <translation>无法将 {0} 复制到 {1}：{2}</translation>
     </message>
     <message>
       <source>The backend planned other tiles than the plugin; are they the same version?</source>
@@ -1354,8 +1412,20 @@
       <translation>后端对回答的地理配准与插件的规划不同。</translation>
     </message>
     <message>
+      <source>The focus strategy needs a backend on this machine (127.0.0.1) and a raster file it can read; use the grid strategy for this layer.</source>
+      <translation>聚焦策略需要本机(127.0.0.1)上的后端以及它能读取的栅格文件;此图层请使用网格策略。</translation>
+    </message>
+    <message>
+      <source>Cancelled: the answer holds the tiles finished before the cancel.</source>
+      <translation>已取消:回答包含取消前完成的分块。</translation>
+    </message>
+    <message>
       <source>Reading tile {0} of {1} failed.</source>
       <translation>读取 {1} 的分块 {0} 失败。</translation>
+    </message>
+    <message>
+      <source>The backend's tiled job failed: {0}. Look at the backend's log.</source>
+      <translation>后端的分块任务失败:{0}。请查看后端日志。</translation>
     </message>
     <message>
       <source>Tiles of {0} px are larger than the backend accepts ({1} pixels); choose a smaller tile size.</source>
@@ -1366,76 +1436,12 @@
       <translation>已取消:回答包含取消前完成的 {0} / {1} 个分块。</translation>
     </message>
     <message>
-      <source>The backend's tiled answer does not follow the answer protocol: {0}</source>
-      <translation>后端的分块回答不符合回答协议:{0}</translation>
-    </message>
-    <message>
       <source>Tile {0} is {1} bytes as PNG, more than the backend accepts ({2}); choose a smaller tile size.</source>
       <translation>分块 {0} 的 PNG 为 {1} 字节,超过后端可接受的大小({2});请选择更小的分块。</translation>
     </message>
     <message>
-      <source>The focus strategy needs a backend on this machine (127.0.0.1) and a raster file it can read; use the grid strategy for this layer.</source>
-      <translation>聚焦策略需要本机(127.0.0.1)上的后端以及它能读取的栅格文件;此图层请使用网格策略。</translation>
-    </message>
-    <message>
-      <source>Cancelled: the answer holds the tiles finished before the cancel.</source>
-      <translation>已取消:回答包含取消前完成的分块。</translation>
-    </message>
-    <message>
-      <source>Strategy (focus: an overview first, then only the tiles meeting its boxes; needs a local backend and a raster file)</source>
-      <translation>策略(聚焦:先看概览,再只问与其边框相交的分块;需要本地后端和栅格文件)</translation>
-    </message>
-    <message>
-      <source>The focus strategy asks the whole raster at native resolution; clear the extent and the ground resolution, or use the grid strategy.</source>
-      <translation>聚焦策略以原始分辨率询问整个栅格;请清除范围和地面分辨率,或使用网格策略。</translation>
-    </message>
-    <message>
-      <source>Could not copy {0} into {1}: {2}</source>
-      <translation>无法将 {0} 复制到 {1}：{2}</translation>
-    </message>
-    <message>
-      <source>Whole layer (tiled)</source>
-      <translation>整个图层(分块)</translation>
-    </message>
-    <message>
-      <source>Current extent at ground resolution (tiled)</source>
-      <translation>当前范围,按地面分辨率(分块)</translation>
-    </message>
-    <message>
-      <source>whole layer</source>
-      <translation>整个图层</translation>
-    </message>
-    <message>
-      <source>The tiled modes read the whole layer or the visible map</source>
-      <translation>分块模式读取整个图层或可见地图</translation>
-    </message>
-    <message>
-      <source>Choose a raster layer to read tile by tile.</source>
-      <translation>请选择要逐块读取的栅格图层。</translation>
-    </message>
-    <message>
-      <source>visible extent at {0}</source>
-      <translation>可见范围,{0}</translation>
-    </message>
-    <message>
-      <source>Reading {0} tile by tile ({1} px tiles, {2})...</source>
-      <translation>正在逐块读取 {0}({1} 像素分块,{2})...</translation>
-    </message>
-    <message>
-      <source>Current extent at ground resolution {0} (tiled)</source>
-      <translation>当前范围,地面分辨率 {0}(分块)</translation>
-    </message>
-    <message>
-      <source>The visible map does not overlap {0}: pan or zoom to it, or choose "Whole layer (tiled)".</source>
-      <translation>可见地图与 {0} 不重叠:请平移或缩放到该图层,或选择"整个图层(分块)"。</translation>
-    </message>
-    <message>
-      <source>Prompt profile</source>
-      <translation>提示配置</translation>
-    </message>
-    <message>
-      <source>The backend's tiled job failed: {0}. Look at the backend's log.</source>
-      <translation>后端的分块任务失败:{0}。请查看后端日志。</translation>
+      <source>The backend's tiled answer does not follow the answer protocol: {0}</source>
+      <translation>后端的分块回答不符合回答协议:{0}</translation>
     </message>
     <message>
       <source>units</source>
@@ -1460,6 +1466,10 @@
     <message>
       <source>{0} (tiles so far)</source>
       <translation>{0}(已完成的分块)</translation>
+    </message>
+    <message>
+      <source>The preview of {0} could not be filled in: {1}</source>
+      <translation>无法填充 {0} 的预览：{1}</translation>
     </message>
     <message>
       <source>Cancelled before any tile was answered.</source>

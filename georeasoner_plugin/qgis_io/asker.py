@@ -4,6 +4,7 @@ and only once the whole answer is stored, so a failure or a cancel leaves no hal
 """
 from __future__ import annotations
 
+import traceback
 from typing import List, Optional
 
 from qgis.core import QgsApplication, QgsProject, QgsTask
@@ -31,6 +32,7 @@ class AskTask(QgsTask):
         self.results: List[Result] = []
         self.error = ""
         self.error_kind = ""
+        self.error_detail = ""  # the traceback of an unexpected error
 
     def run(self) -> bool:
         self.client.is_cancelled = self.isCanceled
@@ -46,6 +48,7 @@ class AskTask(QgsTask):
             self.error, self.error_kind = str(exc), exc.kind
         except Exception as exc:  # noqa: BLE001 - a task must not raise
             self.error, self.error_kind = tr("Unexpected error: {0}").format(exc), "bug"
+            self.error_detail = traceback.format_exc()  # a bug: the log gets where it happened
         return False
 
     def _on_event(self, event: dict) -> None:
@@ -56,6 +59,8 @@ class AskTask(QgsTask):
     def finished(self, result: bool) -> None:
         if self.isCanceled() and not self.error:
             self.error, self.error_kind = tr("Cancelled."), "cancelled"
+        if self.error_detail:
+            log(self.error_detail, "warning")
         self.done(self.results, self.error, self.error_kind)
 
 

@@ -9,6 +9,7 @@ tiles already answered (the answer's warnings say how many).
 from __future__ import annotations
 
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -88,6 +89,7 @@ class TiledTask(QgsTask):
         self.stored: Optional[StoredAnswer] = None
         self.error = ""
         self.error_kind = ""
+        self.error_detail = ""  # the traceback of an unexpected error
 
     def run(self) -> bool:
         q = self.question
@@ -114,6 +116,7 @@ class TiledTask(QgsTask):
             self.error, self.error_kind = str(exc), "store"
         except Exception as exc:  # noqa: BLE001 - a task must not raise
             self.error, self.error_kind = tr("Unexpected error: {0}").format(exc), "bug"
+            self.error_detail = traceback.format_exc()  # a bug: the log gets where it happened
         return False
 
     def _on_partial(self, answer, transform) -> None:
@@ -160,8 +163,13 @@ class TiledAsker(QObject):
         self.partial_every_s = 2.0
         self.events = []  # the progress events of the last question (tests and the log read them)
         self.started = 0.0
-        self.preview_ids = []  # memory layers showing the tiles answered so far (removed at the end)
+        self._preview = {}  # kind -> id of the memory layer showing the tiles answered so far
+        self._filling = False  # _on_partial is running (a nested event loop may call back in)
+        self._pending_partial = None
+        self._pending_done: Optional[TiledTask] = None
         self.previews = 0  # how many times the preview filled in during the last question
+        self.preview_problems = []  # why a preview stayed empty (shown in the log)
+        self.last_error_detail = ""  # the traceback of the last unexpected error (also in the log)
 
     def is_busy(self) -> bool:
         return self.task is not None
@@ -176,6 +184,7 @@ class TiledAsker(QObject):
             raise RuntimeError("a question is already running")
         self.events = []
         self.previews = 0
+        self.preview_problems = []
         self.started = time.monotonic()
         self.task = TiledTask(client, question, self._done)
         self.task.progress_event.connect(self._on_event)
@@ -195,35 +204,70 @@ class TiledAsker(QObject):
         if text:
             self.progress.emit(text)
 
+    @property
+    def preview_ids(self) -> list:
+        """The memory layers showing the tiles answered so far (removed when the question ends)."""
+        return list(self._preview.values())
+
     def _on_partial(self, geo) -> None:
-        """Replace the preview layers with the tiles answered so far (GUI thread, memory layers)."""
-        self._remove_preview()
+        """Show the tiles answered so far (GUI thread). Adding or removing a layer lets QGIS run a
+        nested event loop, which can deliver the next partial answer, or the end of the question,
+        in the middle of this one: those wait until this one is done (the newest partial wins)."""
+        if self._filling:
+            self._pending_partial = geo
+            return
+        self._filling = True
+        try:
+            while geo is not None:
+                self._fill_preview(geo)
+                geo, self._pending_partial = self._pending_partial, None
+        finally:
+            self._filling = False
+        if self._pending_done is not None:
+            task, self._pending_done = self._pending_done, None
+            self._done(task)
+
+    def _fill_preview(self, geo) -> None:
+        """The preview layers' features become the tiles answered so far: one memory layer per kind,
+        made the first time the kind has features and refilled after (no layer churn, no flicker)."""
         geometry = {"boxes": "Polygon", "points": "Point", "contours": "MultiPolygon"}
-        layers = []
         for kind, features in geo.features.items():
-            if kind not in geometry or not features:
+            if kind not in geometry or not features or self.task is None:
                 continue
-            layer = QgsVectorLayer(f"{geometry[kind]}?crs={geo.crs.authid() or 'EPSG:4326'}",
-                                   tr("{0} (tiles so far)").format(layer_title(kind)), "memory")
-            if not geo.crs.authid():
-                layer.setCrs(geo.crs)
-            layer.dataProvider().addAttributes(layer_fields(kind).toList())
-            layer.updateFields()
-            layer.dataProvider().addFeatures(features)
+            layer = self.project.mapLayer(self._preview.get(kind, ""))
+            if layer is None:
+                layer = QgsVectorLayer(f"{geometry[kind]}?crs={geo.crs.authid() or 'EPSG:4326'}",
+                                       tr("{0} (tiles so far)").format(layer_title(kind)), "memory")
+                if not geo.crs.authid():
+                    layer.setCrs(geo.crs)
+                layer.dataProvider().addAttributes(layer_fields(kind).toList())
+                layer.updateFields()
+                self._preview[kind] = layer.id()
+                if self.project.addMapLayer(layer) is None:
+                    self._preview.pop(kind)
+                    continue
+            provider = layer.dataProvider()
+            provider.truncate()
+            added, _ = provider.addFeatures(features)
+            if not added:  # the preview is a convenience: say why it stays empty, keep asking
+                self.preview_problems.append(tr("The preview of {0} could not be filled in: {1}").format(
+                    kind, "; ".join(provider.errors()[-3:]) or "-"))
+                log(self.preview_problems[-1], "warning")
+            layer.updateExtents()
             style_layer(layer, kind, len(features))
-            layers.append(layer)
-        for layer in layers:
-            self.project.addMapLayer(layer)
-        self.preview_ids = [layer.id() for layer in layers]
+            layer.triggerRepaint()
         self.previews += 1
 
     def _remove_preview(self) -> None:
-        ids = [i for i in self.preview_ids if self.project.mapLayer(i) is not None]
+        ids = [i for i in self._preview.values() if self.project.mapLayer(i) is not None]
+        self._preview = {}
         if ids:
             self.project.removeMapLayers(ids)
-        self.preview_ids = []
 
     def _done(self, task: TiledTask) -> None:
+        if self._filling:  # delivered by a nested event loop while the preview fills in: right after it
+            self._pending_done = task
+            return
         self.task = None
         self._remove_preview()
         try:
@@ -241,7 +285,8 @@ class TiledAsker(QObject):
                     self.failed.emit(cancelled[0] if cancelled else tr("Cancelled: the answer holds the tiles "
                                                                        "finished before the cancel."), "cancelled")
             elif task.error:
-                log(task.error, "warning")
+                log(task.error + ("\n" + task.error_detail if task.error_detail else ""), "warning")
+                self.last_error_detail = task.error_detail
                 self.failed.emit(task.error, task.error_kind or "error")
             elif task.isCanceled():
                 self.failed.emit(tr("Cancelled before any tile was answered."), "cancelled")
