@@ -128,7 +128,11 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True,
     ask_responses = dict(_ERROR_RESPONSES)
     ask_responses[200] = {"description": f"the answer (core answer protocol version {PROTOCOL_VERSION}, pixels of "
                                          f"the sent image)",
-                          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Answer"}}}}
+                          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Answer"}}},
+                          "headers": {SERVER_TIMING_HEADER: {
+                              "description": "the server's stages in ms: read (body read and parsed), decode, "
+                                             "queue (waiting for the worker), run (the cascade)",
+                              "schema": {"type": "string"}}}}
 
     @app.post(ASK_PATH, tags=["ask"], summary="Answer a question about an image",
               response_class=Response, responses=ask_responses, openapi_extra={"requestBody": _ASK_BODY})
