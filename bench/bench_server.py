@@ -4,17 +4,20 @@
    serve` running tiny real models (one worker: requests queue, so latency grows with clients while
    throughput stays that of one worker).
 2. The overhead of the HTTP path over an in-process cascade call for a 2048 x 2048 image, sent in
-   each image transport the plugin uses (core/transport.py: uncompressed TIFF on loopback, lossless
-   WebP or PNG to a remote backend), plus the client's time to encode it (Pillow here, Qt in the
-   plugin; same codecs), measured on a replay server without SAM2 so that the cascade
-   itself costs almost nothing. The overhead is split into decoding the image on the server and
-   the rest (transfer on loopback, multipart parsing, queue hand-over, JSON). Target: <= 15 ms plus
-   transfer. A 64 x 64 image shows the fixed part alone.
+   each image transport the plugin uses (core/transport.py: a path in a shared capture folder or an
+   uncompressed TIFF on loopback, PNG or lossless WebP to a remote backend), plus the client's time to
+   encode it (Pillow here, Qt in the plugin; same codecs), measured on a replay server without SAM2
+   so that the cascade itself costs almost nothing. "Transfer" is the same request, through the same
+   client, to a bare socket server that only reads the body (the floor for any HTTP server in
+   Python); the server's own stages come from the answer's Server-Timing header (core/api.py).
+   Target: overhead <= transfer + 15 ms for the loopback transports. A 64 x 64 image shows the
+   fixed part alone.
 3. Peak RSS of a replay server (default limits: --queue-size 8, --image-memory-mb 1024) while 12
    clients send 8000 x 8000 1-bit PNGs at once (a few KB each, 192 MB decoded). Goal: at most
    1.5 GiB above idle (the image memory budget plus what the running request's cascade allocates).
 
-Run: ``python bench/bench_server.py`` or call ``run()``. Both servers bind 127.0.0.1 only.
+Run: ``python bench/bench_server.py [concurrency] [overhead] [memory]`` (all three by default) or
+call ``run()``. The servers bind 127.0.0.1 only.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,7 +42,8 @@ import httpx
 import numpy as np
 from PIL import Image, features
 
-from georeasoner_plugin.core.api import ASK_PATH, HEALTH_PATH, MAX_IMAGE_PIXELS, parse_listening_line
+from georeasoner_plugin.core.api import (ASK_PATH, HEALTH_PATH, SERVER_TIMING_HEADER, parse_listening_line,
+                                         parse_server_timing)
 
 ROOT = Path(__file__).resolve().parents[1]
 NAIP = ROOT.parent / "shared" / "data" / "naip_nd_2020.tif"
@@ -108,13 +112,63 @@ def _client() -> httpx.Client:
 
 
 def _post(client: httpx.Client, server: _Server, data: bytes, request: dict, mime: str = "image/png") -> float:
+    return _post_timed(client, server, data, request, mime)[0]
+
+
+def _post_timed(client: httpx.Client, server, data: Optional[bytes], request: dict, mime: str = "image/png",
+                url: Optional[str] = None):
+    """(seconds, the server's Server-Timing in ms); `data` None: only the JSON part (a shared capture)."""
+    files = {"image": ("capture", data, mime)} if data is not None else {"request": (None, json.dumps(request))}
+    form = {"request": json.dumps(request)} if data is not None else None
     started = time.perf_counter()
-    response = client.post(f"{server.url}{ASK_PATH}", headers=server.headers,
-                           files={"image": ("capture", data, mime)}, data={"request": json.dumps(request)})
+    response = client.post(url or f"{server.url}{ASK_PATH}", headers=getattr(server, "headers", None), files=files,
+                           data=form)
     elapsed = time.perf_counter() - started
     if response.status_code != 200:
         raise RuntimeError(f"benchmark request failed: {response.status_code} {response.text[:200]}")
-    return elapsed
+    return elapsed, parse_server_timing(response.headers.get(SERVER_TIMING_HEADER))
+
+
+class _Sink:
+    """A bare HTTP/1.1 server in its own process that reads each request's body into one reused buffer
+    and answers 200: what moving the bytes costs through the same client, with no HTTP framework."""
+
+    CODE = """
+import socket, sys, threading
+server = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+server.bind(("127.0.0.1", 0)); server.listen(8)
+print(server.getsockname()[1], flush=True)
+def serve(connection):
+    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buffer = memoryview(bytearray(1 << 26)); pending = b""
+    while True:
+        while b"\\r\\n\\r\\n" not in pending:
+            data = connection.recv(65536)
+            if not data:
+                return
+            pending += data
+        head, _, rest = pending.partition(b"\\r\\n\\r\\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\\r\\n") if line.lower().startswith(b"content-length:"))
+        received = len(rest)
+        while received < length:
+            count = connection.recv_into(buffer[:min(len(buffer), length - received)])
+            if not count:
+                return
+            received += count
+        pending = b""
+        connection.sendall(b"HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\n\\r\\n{}")
+while True:
+    threading.Thread(target=serve, args=(server.accept()[0],), daemon=True).start()
+"""
+
+    def __init__(self):
+        self.process = subprocess.Popen([sys.executable, "-c", self.CODE], stdout=subprocess.PIPE, text=True)
+        self.url = f"http://127.0.0.1:{int(self.process.stdout.readline())}/"
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+        self.process.stdout.close()
 
 
 def _percentile(values: List[float], q: float) -> float:
@@ -147,42 +201,72 @@ def _median_time(function, repeat: int) -> float:
     return statistics.median(times)
 
 
-def _overhead(server: _Server, array: np.ndarray, fmt: str, repeat: int) -> Dict[str, object]:
-    """Medians of interleaved runs (a busy machine slows all of them alike, not one of them)."""
+def _overhead(server: _Server, sink: _Sink, array: np.ndarray, fmt: str, repeat: int) -> Dict[str, object]:
+    """Medians of interleaved runs (a busy machine slows all of them alike, not one of them). `fmt`
+    PATH: the capture is written as an uncompressed TIFF into the server's shared folder, and only
+    its path travels."""
     from georeasoner_plugin.backend.cascade import AskOptions, Cascade
-    from georeasoner_plugin.backend.server import decode_image
 
     recorded = RECORDED.read_text(encoding="utf-8")
     options = AskOptions(granularities=("boxes", "points"))
     cascade = Cascade()
     started = time.perf_counter()
-    data = _encode(array, fmt)
-    encode_ms = (time.perf_counter() - started) * 1000  # once: lossless WebP of 2048² takes seconds
-    mime = _MIME[fmt]
+    data = _encode(array, "TIFF" if fmt == "PATH" else fmt)
     request = {"question": QUESTION, "outputs": ["boxes", "points"]}
+    if fmt == "PATH":  # the plugin writes the capture into the shared folder: part of its encoding time
+        fd, path = tempfile.mkstemp(prefix="capture-", suffix=".tif", dir=server.shared_dir)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        request["image_path"], data = path, None
+    encode_ms = (time.perf_counter() - started) * 1000  # once: lossless WebP of 2048² takes seconds
+    mime = _MIME.get(fmt, "image/tiff")
     refused = {"question": " "}  # parsed, then refused before decoding: upload + multipart + JSON only
-    timings: Dict[str, List[float]] = {"in_process": [], "decode": [], "http": [], "upload": []}
+    timings: Dict[str, List[float]] = {"in_process": [], "http": [], "transfer": [], "upload": []}
+    server_side: List[Dict[str, float]] = []
     with _client() as client:
+        def http():
+            cpu = _cpu_s(server.process.pid)
+            timing = _post_timed(client, server, data, request, mime)[1]
+            server_side.append({**timing, "cpu": (_cpu_s(server.process.pid) - cpu) * 1000})
+
+        def upload():
+            client.post(f"{server.url}{ASK_PATH}", headers=server.headers, data={"request": json.dumps(refused)},
+                        files={"image": ("capture", data if data is not None else b"", mime)})
+
         steps = {
             "in_process": lambda: cascade.run(array, QUESTION, options=options, raw_output=recorded),
-            "decode": lambda: decode_image(data, MAX_IMAGE_PIXELS),
-            "http": lambda: _post(client, server, data, request, mime),
-            "upload": lambda: client.post(f"{server.url}{ASK_PATH}", headers=server.headers,
-                                          files={"image": ("capture", data, mime)}, data={"request": json.dumps(refused)}),
+            "http": http,
+            "transfer": lambda: _post_timed(client, sink, data, request, mime, url=sink.url),
+            "upload": upload,
         }
         for step in steps.values():  # warm-up
             step()
+        server_side.clear()
         for _ in range(repeat):
             for name, step in steps.items():
                 started = time.perf_counter()
                 step()
                 timings[name].append(time.perf_counter() - started)
     median = {name: statistics.median(values) * 1000 for name, values in timings.items()}
+    stage = {name: statistics.median(t.get(name, 0.0) for t in server_side) for name in ("read", "decode", "queue")}
+    cpu_ms = sum(t["cpu"] for t in server_side) / len(server_side) if server_side else 0.0
     overhead = median["http"] - median["in_process"]
-    return {"image": f"{array.shape[1]} x {array.shape[0]} {fmt}", "body_mb": len(data) / 2**20,
+    return {"image": f"{array.shape[1]} x {array.shape[0]} {fmt}", "body_mb": len(data or b"") / 2**20,
             "in_process_ms": median["in_process"], "http_ms": median["http"], "overhead_ms": overhead,
-            "decode_ms": median["decode"], "rest_ms": overhead - median["decode"], "upload_ms": median["upload"],
-            "encode_ms": encode_ms}
+            "transfer_ms": median["transfer"], "over_transfer_ms": overhead - median["transfer"],
+            "read_ms": stage["read"], "decode_ms": stage["decode"], "queue_ms": stage["queue"],
+            "server_cpu_ms": cpu_ms, "upload_ms": median["upload"], "encode_ms": encode_ms}
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process used so far (Linux /proc; 0 elsewhere): the server's
+    own work per request, which a machine busy with other jobs stretches in wall time, not in CPU."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_kib(pid: int, field: str) -> int:
@@ -213,36 +297,18 @@ def _peak_rss_bombs(server: _Server, clients: int = 12, side: int = 8000) -> Dic
             "above_idle_mib": (peak - idle) / 1024, "statuses": dict(statuses)}
 
 
-def run(print_table: bool = True) -> Dict[str, List[Dict[str, object]]]:
-    from georeasoner_plugin.backend.tiny import make_tiny_models
+PARTS = ("concurrency", "overhead", "memory")
 
+
+def run(print_table: bool = True, parts=PARTS) -> Dict[str, List[Dict[str, object]]]:
     results: Dict[str, List[Dict[str, object]]] = {"concurrency": [], "overhead": [], "memory": []}
     with tempfile.TemporaryDirectory(prefix="georeasoner-bench-") as tmp:
         workdir = Path(tmp)
-        models = make_tiny_models(workdir / "tiny")
-        (workdir / "live").mkdir()
-        (workdir / "replay").mkdir()
-        live = _Server(["--reasoner", str(models["reasoner"]), "--segmenter", str(models["segmenter"]),
-                        "--device", "cpu", "--queue-size", "64"], workdir / "live")
-        try:
-            data = _encode(_image(512), "PNG")
-            with _client() as client:  # warm-up: first generation, first SAM2 encoding
-                _post(client, live, data, {"question": QUESTION, "max_new_tokens": 16})
-            for clients, per_client in ((1, 8), (4, 4), (16, 2)):
-                results["concurrency"].append(_concurrency(live, data, clients, per_client))
-        finally:
-            live.stop()
-        replay = _Server(["--reasoner-output", str(RECORDED), "--segmenter", "none"], workdir / "replay")
-        try:
-            results["overhead"].append(_overhead(replay, _image(64), "PNG", repeat=30))
-            big = _image(2048)
-            results["overhead"].append(_overhead(replay, big, "PNG", repeat=9))
-            results["overhead"].append(_overhead(replay, big, "TIFF", repeat=9))
-            if features.check("webp"):
-                results["overhead"].append(_overhead(replay, big, "WEBP", repeat=5))
-        finally:
-            replay.stop()
-        if os.path.exists("/proc/self/status"):
+        if "concurrency" in parts:
+            _run_concurrency(workdir, results)
+        if "overhead" in parts:
+            _run_overhead(workdir, results)
+        if "memory" in parts and os.path.exists("/proc/self/status"):
             (workdir / "memory").mkdir()
             fresh = _Server(["--reasoner-output", str(RECORDED), "--segmenter", "none"], workdir / "memory")
             try:
@@ -254,29 +320,78 @@ def run(print_table: bool = True) -> Dict[str, List[Dict[str, object]]]:
     return results
 
 
+def _run_concurrency(workdir: Path, results) -> None:
+    from georeasoner_plugin.backend.tiny import make_tiny_models
+
+    models = make_tiny_models(workdir / "tiny")
+    (workdir / "live").mkdir()
+    live = _Server(["--reasoner", str(models["reasoner"]), "--segmenter", str(models["segmenter"]),
+                        "--device", "cpu", "--queue-size", "64"], workdir / "live")
+    try:
+        data = _encode(_image(512), "PNG")
+        with _client() as client:  # warm-up: first generation, first SAM2 encoding
+            _post(client, live, data, {"question": QUESTION, "max_new_tokens": 16})
+        for clients, per_client in ((1, 8), (4, 4), (16, 2)):
+            results["concurrency"].append(_concurrency(live, data, clients, per_client))
+    finally:
+        live.stop()
+
+
+def _run_overhead(workdir: Path, results) -> None:
+    for folder in ("replay", "shared"):
+        (workdir / folder).mkdir()
+    replay = _Server(["--reasoner-output", str(RECORDED), "--segmenter", "none", "--shared-capture-dir",
+                      str(workdir / "shared")], workdir / "replay")
+    replay.shared_dir = workdir / "shared"
+    sink = _Sink()
+    try:
+        results["overhead"].append(_overhead(replay, sink, _image(64), "PNG", repeat=30))
+        big = _image(2048)
+        for fmt in ("PATH", "TIFF", "PNG"):
+            results["overhead"].append(_overhead(replay, sink, big, fmt, repeat=9))
+        if features.check("webp"):
+            results["overhead"].append(_overhead(replay, sink, big, "WEBP", repeat=5))
+    finally:
+        replay.stop()
+        sink.stop()
+
+
 def _print(results) -> None:
-    print("HTTP backend: tiny Qwen2.5-VL + tiny SAM2, 512 x 512 PNG, 16 new tokens, all outputs")
-    print(f"{'clients':>8} {'requests':>9} {'p50 ms':>9} {'p95 ms':>9} {'req/s':>7}")
-    for row in results["concurrency"]:
-        print(f"{row['clients']:>8} {row['requests']:>9} {row['p50_ms']:>9.0f} {row['p95_ms']:>9.0f} "
-              f"{row['throughput_rps']:>7.2f}")
-    print()
+    if results["concurrency"]:
+        print("HTTP backend: tiny Qwen2.5-VL + tiny SAM2, 512 x 512 PNG, 16 new tokens, all outputs")
+        print(f"{'clients':>8} {'requests':>9} {'p50 ms':>9} {'p95 ms':>9} {'req/s':>7}")
+        for row in results["concurrency"]:
+            print(f"{row['clients']:>8} {row['requests']:>9} {row['p50_ms']:>9.0f} {row['p95_ms']:>9.0f} "
+                  f"{row['throughput_rps']:>7.2f}")
+        print()
+    if not results["overhead"]:
+        return _print_memory(results)
     print("HTTP path over an in-process cascade call (replayed answer, boxes and points; medians of interleaved runs)")
-    print(f"{'image':>20} {'body MB':>8} {'in-proc ms':>11} {'HTTP ms':>8} {'overhead':>9} {'decode':>7} "
-          f"{'rest':>6} {'upload':>7} {'encode':>7}")
+    print(f"{'image':>20} {'body MB':>8} {'in-proc':>8} {'HTTP':>7} {'overhead':>9} {'transfer':>9} "
+          f"{'over tr.':>9} {'read':>6} {'decode':>7} {'queue':>6} {'srv CPU':>8} {'upload':>7} {'encode':>7}")
     for row in results["overhead"]:
-        print(f"{row['image']:>20} {row['body_mb']:>8.2f} {row['in_process_ms']:>11.1f} {row['http_ms']:>8.1f} "
-              f"{row['overhead_ms']:>9.1f} {row['decode_ms']:>7.1f} {row['rest_ms']:>6.1f} {row['upload_ms']:>7.1f} "
-              f"{row.get('encode_ms', 0.0):>7.0f}")
-    print("overhead = HTTP - in-process; decode = the image bytes to pixels on the server; rest = overhead - decode "
-          "(loopback transfer, multipart parsing, queue hand-over, JSON; target <= 15 ms plus transfer); upload = "
-          "a request refused right after parsing (transfer + multipart + JSON, no decode, no queue); encode = the client's "
-          "encoding, once (not part of the overhead)")
+        print(f"{row['image']:>20} {row['body_mb']:>8.2f} {row['in_process_ms']:>8.1f} {row['http_ms']:>7.1f} "
+              f"{row['overhead_ms']:>9.1f} {row['transfer_ms']:>9.1f} {row['over_transfer_ms']:>9.1f} "
+              f"{row['read_ms']:>6.1f} {row['decode_ms']:>7.1f} {row['queue_ms']:>6.1f} {row['server_cpu_ms']:>8.1f} "
+              f"{row['upload_ms']:>7.1f} {row.get('encode_ms', 0.0):>7.0f}")
+    print("ms; overhead = HTTP - in-process; transfer = the same request to a bare socket server that only reads "
+          "the body; over tr. = overhead - transfer (target <= 15 ms on loopback: PATH, TIFF); read, decode, queue = "
+          "the server's stages (Server-Timing: body read and parsed, image decoded, queue hand-over); srv CPU = the "
+          "server process's CPU time per request (mean; its own work, unlike wall times not stretched by other jobs "
+          "on the machine); upload = a request refused right after parsing; encode = the client's encoding (PATH: "
+          "and writing the file), once")
+    _print_memory(results)
+
+
+def _print_memory(results) -> None:
     for row in results.get("memory", []):
         print()
         print(f"Peak RSS, {row['clients']} concurrent 8000 x 8000 1-bit PNGs ({row['png_kb']:.0f} KB each) on a "
               f"replay server with default limits: idle {row['idle_mib']:.0f} MiB, peak {row['peak_mib']:.0f} MiB, "
               f"+{row['above_idle_mib']:.0f} MiB above idle (goal <= 1536); answers {row['statuses']}")
 
-if __name__ == "__main__":
-    run()
+if __name__ == "__main__":  # python bench/bench_server.py [concurrency] [overhead] [memory]
+    unknown = set(sys.argv[1:]) - set(PARTS)
+    if unknown:
+        sys.exit(f"unknown part(s) {', '.join(sorted(unknown))}; pick from {', '.join(PARTS)}")
+    run(parts=tuple(sys.argv[1:]) or PARTS)

@@ -34,7 +34,7 @@ __all__ = [
     "STAGES", "CLIENT_STAGE_CAPTURE", "CLIENT_STAGE_SENDING", "CLIENT_STAGE_STORE", "LISTENING_PREFIX",
     "listening_line", "parse_listening_line", "TOKEN_FILE_ENV", "config_dir",
     "token_file_path", "host_name", "is_loopback_name", "is_loopback_host", "error_body", "parse_error_body",
-    "sentence",
+    "sentence", "SERVER_TIMING_HEADER", "SERVER_TIMINGS", "server_timing", "parse_server_timing",
 ]
 
 # ------------------------------------------------------------------------------------ endpoints
@@ -124,6 +124,34 @@ STAGES = (STAGE_PREPROCESS, STAGE_REASON, STAGE_PARSE, STAGE_SEGMENT, STAGE_VECT
 CLIENT_STAGE_CAPTURE = "capture"
 CLIENT_STAGE_SENDING = "sending"
 CLIENT_STAGE_STORE = "store"
+
+# ---------------------------------------------------------------------------- where the time went
+# A 200 answer of POST /v1/ask carries the server's own stages in milliseconds, as the standard
+# Server-Timing header: "read;dur=3.1, decode;dur=0.0, queue;dur=0.1, run;dur=412.0" (reading and
+# parsing the body, decoding the image, waiting in the queue, the cascade). A client subtracts them
+# from what it measured to see what the transfer and the HTTP layers cost (bench/bench_server.py).
+SERVER_TIMING_HEADER = "Server-Timing"
+SERVER_TIMINGS = ("read", "decode", "queue", "run")
+
+
+def server_timing(seconds: Mapping[str, float]) -> str:
+    return ", ".join(f"{name};dur={seconds[name] * 1000:.1f}" for name in SERVER_TIMINGS if name in seconds)
+
+
+def parse_server_timing(value: Optional[str]) -> Dict[str, float]:
+    """{metric: milliseconds} of a Server-Timing header (metrics without a duration are left out)."""
+    timings: Dict[str, float] = {}
+    for entry in (value or "").split(","):
+        name, _, params = entry.strip().partition(";")
+        for param in params.split(";"):
+            key, _, number = param.strip().partition("=")
+            if key == "dur" and name:
+                try:
+                    timings[name] = float(number)
+                except ValueError:
+                    pass
+    return timings
+
 
 # ------------------------------------------------------------------------------ the start-up line
 # `georeasoner serve` prints exactly one such line on stdout once it accepts connections.

@@ -234,7 +234,8 @@ def test_soak_honest_clients_survive_attackers(tmp_path):
 
 
 def test_large_uploads_are_spooled_not_held_in_memory(tmp_path):
-    """Defect 1: six 120 MiB uploads peaked at 934 MiB. Now parts over 8 MiB go to a temporary file."""
+    """Defect 1: six 120 MiB uploads peaked at 934 MiB. Now a part larger than may stay in memory
+    (upload.MEMORY_PART_MAX_BYTES, 16 MiB, charged to the image budget) goes to a temporary file."""
     server = StandinServer(tmp_path, "--queue-size", "8", "--max-body-bytes", str(64 * 2**20))
     pid = server.process.pid
     try:

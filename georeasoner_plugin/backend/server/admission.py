@@ -21,7 +21,11 @@ DECODE_BYTES_PER_PIXEL_OTHER = 24
 HELD_BYTES_PER_PIXEL = 3  # the decoded (H, W, 3) uint8 image a queued request holds
 
 
-def decode_cost(width: int, height: int, eight_bit: bool) -> int:
+def decode_cost(width: int, height: int, eight_bit: bool, raw: bool = False) -> int:
+    """Peak bytes of decoding; `raw`: pixels stored as they are decoded (images.raw_rgb_offset), read
+    or viewed straight into the (H, W, 3) array, which is then all it costs."""
+    if raw:
+        return int(width) * int(height) * HELD_BYTES_PER_PIXEL
     per_pixel = DECODE_BYTES_PER_PIXEL_8BIT if eight_bit else DECODE_BYTES_PER_PIXEL_OTHER
     return int(width) * int(height) * per_pixel
 

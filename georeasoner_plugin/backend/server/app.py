@@ -19,7 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ... import __version__
 from ...core.api import (API_PREFIX, ASK_PATH, ASK_STREAM_PATH, EVENT_ANSWER, FINAL_EVENTS, HEALTH_PATH, INFO_PATH,
-                         MAX_QUESTION_CHARS, NDJSON_MEDIA_TYPE, OPENAPI_PATH, PUBLIC_PATHS)
+                         MAX_QUESTION_CHARS, NDJSON_MEDIA_TYPE, OPENAPI_PATH, PUBLIC_PATHS,
+                         SERVER_TIMING_HEADER)
 from ...core.parsing import MAX_OBJECTS
 from ...core.profiles import PROFILES
 from ...core.protocol import PROTOCOL_VERSION
@@ -127,7 +128,11 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True,
     ask_responses = dict(_ERROR_RESPONSES)
     ask_responses[200] = {"description": f"the answer (core answer protocol version {PROTOCOL_VERSION}, pixels of "
                                          f"the sent image)",
-                          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Answer"}}}}
+                          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Answer"}}},
+                          "headers": {SERVER_TIMING_HEADER: {
+                              "description": "the server's stages in ms: read (body read and parsed), decode, "
+                                             "queue (waiting for the worker), run (the cascade)",
+                              "schema": {"type": "string"}}}}
 
     @app.post(ASK_PATH, tags=["ask"], summary="Answer a question about an image",
               response_class=Response, responses=ask_responses, openapi_extra={"requestBody": _ASK_BODY})
@@ -136,7 +141,7 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True,
         event = await _final_event(request, job)
         if event["event"] == EVENT_ANSWER:
             body = json.dumps(event["answer"], ensure_ascii=False, allow_nan=False).encode("utf-8")
-            return Response(body, media_type="application/json")
+            return Response(body, media_type="application/json", headers={SERVER_TIMING_HEADER: job.server_timing()})
         return error_response(event["status"], event["_code"], event["message"], event["_headers"])
 
     stream_responses = dict(_ERROR_RESPONSES)
@@ -158,23 +163,32 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True,
         pixels, its decoded size charged against the memory budget, at most N decodes at once."""
         service.check_ready()
         place = service.reserve_place()  # 429 (or 503 shutting_down) before a byte of the body is read
+        started = time.perf_counter()
         reservation = None
         form = shared = None
         try:
             try:
-                fields = await _read_form(request, config.max_body_bytes)
+                fields = await _read_form(request, config.max_body_bytes, budget=service.budget)
             except ClientGone as exc:
                 log.info("request %s %s aborted by the client during the upload (%d bytes received)",
                          request.method, request.url.path, exc.received)
                 raise ApiError(499, "client_gone", "the client disconnected during the upload") from None
-            form = fields["form"]
+            form, part = fields["form"], fields["image"]
+            read = time.perf_counter()
             ask_request, question, options = _validate(fields["request"])
-            upload = shared = await run_in_threadpool(image_source, fields["image"], ask_request.image_path,
-                                                      config.shared_capture_dir)
-            if fields["image"] is not None:
-                upload, shared = fields["image"].file, None
-            header = await run_in_threadpool(probe_image, upload, config.max_image_pixels)
-            cost = decode_cost(header.width, header.height, header.eight_bit)
+            if part is not None and ask_request.image_path is None:
+                upload = part.stream()
+            else:  # a shared capture (opened in a thread: a file system call), or a 422
+                upload = shared = await run_in_threadpool(image_source, part, ask_request.image_path,
+                                                          config.shared_capture_dir)
+            # An upload in memory is probed here (its header is a few kilobytes, parsed in well under a
+            # millisecond); a file is probed in a thread, like any disk read.
+            in_memory = shared is None and part.in_memory
+            if in_memory:
+                header = probe_image(upload, config.max_image_pixels)
+            else:
+                header = await run_in_threadpool(probe_image, upload, config.max_image_pixels)
+            cost = decode_cost(header.width, header.height, header.eight_bit, raw=header.raw_offset is not None)
             if cost > config.image_memory_bytes:
                 raise ApiError(413, "image_too_large", f"decoding this {header.width} x {header.height} image needs "
                                                        f"about {cost // 2**20} MiB, more than this server's image "
@@ -187,16 +201,22 @@ def create_app(service: Service, *, token: str, loopback_only: bool = True,
                                                    f"allows ({config.image_memory_bytes // 2**20} MiB); ask again in "
                                                    f"about {retry_after} s, or send a smaller image",
                                {"Retry-After": str(retry_after)})
-            async with decode_slots:
-                service.stats["decoding"] += 1
-                service.stats["decoding_peak"] = max(service.stats["decoding_peak"], service.stats["decoding"])
-                try:
-                    image = await run_in_threadpool(decode_image_file, upload, header, config.max_image_pixels)
-                finally:
-                    service.stats["decoding"] -= 1
+            if in_memory and header.raw_offset is not None:
+                # Pixels stored as they are decoded, in memory: the image is a view of the upload (no
+                # decoding, no copy), so it neither needs a decode slot nor a thread.
+                image = decode_image_file(upload, header, config.max_image_pixels)
+            else:
+                async with decode_slots:
+                    service.stats["decoding"] += 1
+                    service.stats["decoding_peak"] = max(service.stats["decoding_peak"], service.stats["decoding"])
+                    try:
+                        image = await run_in_threadpool(decode_image_file, upload, header, config.max_image_pixels)
+                    finally:
+                        service.stats["decoding"] -= 1
             reservation.shrink(image.nbytes)
             job = Job(asyncio.get_running_loop(), image, question, ask_request.profile, options, streaming,
                       config.timeout_s)
+            job.timings = {"read": read - started, "decode": time.perf_counter() - read}
             job.reservation, reservation = reservation, None
             try:
                 service.submit(job, place)

@@ -4,8 +4,7 @@ from __future__ import annotations
 from typing import Any, Dict, Tuple
 
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from ...core.api import IMAGE_PART, MAX_REQUEST_PART_BYTES, REQUEST_PART, QuestionError, check_question
@@ -14,16 +13,7 @@ from ...core.protocol import GRANULARITIES
 from ..cascade import AskOptions, CascadeError
 from .errors import ApiError, BodyTooLarge, sentence, too_large_message
 from .schema import AskRequest
-
-
-SPOOL_MAX_BYTES = 8 * 1024 * 1024
-
-
-class _SpoolingMultiPartParser(MultiPartParser):
-    # Uploads up to 8 MiB (a typical capture) stay in memory; larger ones go to a temporary file, so
-    # the bodies being read at once (at most --queue-size of them) never sit in memory whole. Above
-    # the threshold each chunk costs a thread hop (60 ms for a 12 MB TIFF), a price paid only by big ones.
-    spool_max_size = SPOOL_MAX_BYTES
+from .upload import MEMORY_PART_MAX_BYTES, SPOOL_MAX_BYTES, FormParserError, MultipartForm, multipart_parser
 
 
 class ClientGone(Exception):
@@ -34,53 +24,64 @@ class ClientGone(Exception):
         self.received = received
 
 
-async def read_form(request: Request, max_body_bytes: int) -> Dict[str, Any]:
-    """{'image': UploadFile (in memory or spooled) or None, 'request': str, 'form': to close} from the
-    multipart body, or ApiError 413 / 415 / 422, or ClientGone. 'image' is None only when the body has
-    no image part: the request must then name a shared capture (`image_path`; see require_image)."""
-    counter = [0]
+async def read_form(request: Request, max_body_bytes: int, budget=None) -> Dict[str, Any]:
+    """{'image': upload.ImagePart (in memory or spooled) or None, 'request': str, 'form': to close}
+    from the multipart body, or ApiError 413 / 415 / 422, or ClientGone. 'image' is None only when
+    the body has no image part: the request must then name a shared capture (`image_path`; see
+    require_image). With `budget` (admission.ImageBudget), an image part of up to
+    upload.MEMORY_PART_MAX_BYTES is read into memory when its declared size fits the budget."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise ApiError(415, "unsupported_media_type",
                        f"send the request as multipart/form-data with a file part '{IMAGE_PART}' and a text part "
                        f"'{REQUEST_PART}' (JSON); got Content-Type {content_type[:80] or 'none'!r}")
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise ApiError(422, "malformed_form", "the Content-Type has no multipart boundary; send the body as "
+                                              "multipart/form-data (an HTTP library does this for you)")
     try:
-        form = await _SpoolingMultiPartParser(request.headers, _counted(request, counter), max_files=2,
-                                              max_fields=2, max_part_size=MAX_REQUEST_PART_BYTES).parse()
-    except BodyTooLarge:
-        raise ApiError(413, "body_too_large", too_large_message(max_body_bytes)) from None
-    except ClientDisconnect:
-        raise ClientGone(counter[0]) from None
-    except MultiPartException as exc:
-        raise ApiError(422, "malformed_form", f"the multipart body could not be read ({exc.message}); send one "
-                                              f"file part 'image' and one JSON part 'request' (at most "
-                                              f"{MAX_REQUEST_PART_BYTES // 1024} KiB)") from None
-    except Exception:  # noqa: BLE001 - whatever the parser chokes on, the body is malformed
-        raise ApiError(422, "malformed_form", "the multipart body could not be read; send one file part 'image' "
-                                              "and one JSON part 'request'") from None
+        declared = int(request.headers.get("content-length", ""))
+    except ValueError:
+        declared = None  # chunked: the size is known only at the end
+    reservation = None
+    if budget is not None and declared is not None and 0 < declared <= MEMORY_PART_MAX_BYTES:
+        reservation = budget.try_reserve(declared)  # None: no room now, the part is spooled instead
+    form = MultipartForm(declared or 0, reservation)
+    if reservation is None and declared is not None and declared > SPOOL_MAX_BYTES:
+        form.expect_large_body()
+    received = 0
     try:
-        names = [name for name, _ in form.multi_items()]
-        unknown = sorted(set(names) - {IMAGE_PART, REQUEST_PART})
-        if unknown:
-            raise ApiError(422, "malformed_form", f"unexpected part(s) {', '.join(repr(n) for n in unknown)}; send "
-                                                  f"only 'image' (the file) and 'request' (JSON)")
-        for name in (IMAGE_PART, REQUEST_PART):
-            if names.count(name) != 1 and not (name == IMAGE_PART and not names.count(name)):
-                raise ApiError(422, "malformed_form", f"the body needs exactly one part named {name!r} (found "
-                                                      f"{names.count(name)}): 'image' is the image file, 'request' "
-                                                      f"the JSON with the question")
-        image_part, request_part = form.get(IMAGE_PART), form[REQUEST_PART]
-        if image_part is not None and not isinstance(image_part, UploadFile):
-            raise ApiError(422, "malformed_form", "the 'image' part must be a file part (Content-Disposition with a "
-                                                  "filename) holding the image bytes")
-        if isinstance(request_part, UploadFile):
-            raw = await request_part.read(MAX_REQUEST_PART_BYTES + 1)
-            if len(raw) > MAX_REQUEST_PART_BYTES:
-                raise ApiError(422, "malformed_form", f"the 'request' part is larger than "
-                                                      f"{MAX_REQUEST_PART_BYTES // 1024} KiB; it holds only the "
-                                                      f"question and options")
-            request_part = raw.decode("utf-8", "replace")
-        return {"image": image_part, "request": request_part, "form": form}
+        try:
+            parser = multipart_parser(boundary, form)
+            async for chunk in request.stream():
+                received += len(chunk)
+                parser.write(chunk)
+                if form.image is not None and form.image.flush_due:
+                    await form.image.flush()
+            parser.finalize()
+            if form.image is not None:
+                await form.image.flush()
+        except BodyTooLarge:
+            raise ApiError(413, "body_too_large", too_large_message(max_body_bytes)) from None
+        except ClientDisconnect:
+            raise ClientGone(received) from None
+        except (ApiError, ClientGone):
+            raise
+        except FormParserError as exc:
+            raise ApiError(422, "malformed_form", f"the multipart body could not be read ({str(exc)[:120].rstrip('.')}); "
+                                                  f"send one file part 'image' and one JSON part 'request' (at most "
+                                                  f"{MAX_REQUEST_PART_BYTES // 1024} KiB)") from None
+        except Exception:  # noqa: BLE001 - whatever the parser chokes on, the body is malformed
+            raise ApiError(422, "malformed_form", "the multipart body could not be read; send one file part 'image' "
+                                                  "and one JSON part 'request'") from None
+        if not form.ended:
+            raise ApiError(422, "malformed_form", "the multipart body ended before its closing boundary; send one "
+                                                  "file part 'image' and one JSON part 'request'")
+        if form.request is None:
+            raise ApiError(422, "malformed_form", f"the body needs exactly one part named {REQUEST_PART!r} (found 0): "
+                                                  f"'image' is the image file, 'request' the JSON with the question")
+        return {"image": form.image, "request": form.request.decode("utf-8", "replace"), "form": form}
     except BaseException:
         await form.close()
         raise
@@ -107,12 +108,6 @@ def require_image(image_part):
         raise ApiError(422, "malformed_form", f"the body needs exactly one part named {IMAGE_PART!r} (found 0): "
                                               f"'image' is the image file, 'request' the JSON with the question")
     return image_part
-
-
-async def _counted(request: Request, counter):
-    async for chunk in request.stream():
-        counter[0] += len(chunk)
-        yield chunk
 
 
 def validate_request(text: str) -> Tuple[AskRequest, str, AskOptions]:

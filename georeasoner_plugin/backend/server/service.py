@@ -16,7 +16,8 @@ from typing import Any, Callable, Deque, Dict, Optional, Tuple
 import numpy as np
 
 from ...core.api import (CODE_LOADING, CODE_QUEUE_FULL, CODE_SHUTTING_DOWN, EVENT_ANSWER, EVENT_QUEUED,
-                         EVENT_STAGE, EVENT_TOKEN, STAGE_REASON, STATE_ERROR, STATE_LOADING, STATE_READY)
+                         EVENT_STAGE, EVENT_TOKEN, STAGE_REASON, STATE_ERROR, STATE_LOADING, STATE_READY,
+                         server_timing)
 from ...core.profiles import get_profile
 from ..cascade import AskCancelled, AskOptions, CascadeError
 from .admission import ImageBudget
@@ -44,6 +45,8 @@ class Job:
         self.accepted = time.monotonic()
         self.deadline = self.accepted + timeout_s
         self.started: Optional[float] = None
+        self.finished: Optional[float] = None  # the worker posted the answer (time.monotonic)
+        self.timings: Dict[str, float] = {}  # seconds of the request's stages before the queue (read, decode)
         self.events: "asyncio.Queue[dict]" = asyncio.Queue()
         self.cancelled = threading.Event()
         self.position: Optional[int] = None
@@ -65,6 +68,15 @@ class Job:
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
         except RuntimeError:  # the loop is gone (shutdown): nobody is listening any more
             pass
+
+    def server_timing(self) -> str:
+        """The Server-Timing header value of an answered job (core/api.py)."""
+        timings = dict(self.timings)
+        if self.started is not None:
+            timings["queue"] = self.started - self.accepted
+            if self.finished is not None:
+                timings["run"] = self.finished - self.started
+        return server_timing(timings)
 
     def timeout_error(self) -> dict:
         if self.shutting_down:
@@ -323,6 +335,7 @@ class Service:
             job.post(error_event(500, "internal_error", "the server failed on this request (a bug: the server log "
                                                         "has the details); please report it"))
         else:
+            job.finished = time.monotonic()
             job.post({"event": EVENT_ANSWER, "answer": answer})
             log.info("request %s answered in %.2f s (%.2f s queued): %d object(s), parse %s", job.id,
                      time.monotonic() - job.started, job.started - job.accepted, len(answer["objects"]),
