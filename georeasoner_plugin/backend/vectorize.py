@@ -24,7 +24,9 @@ one point is valid), so ordinary masks take a single pass.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Set, Tuple
+import gc
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Tuple
 
 import cv2
 import numpy as np
@@ -33,15 +35,13 @@ from shapely.geometry.polygon import orient
 
 from ..core.protocol import Polygon
 from ..rle import as_binary_mask, mask_to_rle, rle_to_mask  # re-exported: the one run-length codec lives there
+from .vectorize_touch import split
 
 __all__ = ["mask_to_polygons", "mask_to_rle", "rle_to_mask"]
 
 # Up to this many contour points a mask takes the plain-Python ring cleaning (cheaper than the
 # fixed cost of the numpy one; measured crossover on the bench's masks).
 _FEW_POINTS = 600
-# From this many corner touches between different parts (one-pixel lines), parts that fill their
-# bounding box are written as that box instead of traced (a second labelling pass pays for itself).
-_MANY_TOUCHES = 256
 _FOUR_NEIGHBOURS = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], np.uint8)  # dilation: max of the 4 neighbours
 
 
@@ -59,6 +59,29 @@ def mask_to_polygons(mask: np.ndarray, simplify_tolerance: float = 0.0, min_area
         raise ValueError("simplify_tolerance and min_area must not be negative")
     if binary.size == 0:
         return []
+    with _collector_paused():
+        return _polygons(binary, simplify_tolerance, min_area)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while the output is built.
+
+    A noisy mask becomes tens of thousands of small lists, tuples and Polygons; every 700 of them
+    trigger a collection pass, and the older generations are rescanned again and again (whole heap,
+    torch included, in the server). That cost was half the time on the speckle bench. Nothing built
+    here forms a reference cycle, so there is nothing for the collector to find; it resumes as it
+    was (other threads: it is only ever re-enabled by the call that disabled it)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _polygons(binary: np.ndarray, simplify_tolerance: float, min_area: float) -> List[Polygon]:
     image = np.ascontiguousarray(binary).view(np.uint8)
     # SAM2 masks are full-image arrays around small objects: work on the foreground's bounding box
     # only, so the cost follows the object, not the image.
@@ -73,19 +96,26 @@ def mask_to_polygons(mask: np.ndarray, simplify_tolerance: float = 0.0, min_area
     single = image > cv2.dilate(image, _FOUR_NEIGHBOURS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     boxes = []  # (x, y, width, height) of parts written as their bounding box
     if cv2.countNonZero(single.view(np.uint8)):
-        rows, cols = np.nonzero(single)
+        rows, cols = np.divmod(np.flatnonzero(single), single.shape[1])  # far faster than 2-D np.nonzero
         boxes.append(np.stack([cols, rows, np.ones_like(cols), np.ones_like(cols)], axis=1))
         image[single] = 0
-    layers, rectangles = _layers_without_corner_touches(image) if cv2.countNonZero(image) else ([], None)
+    pieces, rectangles = split(image) if cv2.countNonZero(image) else ([], None)
     if rectangles is not None and len(rectangles):
         boxes.append(rectangles)
-    found = []
-    for layer in layers:
+    found = []  # (contours, parent of each, corner shift: (x, y) or one row per contour)
+    for piece in pieces:
+        if piece.labels is not None:  # an atlas: each contour shifted back to where its part lies
+            contours, hierarchy = _find_contours(piece.image)
+            if contours:
+                first = (np.array([contour[0, 0] for contour in contours]) - 1) // 2  # sub-pixel -> pixel
+                shift = piece.shift[piece.labels[first[:, 1], first[:, 0]]] + np.array([x0, y0])
+                found.append((contours, hierarchy[0][:, 3], shift))
+            continue
         # Tracing only the bounding box of the foreground keeps the doubled image small.
-        left, top, width, height = cv2.boundingRect(layer)
+        left, top, width, height = cv2.boundingRect(piece.image)
         if width and height:
-            contours, hierarchy = _find_contours(np.ascontiguousarray(layer[top:top + height, left:left + width]))
-            found.append((contours, hierarchy[0][:, 3], x0 + left, y0 + top))
+            contours, hierarchy = _find_contours(np.ascontiguousarray(piece.image[top:top + height, left:left + width]))
+            found.append((contours, hierarchy[0][:, 3], np.array([x0 + left, y0 + top])))
     if not found:
         polygons, tops, lefts = [], [], []
     elif sum(len(c) for contours, *_ in found for c in contours) <= _FEW_POINTS:
@@ -121,74 +151,17 @@ def _merge_boxes(polygons: List[Polygon], tops, lefts, boxes: np.ndarray, min_ar
     tie); rings as the tracer writes them (exterior positive). Boxes under min_area are dropped."""
     boxes = boxes[boxes[:, 2] * boxes[:, 3] >= min_area]
     boxes = boxes[np.lexsort((boxes[:, 0], boxes[:, 1]))]
-    squares = [Polygon([(x + w, y), (x + w, y + h), (x, y + h), (x, y), (x + w, y)])
-               for x, y, w, h in boxes.astype(float).tolist()]
+    # Corners of every box in two numpy passes, then one Polygon per four corner tuples (the
+    # closing vertex is the first tuple again): speckle makes tens of thousands of these.
+    x, y, w, h = boxes.astype(float).T
+    corners = iter(list(zip(np.stack([x + w, x + w, x, x], axis=1).ravel().tolist(),
+                            np.stack([y, y + h, y + h, y], axis=1).ravel().tolist())))
+    squares = [Polygon([a, b, c, d, a], []) for a, b, c, d in zip(corners, corners, corners, corners)]
     top = np.concatenate([np.asarray(tops, dtype=np.int64), boxes[:, 1]])
     left = np.concatenate([np.asarray(lefts, dtype=np.int64), boxes[:, 0]])
     merged = polygons + squares
     order = np.lexsort((left, top))
     return [merged[i] for i in order.tolist()], top[order], left[order]
-
-
-def _as_binary(mask: np.ndarray) -> np.ndarray:
-    array = np.asarray(mask)
-    if array.ndim != 2:
-        raise ValueError(f"a mask is a 2-D array, got shape {array.shape}")
-    return array if array.dtype == bool else array != 0
-
-
-def _layers_without_corner_touches(image: np.ndarray) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
-    """(0/1 uint8 masks that together hold every pixel of ``image`` but those of solid rectangles,
-    none with a corner-only touch between different 4-connected components; the rectangles as
-    rows of x, y, width, height, or None). See the module docstring.
-
-    Where corner touches need the components labelled anyway, components that fill their bounding
-    box (the runs of a one-pixel line, blocky specks) are taken out: their polygon is the box."""
-    binary = image.view(bool)
-    nw, ne, sw, se = binary[:-1, :-1], binary[:-1, 1:], binary[1:, :-1], binary[1:, 1:]
-    touch = (nw ^ ne) & (nw == se) & (ne == sw)  # 2x2 windows with foreground on one diagonal only
-    where = np.flatnonzero(touch)  # far faster than np.nonzero on a 2-D view
-    if where.size == 0:
-        return [image], None
-    # Bolelli's Spaghetti (4-connected variant): the same labels as SAUF, ~2x faster on large masks.
-    count, labels = cv2.connectedComponentsWithAlgorithm(image, 4, cv2.CV_32S, cv2.CCL_BOLELLI)
-    r, c = np.divmod(where, touch.shape[1])
-    falling = nw[r, c]  # foreground at NW and SE, else at NE and SW
-    first = np.where(falling, labels[r, c], labels[r, c + 1]).astype(np.int64)
-    second = np.where(falling, labels[r + 1, c + 1], labels[r + 1, c]).astype(np.int64)
-    different = first != second
-    if not different.any():
-        return [image], None
-    is_rectangle = np.zeros(count, dtype=bool)
-    if np.count_nonzero(different) >= _MANY_TOUCHES:  # line-like: worth a second labelling with the boxes
-        count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(image, 4, cv2.CV_32S,
-                                                                                cv2.CCL_BOLELLI)
-        is_rectangle = stats[:, cv2.CC_STAT_AREA] == stats[:, cv2.CC_STAT_WIDTH] * stats[:, cv2.CC_STAT_HEIGHT]
-        is_rectangle[0] = False  # background
-        different &= ~(is_rectangle[first] | is_rectangle[second])
-    # Unordered pairs as one integer each: a 1-D unique is far cheaper than a row-wise one.
-    codes = np.unique(np.minimum(first, second)[different] * count + np.maximum(first, second)[different])
-    pairs = zip((codes // count).tolist(), (codes % count).tolist())
-
-    # Greedy colouring of the touch graph; it is near-planar, so a handful of colours suffice.
-    neighbours: Dict[int, Set[int]] = {}
-    for a, b in pairs:
-        neighbours.setdefault(a, set()).add(b)
-        neighbours.setdefault(b, set()).add(a)
-    colour = np.zeros(count, dtype=np.int32)  # untouched components all go into colour 0
-    colour[0] = -1  # background
-    colour[is_rectangle] = -1  # written as their boxes
-    assigned: Dict[int, int] = {}
-    for node in sorted(neighbours, key=lambda n: -len(neighbours[n])):
-        taken = {assigned[n] for n in neighbours[node] if n in assigned}
-        choice = 0
-        while choice in taken:
-            choice += 1
-        assigned[node] = choice
-        colour[node] = choice
-    layer_of_pixel = colour[labels]
-    layers = [(layer_of_pixel == k).view(np.uint8) for k in range(int(colour.max()) + 1)]
-    return layers, (stats[is_rectangle, :4] if is_rectangle.any() else None)
 
 
 class _Rings:
@@ -277,11 +250,18 @@ def _find_contours(layer: np.ndarray):
     return cv2.findContours(doubled, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
 
 
-def _clean_rings(contours, parent: np.ndarray, left: int, top: int) -> "_Rings":
+def _corners(contours, lengths: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """(N, 2) int64 pixel corners of every contour point, shifted (one (x, y), or one per contour).
+
+    The one-sub-pixel frame puts sub-pixel u in source pixel (u - 1) // 2, and the corner of its
+    quadrant is u // 2 (see the module docstring)."""
+    points = np.concatenate(contours).reshape(-1, 2).astype(np.int64) // 2
+    return points + (np.repeat(shift, lengths, axis=0) if shift.ndim == 2 else shift)
+
+
+def _clean_rings(contours, parent: np.ndarray, shift: np.ndarray) -> "_Rings":
     lengths = np.fromiter(map(len, contours), dtype=np.int64, count=len(contours))
-    # The one-sub-pixel frame puts sub-pixel u in source pixel (u - 1) // 2, and the corner of
-    # its quadrant is u // 2 (see the module docstring).
-    points = np.concatenate(contours).reshape(-1, 2).astype(np.int64) // 2 + np.array([left, top])
+    points = _corners(contours, lengths, shift)
     rings = _Rings(points, lengths, parent.astype(np.int64))
 
     prev, _ = _neighbour_indices(rings.lengths)
@@ -302,9 +282,9 @@ def _few_rings_to_polygons(found, min_area: float):
     rings: List[list] = []
     parents: List[int] = []
     areas: List[float] = []
-    for contours, parent, left, top in found:
+    for contours, parent, shift in found:
         offset = len(rings)
-        flat = (np.concatenate(contours).reshape(-1, 2) // 2 + np.array([left, top])).tolist()
+        flat = _corners(contours, np.fromiter(map(len, contours), np.int64, len(contours)), shift).tolist()
         start = 0
         for contour, owner in zip(contours, parent.tolist()):
             ring = flat[start:start + len(contour)]

@@ -6,7 +6,7 @@ from rasterio import features
 import shapely
 
 from bench.bench_vectorize import blobs_with_holes, object_with_holes, speckle, thin_lines
-from georeasoner_plugin.backend import vectorize
+from georeasoner_plugin.backend import vectorize, vectorize_touch
 
 
 def masks():
@@ -41,7 +41,7 @@ def test_unit_squares_and_traced_parts_cover_exactly_what_rasterio_covers():
 @pytest.mark.parametrize("many_touches", [0, 10**9])
 def test_parts_written_as_their_box_cover_what_rasterio_covers(monkeypatch, many_touches):
     # 0: every mask with a corner touch takes the box shortcut; 10**9: none does.
-    monkeypatch.setattr(vectorize, "_MANY_TOUCHES", many_touches)
+    monkeypatch.setattr(vectorize_touch, "_MANY_TOUCHES", many_touches)
     for mask in list(masks()) + [thin_lines(300, count=20)]:
         polygons = vectorize.mask_to_polygons(mask)
         ours = shapely.union_all([shapely.Polygon(p.exterior, p.holes) for p in polygons])
