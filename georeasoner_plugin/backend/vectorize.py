@@ -25,7 +25,8 @@ one point is valid), so ordinary masks take a single pass.
 from __future__ import annotations
 
 import gc
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from typing import Dict, Iterator, List, Tuple
 
 import cv2
@@ -42,6 +43,8 @@ __all__ = ["mask_to_polygons", "mask_to_rle", "rle_to_mask"]
 # Up to this many contour points a mask takes the plain-Python ring cleaning (cheaper than the
 # fixed cost of the numpy one; measured crossover on the bench's masks).
 _FEW_POINTS = 600
+# Masks up to this many pixels are vectorised with OpenCV single-threaded (_opencv_one_thread).
+_ONE_THREAD = 512 * 512
 _FOUR_NEIGHBOURS = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], np.uint8)  # dilation: max of the 4 neighbours
 
 
@@ -59,8 +62,36 @@ def mask_to_polygons(mask: np.ndarray, simplify_tolerance: float = 0.0, min_area
         raise ValueError("simplify_tolerance and min_area must not be negative")
     if binary.size == 0:
         return []
-    with _collector_paused():
+    with _collector_paused(), (_opencv_one_thread() if binary.size <= _ONE_THREAD else nullcontext()):
         return _polygons(binary, simplify_tolerance, min_area)
+
+
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_before = 0
+
+
+@contextmanager
+def _opencv_one_thread() -> Iterator[None]:
+    """OpenCV's own thread pool off for the duration (small masks only).
+
+    On a small mask a parallel OpenCV call (the labelling above all) hands out microseconds of
+    work, and the pool's workers then spin-wait: measured as process CPU time, the vectorizer
+    cost twice its wall time on the bench's 64² mask. The setting is process-wide, so concurrent
+    callers share one counter: the first one in saves it, the last one out puts it back."""
+    global _threads_users, _threads_before
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_before = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+        _threads_users += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0:
+                cv2.setNumThreads(_threads_before)
 
 
 @contextmanager
@@ -115,7 +146,8 @@ def _polygons(binary: np.ndarray, simplify_tolerance: float, min_area: float) ->
         left, top, width, height = cv2.boundingRect(piece.image)
         if width and height:
             contours, hierarchy = _find_contours(np.ascontiguousarray(piece.image[top:top + height, left:left + width]))
-            found.append((contours, hierarchy[0][:, 3], np.array([x0 + left, y0 + top])))
+            x, y = piece.shift
+            found.append((contours, hierarchy[0][:, 3], np.array([x0 + x + left, y0 + y + top])))
     if not found:
         polygons, tops, lefts = [], [], []
     elif sum(len(c) for contours, *_ in found for c in contours) <= _FEW_POINTS:
@@ -136,6 +168,8 @@ def _bounding_box(image: np.ndarray) -> Tuple[int, int, int, int]:
     """(x, y, width, height) of the non-zero pixels, like cv2.boundingRect but faster on a large,
     mostly empty mask: rows are tested eight bytes at a time, columns only within those rows."""
     height, width = image.shape
+    if image.size <= 256 * 256:  # OpenCV's is cheaper on a small mask (fewer calls)
+        return cv2.boundingRect(image)
     rows_any = image.view(np.uint64).any(axis=1) if width % 8 == 0 else image.any(axis=1)
     rows = np.flatnonzero(rows_any)
     if rows.size == 0:
@@ -284,19 +318,16 @@ def _few_rings_to_polygons(found, min_area: float):
     areas: List[float] = []
     for contours, parent, shift in found:
         offset = len(rings)
-        flat = _corners(contours, np.fromiter(map(len, contours), np.int64, len(contours)), shift).tolist()
+        lengths = [len(contour) for contour in contours]
+        flat = list(map(tuple, _corners(contours, np.array(lengths), shift).astype(float).tolist()))
         start = 0
-        for contour, owner in zip(contours, parent.tolist()):
-            ring = flat[start:start + len(contour)]
-            start += len(contour)
-            ring = [p for i, p in enumerate(ring) if p != ring[i - 1]]  # collapsed diagonal steps
-            count = len(ring)
-            ring = [p for i, p in enumerate(ring)  # mid-edge points
-                    if (p[0] - ring[i - 1][0]) * (ring[(i + 1) % count][1] - p[1])
-                    - (p[1] - ring[i - 1][1]) * (ring[(i + 1) % count][0] - p[0]) != 0]
-            count = len(ring)
-            doubled = sum(ring[i][0] * ring[(i + 1) % count][1] - ring[(i + 1) % count][0] * ring[i][1]
-                          for i in range(count))
+        for length, owner in zip(lengths, parent.tolist()):
+            ring = flat[start:start + length]
+            start += length
+            ring = [p for p, q in zip(ring, ring[-1:] + ring[:-1]) if p != q]  # collapsed diagonal steps
+            ring = [p for a, p, b in zip(ring[-1:] + ring[:-1], ring, ring[1:] + ring[:1])  # mid-edge points
+                    if (p[0] - a[0]) * (b[1] - p[1]) != (p[1] - a[1]) * (b[0] - p[0])]
+            doubled = sum([p[0] * q[1] - q[0] * p[1] for p, q in zip(ring, ring[1:] + ring[:1])])
             if (doubled > 0) == (owner >= 0):  # exteriors positive, holes negative
                 ring.reverse()
             rings.append(ring)
@@ -311,14 +342,14 @@ def _few_rings_to_polygons(found, min_area: float):
     for index, owner in enumerate(parents):
         if owner >= 0 and owner in kept and areas[index] >= min_area:
             holes_by_part.setdefault(owner, []).append(index)
-    tops = {i: min(p[1] for p in rings[i]) for i in kept}
-    lefts = {i: min(p[0] for p in rings[i]) for i in kept}
+    tops, lefts = {}, {}
+    for i in kept:
+        xs, ys = zip(*rings[i])
+        tops[i], lefts[i] = min(ys), min(xs)
     order = sorted(kept, key=lambda i: (tops[i], lefts[i], i))
 
     def closed(index: int) -> list:
-        ring = [(float(x), float(y)) for x, y in rings[index]]
-        ring.append(ring[0])
-        return ring
+        return rings[index] + rings[index][:1]
 
     polygons = [Polygon(closed(i), [closed(h) for h in holes_by_part.get(i, ())]) for i in order]
     return polygons, np.array([tops[i] for i in order], np.int64), np.array([lefts[i] for i in order], np.int64)

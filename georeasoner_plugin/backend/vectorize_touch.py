@@ -29,14 +29,20 @@ _LOCAL_CHECKS = 64
 _NEAR = 16
 
 
+# Up to this many parts to trace, each is traced in its own bounding box (no atlas to build).
+_FEW_PARTS = 8
+# Up to this many pixels, OpenCV's statistics pass is cheaper than _label_boxes.
+_SMALL = 256 * 256
+
+
 @dataclass
 class Piece:
     """0/1 uint8 image to trace. For an atlas, ``labels`` holds each pixel's part and ``shift`` the
-    (x, y) to add to the corners of each part's rings; otherwise corners need no shift."""
+    (x, y) to add to the corners of each part's rings; otherwise ``shift`` is one (x, y) for all."""
 
     image: np.ndarray
     labels: Optional[np.ndarray] = None
-    shift: Optional[np.ndarray] = None
+    shift: Tuple[int, int] | np.ndarray = (0, 0)
 
 
 def split(image: np.ndarray) -> Tuple[List[Piece], Optional[np.ndarray]]:
@@ -50,16 +56,22 @@ def split(image: np.ndarray) -> Tuple[List[Piece], Optional[np.ndarray]]:
         return [Piece(image)], None
     r, c = np.divmod(where, touch.shape[1])
     falling = nw[r, c]  # foreground at NW and SE, else at NE and SW
-    if where.size <= _LOCAL_CHECKS and _joined_near(image, r, c, falling):
+    small = image.size <= _SMALL
+    if not small and where.size <= _LOCAL_CHECKS and _joined_near(image, r, c, falling):
         return [Piece(image)], None
     # Bolelli's Spaghetti (4-connected variant): the same labels as SAUF, ~2x faster on large masks.
-    count, labels = cv2.connectedComponentsWithAlgorithm(image, 4, cv2.CV_32S, cv2.CCL_BOLELLI)
+    if small:
+        count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(image, 4, cv2.CV_32S,
+                                                                                cv2.CCL_BOLELLI)
+    else:
+        count, labels = cv2.connectedComponentsWithAlgorithm(image, 4, cv2.CV_32S, cv2.CCL_BOLELLI)
     first = np.where(falling, labels[r, c], labels[r, c + 1]).astype(np.int64)
     second = np.where(falling, labels[r + 1, c + 1], labels[r + 1, c]).astype(np.int64)
     different = first != second
     if not different.any():
         return [Piece(image)], None
-    stats, label, rows, cols = _label_boxes(image, labels, count)
+    if not small:
+        stats, label, rows, cols = _label_boxes(image, labels, count)
     is_rectangle = np.zeros(count, dtype=bool)
     if np.count_nonzero(different) >= _MANY_TOUCHES:  # line-like: most parts fill their box
         is_rectangle = stats[:, 4] == stats[:, 2] * stats[:, 3]
@@ -68,8 +80,12 @@ def split(image: np.ndarray) -> Tuple[List[Piece], Optional[np.ndarray]]:
     boxes = stats[is_rectangle, :4] if is_rectangle.any() else None
     traced = ~is_rectangle
     traced[0] = False
-    if not traced.any():
-        return [], boxes
+    ids = np.flatnonzero(traced)
+    if ids.size <= _FEW_PARTS:
+        return [Piece((labels[y:y + h, x:x + w] == part).view(np.uint8), shift=(x, y))
+                for part, (x, y, w, h) in zip(ids.tolist(), stats[ids, :4].tolist())], boxes
+    if small:
+        _, label, rows, cols = _label_boxes(image, labels, count)
     atlas = _atlas(image.shape, stats, traced, label, rows, cols)
     if atlas is not None:
         return [atlas], boxes
