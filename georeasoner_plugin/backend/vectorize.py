@@ -279,8 +279,10 @@ class _Rings:
 
 def _find_contours(layer: np.ndarray):
     """OpenCV's contours (two-level hierarchy) of a layer traced at twice its resolution, framed."""
-    doubled = np.zeros((2 * layer.shape[0] + 2, 2 * layer.shape[1] + 2), dtype=np.uint8)
-    doubled[1:-1, 1:-1] = cv2.resize(layer, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    height, width = layer.shape
+    doubled = np.zeros((2 * height + 2, 2 * width + 2), dtype=np.uint8)
+    # Resized straight into the framed buffer (OpenCV writes into the numpy view): no second copy.
+    cv2.resize(layer, (2 * width, 2 * height), dst=doubled[1:-1, 1:-1], interpolation=cv2.INTER_NEAREST)
     return cv2.findContours(doubled, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
 
 
