@@ -50,3 +50,53 @@ def test_parts_written_as_their_box_cover_what_rasterio_covers(monkeypatch, many
         assert shapely.symmetric_difference(ours, theirs).area == 0 and ours.area == mask.sum()
         assert len(polygons) == len(list(features.shapes(mask.view(np.uint8), mask=mask)))
         assert all(shapely.Polygon(p.exterior, p.holes).is_valid for p in polygons)
+
+
+def _same_as_rasterio(mask):
+    polygons = vectorize.mask_to_polygons(mask)
+    ours = shapely.union_all([shapely.Polygon(p.exterior, p.holes) for p in polygons])
+    shapes = list(features.shapes(mask.view(np.uint8), mask=mask))
+    theirs = shapely.union_all([shapely.geometry.shape(g) for g, _ in shapes])
+    assert shapely.symmetric_difference(ours, theirs).area == 0 and ours.area == mask.sum()
+    assert len(polygons) == len(shapes)
+    assert all(shapely.Polygon(p.exterior, p.holes).is_valid for p in polygons)
+
+
+def _nested_rings_touching_at_corners(rings: int) -> np.ndarray:
+    """Concentric square outlines two pixels apart, each joined to the next one inside only by a
+    corner touch: their bounding boxes nest, so packing them side by side takes more room than the mask."""
+    size = 4 * rings + 3
+    mask = np.zeros((size, size), bool)
+    for i in range(rings):
+        a, b = 2 * i, size - 1 - 2 * i
+        mask[a, a:b + 1] = mask[b, a:b + 1] = mask[a:b + 1, a] = mask[a:b + 1, b] = True
+        if i + 1 < rings:
+            mask[a + 1, a + 1] = True  # on ring i, diagonal to ring i + 1's corner
+    return mask
+
+
+def test_each_way_of_splitting_corner_touches_is_taken_and_matches_rasterio():
+    # Nested parts: the atlas would be larger than the mask, so parts are coloured into layers.
+    nested = _nested_rings_touching_at_corners(20)
+    pieces, _ = vectorize_touch.split(nested.view(np.uint8))
+    assert len(pieces) > 1 and all(p.labels is None for p in pieces)
+    _same_as_rasterio(nested)
+    # Many one-pixel lines: the non-rectangular parts packed into one atlas.
+    lines = thin_lines(600, count=20)
+    pieces, boxes = vectorize_touch.split(lines.view(np.uint8))
+    assert len(pieces) == 1 and pieces[0].labels is not None and len(boxes) > 0
+    _same_as_rasterio(lines)
+    # Few touches, all inside one object: settled in small windows, no labelling, one piece.
+    holes = np.ones((400, 400), bool)
+    holes[100, 100] = holes[101, 101] = holes[200, 150] = holes[201, 149] = False  # holes meeting at a corner
+    binary = holes.view(np.uint8)
+    pieces, boxes = vectorize_touch.split(binary)
+    assert len(pieces) == 1 and pieces[0].labels is None and boxes is None
+    _same_as_rasterio(holes)
+    # Few touches between different parts of a large mask: the window check fails, parts traced alone.
+    two = np.zeros((400, 400), bool)
+    two[10:50, 10:50] = two[50:90, 50:90] = True
+    two[60:70, 5:8] = True  # a third part touching nothing
+    pieces, _ = vectorize_touch.split(two.view(np.uint8))
+    assert len(pieces) == 3 and all(p.labels is None for p in pieces)
+    _same_as_rasterio(two)
