@@ -100,3 +100,19 @@ def test_each_way_of_splitting_corner_touches_is_taken_and_matches_rasterio():
     pieces, _ = vectorize_touch.split(two.view(np.uint8))
     assert len(pieces) == 3 and all(p.labels is None for p in pieces)
     _same_as_rasterio(two)
+
+
+def test_large_masks_traced_object_by_object_match_rasterio():
+    mask = np.zeros((1200, 1200), bool)  # the box of its foreground past _CLUSTER_FROM
+    mask[100:400, 100:400] = True
+    mask[150:350, 150:350] = False
+    mask[200:300, 200:300] = True  # an island in the hole: not an outermost part, traced with the ring
+    mask[500:700, 500:520] = mask[680:700, 500:700] = True  # an L ...
+    mask[520:600, 560:640] = True  # ... and a block inside its box, not touching it: one cluster
+    mask[800:810, 100:110] = mask[810:820, 110:120] = True  # two parts touching at a corner
+    mask[900:1000, 950:1000] = True
+    mask[1150, 1150] = True  # a lone pixel
+    rects = vectorize._clusters(mask.view(np.uint8), *vectorize._bounding_box(mask.view(np.uint8)))
+    assert len(rects) == 5
+    _same_as_rasterio(mask)
+    _same_as_rasterio(blobs_with_holes(1200, count=8, seed=3))
