@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from contextlib import contextmanager, nullcontext
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -44,7 +43,7 @@ __all__ = ["mask_to_polygons", "mask_to_rle", "rle_to_mask"]
 # Up to this many contour points a mask takes the plain-Python ring cleaning (cheaper than the
 # fixed cost of the numpy one; measured crossover on the bench's masks).
 _FEW_POINTS = 600
-# Masks up to this many pixels are vectorised with OpenCV single-threaded (_opencv_one_thread).
+# Masks up to this many pixels are vectorised with OpenCV single-threaded (_opencv_one_thread_enter).
 _ONE_THREAD = 512 * 512
 # Boxes of at least this many pixels are split into the boxes of their separate objects
 # (_clusters) when there are 2 to _MAX_CLUSTERS of them and their boxes fill at most
@@ -69,54 +68,52 @@ def mask_to_polygons(mask: np.ndarray, simplify_tolerance: float = 0.0, min_area
         raise ValueError("simplify_tolerance and min_area must not be negative")
     if binary.size == 0:
         return []
-    with _collector_paused(), (_opencv_one_thread() if binary.size <= _ONE_THREAD else nullcontext()):
+    # Python's cyclic garbage collector is paused while the output is built. A noisy mask becomes
+    # tens of thousands of small lists, tuples and Polygons; every 700 of them triggered a
+    # collection pass, and the older generations were rescanned again and again (the whole heap,
+    # torch included, in the server): half the time on the speckle bench. Nothing built here forms
+    # a reference cycle, so there is nothing for it to find; it resumes as it was (other threads:
+    # only the call that paused it starts it again). Plain try/finally, not context managers:
+    # their cost showed on the 64² bench mask.
+    collecting = gc.isenabled()
+    gc.disable()
+    one_thread = binary.size <= _ONE_THREAD
+    if one_thread:
+        _opencv_one_thread_enter()
+    try:
         return _polygons(binary, simplify_tolerance, min_area)
+    finally:
+        if one_thread:
+            _opencv_one_thread_exit()
+        if collecting:
+            gc.enable()
 
 
+# OpenCV's own thread pool is off while a small mask is vectorised. There a parallel OpenCV call
+# (the labelling above all) hands out microseconds of work, and the pool's workers then
+# spin-wait: measured as process CPU time, the vectorizer cost twice its wall time on the bench's
+# 64² mask. The setting is process-wide, so concurrent callers share one counter: the first one
+# in saves it, the last one out puts it back.
 _threads_lock = threading.Lock()
 _threads_users = 0
 _threads_before = 0
 
 
-@contextmanager
-def _opencv_one_thread() -> Iterator[None]:
-    """OpenCV's own thread pool off for the duration (small masks only).
-
-    On a small mask a parallel OpenCV call (the labelling above all) hands out microseconds of
-    work, and the pool's workers then spin-wait: measured as process CPU time, the vectorizer
-    cost twice its wall time on the bench's 64² mask. The setting is process-wide, so concurrent
-    callers share one counter: the first one in saves it, the last one out puts it back."""
+def _opencv_one_thread_enter() -> None:
     global _threads_users, _threads_before
     with _threads_lock:
         if _threads_users == 0:
             _threads_before = cv2.getNumThreads()
             cv2.setNumThreads(1)
         _threads_users += 1
-    try:
-        yield
-    finally:
-        with _threads_lock:
-            _threads_users -= 1
-            if _threads_users == 0:
-                cv2.setNumThreads(_threads_before)
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while the output is built.
-
-    A noisy mask becomes tens of thousands of small lists, tuples and Polygons; every 700 of them
-    trigger a collection pass, and the older generations are rescanned again and again (whole heap,
-    torch included, in the server). That cost was half the time on the speckle bench. Nothing built
-    here forms a reference cycle, so there is nothing for the collector to find; it resumes as it
-    was (other threads: it is only ever re-enabled by the call that disabled it)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+def _opencv_one_thread_exit() -> None:
+    global _threads_users
+    with _threads_lock:
+        _threads_users -= 1
+        if _threads_users == 0:
+            cv2.setNumThreads(_threads_before)
 
 
 def _polygons(binary: np.ndarray, simplify_tolerance: float, min_area: float) -> List[Polygon]:

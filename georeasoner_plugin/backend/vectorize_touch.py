@@ -15,6 +15,7 @@ within one part. Otherwise the mask is labelled (4-connected) and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Dict, List, Optional, Set, Tuple
 
 import cv2
@@ -82,8 +83,7 @@ def split(image: np.ndarray) -> Tuple[List[Piece], Optional[np.ndarray]]:
     traced[0] = False
     ids = np.flatnonzero(traced)
     if ids.size <= _FEW_PARTS:
-        return [Piece((labels[y:y + h, x:x + w] == part).view(np.uint8), shift=(x, y))
-                for part, (x, y, w, h) in zip(ids.tolist(), stats[ids, :4].tolist())], boxes
+        return [_strip(labels, stats, ids)], boxes
     if small:
         _, label, rows, cols = _label_boxes(image, labels, count)
     atlas = _atlas(image.shape, stats, traced, label, rows, cols)
@@ -127,6 +127,23 @@ def _label_boxes(image: np.ndarray, labels: np.ndarray, count: int):
     stats[label[starts]] = np.stack([left, rows[starts], np.maximum.reduceat(cols, starts) + 1 - left,
                                      rows[ends - 1] + 1 - rows[starts], ends - starts], axis=1)
     return stats, label, rows, cols
+
+
+def _strip(labels: np.ndarray, stats: np.ndarray, ids: np.ndarray) -> Piece:
+    """A few parts cut out of the labels side by side, one background column apart: an atlas
+    without the packing and the per-pixel scatter (fixed costs that dominate small masks)."""
+    boxes = stats[ids, :4].tolist()
+    slots = list(accumulate([w + 1 for _, _, w, _ in boxes], initial=0))
+    height = max(h for *_, h in boxes)
+    image = np.zeros((height, slots[-1] - 1), np.uint8)
+    parts = np.zeros(image.shape, np.int32)
+    shift = np.zeros((stats.shape[0], 2), np.int64)
+    for part, (x, y, w, h), slot in zip(ids.tolist(), boxes, slots):
+        inside = labels[y:y + h, x:x + w] == part
+        image[:h, slot:slot + w] = inside
+        parts[:h, slot:slot + w][inside] = part
+        shift[part] = x - slot, y
+    return Piece(image, parts, shift)
 
 
 def _atlas(shape, stats: np.ndarray, chosen: np.ndarray, label: np.ndarray, rows: np.ndarray,
