@@ -5,7 +5,7 @@ gives the 4-connected parts rasterio gives (the why is in ``vectorize``'s module
 within one part. Otherwise the mask is labelled (4-connected) and
 
 - parts that fill their bounding box (the runs of a one-pixel line, blocky specks) are written as
-  that box, where there are many touches (a second pass over the labels pays for itself);
+  that box;
 - the other parts are copied, each alone, into a small *atlas* (shelves of bounding boxes one
   pixel apart, so nothing touches there), traced once, and every ring shifted back to its part.
   Tracing the atlas costs what the parts cost, not what the (often sparse, large) mask costs;
@@ -21,9 +21,6 @@ from typing import Dict, List, Optional, Set, Tuple
 import cv2
 import numpy as np
 
-# From this many corner touches between different parts (one-pixel lines), parts that fill their
-# bounding box are written as that box instead of traced.
-_MANY_TOUCHES = 256
 # Up to this many corner touches are first checked in a small window each (_joined_near), within
 # _NEAR pixels, before labelling the whole mask.
 _LOCAL_CHECKS = 64
@@ -73,15 +70,17 @@ def split(image: np.ndarray) -> Tuple[List[Piece], Optional[np.ndarray]]:
         return [Piece(image)], None
     if not small:
         stats, label, rows, cols = _label_boxes(image, labels, count)
-    is_rectangle = np.zeros(count, dtype=bool)
-    if np.count_nonzero(different) >= _MANY_TOUCHES:  # line-like: most parts fill their box
-        is_rectangle = stats[:, 4] == stats[:, 2] * stats[:, 3]
-        is_rectangle[0] = False  # background
-        different &= ~(is_rectangle[first] | is_rectangle[second])
+    # Parts that fill their bounding box (the runs of a one-pixel line, blocky specks) are written
+    # as that box: the statistics are at hand, and every part not traced makes the rest cheaper.
+    is_rectangle = stats[:, 4] == stats[:, 2] * stats[:, 3]
+    is_rectangle[0] = False  # background
+    different &= ~(is_rectangle[first] | is_rectangle[second])
     boxes = stats[is_rectangle, :4] if is_rectangle.any() else None
     traced = ~is_rectangle
     traced[0] = False
     ids = np.flatnonzero(traced)
+    if ids.size == 0:
+        return [], boxes
     if ids.size <= _FEW_PARTS:
         return [_strip(labels, stats, ids)], boxes
     if small:

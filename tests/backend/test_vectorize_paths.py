@@ -38,10 +38,10 @@ def test_unit_squares_and_traced_parts_cover_exactly_what_rasterio_covers():
         assert ours.area == mask.sum()
 
 
-@pytest.mark.parametrize("many_touches", [0, 10**9])
-def test_parts_written_as_their_box_cover_what_rasterio_covers(monkeypatch, many_touches):
-    # 0: every mask with a corner touch takes the box shortcut; 10**9: none does.
-    monkeypatch.setattr(vectorize_touch, "_MANY_TOUCHES", many_touches)
+@pytest.mark.parametrize("few_parts", [0, 10**9])
+def test_parts_written_as_their_box_cover_what_rasterio_covers(monkeypatch, few_parts):
+    # Parts touching others at a corner: 0 packs them into an atlas, 10**9 cuts them into a strip.
+    monkeypatch.setattr(vectorize_touch, "_FEW_PARTS", few_parts)
     for mask in list(masks()) + [thin_lines(300, count=20)]:
         polygons = vectorize.mask_to_polygons(mask)
         ours = shapely.union_all([shapely.Polygon(p.exterior, p.holes) for p in polygons])
@@ -97,9 +97,11 @@ def test_each_way_of_splitting_corner_touches_is_taken_and_matches_rasterio():
     # are cut out side by side into one strip.
     two = np.zeros((400, 400), bool)
     two[10:50, 10:50] = two[50:90, 50:90] = True
-    two[60:70, 5:8] = True  # a third part touching nothing
-    pieces, _ = vectorize_touch.split(two.view(np.uint8))
-    assert len(pieces) == 1 and pieces[0].image.shape == (40, 40 + 40 + 3 + 2)
+    two[10:20, 10:20] = two[80:90, 80:90] = False  # notched: not their bounding boxes
+    two[60:70, 5:8] = True  # a third part touching nothing, a rectangle: written as its box
+    pieces, boxes = vectorize_touch.split(two.view(np.uint8))
+    assert len(pieces) == 1 and pieces[0].image.shape == (40, 40 + 1 + 40)
+    assert boxes.tolist() == [[5, 60, 3, 10]]
     _same_as_rasterio(two)
 
 
