@@ -186,12 +186,13 @@ def _trace(image: np.ndarray, x0: int, y0: int, found: list, boxes: list) -> Non
     if rectangles is not None and len(rectangles):
         boxes.append(rectangles + np.array([x0, y0, 0, 0]))
     for piece in pieces:
-        if piece.labels is not None:  # an atlas: each contour shifted back to where its part lies
-            contours, hierarchy = _find_contours(piece.image)
+        if piece.labels is not None or piece.slots is not None:  # atlas or strip: each contour
+            contours, hierarchy = _find_contours(piece.image)  # shifted back to where its part lies
             if contours:
                 first = (np.array([contour[0, 0] for contour in contours]) - 1) // 2  # sub-pixel -> pixel
-                shift = piece.shift[piece.labels[first[:, 1], first[:, 0]]] + np.array([x0, y0])
-                found.append((contours, hierarchy[0][:, 3], shift))
+                part = (piece.labels[first[:, 1], first[:, 0]] if piece.slots is None
+                        else np.searchsorted(piece.slots, first[:, 0], side="right") - 1)
+                found.append((contours, hierarchy[0][:, 3], piece.shift[part] + np.array([x0, y0])))
             continue
         # Tracing only the bounding box of the foreground keeps the doubled image small.
         left, top, width, height = cv2.boundingRect(piece.image)

@@ -36,11 +36,13 @@ _SMALL = 256 * 256
 @dataclass
 class Piece:
     """0/1 uint8 image to trace. For an atlas, ``labels`` holds each pixel's part and ``shift`` the
-    (x, y) to add to the corners of each part's rings; otherwise ``shift`` is one (x, y) for all."""
+    (x, y) to add to the corners of each part's rings; for a strip, ``slots`` holds the first
+    column of each part and ``shift`` one row per part; otherwise ``shift`` is one (x, y) for all."""
 
     image: np.ndarray
     labels: Optional[np.ndarray] = None
     shift: Tuple[int, int] | np.ndarray = (0, 0)
+    slots: Optional[np.ndarray] = None
 
 
 def split(image: np.ndarray) -> Tuple[List[Piece], Optional[np.ndarray]]:
@@ -63,8 +65,9 @@ def split(image: np.ndarray) -> Tuple[List[Piece], Optional[np.ndarray]]:
                                                                                 cv2.CCL_BOLELLI)
     else:
         count, labels = cv2.connectedComponentsWithAlgorithm(image, 4, cv2.CV_32S, cv2.CCL_BOLELLI)
-    first = np.where(falling, labels[r, c], labels[r, c + 1]).astype(np.int64)
-    second = np.where(falling, labels[r + 1, c + 1], labels[r + 1, c]).astype(np.int64)
+    # The two foreground pixels of each touch: (r, c) and (r + 1, c + 1), or (r, c + 1) and (r + 1, c).
+    first = labels[r, c + ~falling]
+    second = labels[r + 1, c + falling]
     different = first != second
     if not different.any():
         return [Piece(image)], None
@@ -74,7 +77,6 @@ def split(image: np.ndarray) -> Tuple[List[Piece], Optional[np.ndarray]]:
     # as that box: the statistics are at hand, and every part not traced makes the rest cheaper.
     is_rectangle = stats[:, 4] == stats[:, 2] * stats[:, 3]
     is_rectangle[0] = False  # background
-    different &= ~(is_rectangle[first] | is_rectangle[second])
     boxes = stats[is_rectangle, :4] if is_rectangle.any() else None
     traced = ~is_rectangle
     traced[0] = False
@@ -88,7 +90,9 @@ def split(image: np.ndarray) -> Tuple[List[Piece], Optional[np.ndarray]]:
     atlas = _atlas(image.shape, stats, traced, label, rows, cols)
     if atlas is not None:
         return [atlas], boxes
-    return _colour_layers(labels, count, first[different], second[different], is_rectangle), boxes
+    different &= ~(is_rectangle[first] | is_rectangle[second])
+    return _colour_layers(labels, count, first[different].astype(np.int64), second[different].astype(np.int64),
+                          is_rectangle), boxes
 
 
 def _joined_near(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, falling: np.ndarray) -> bool:
@@ -130,19 +134,15 @@ def _label_boxes(image: np.ndarray, labels: np.ndarray, count: int):
 
 def _strip(labels: np.ndarray, stats: np.ndarray, ids: np.ndarray) -> Piece:
     """A few parts cut out of the labels side by side, one background column apart: an atlas
-    without the packing and the per-pixel scatter (fixed costs that dominate small masks)."""
+    without the packing and the per-pixel scatter (fixed costs that dominate small masks). A
+    contour's part is found from the column it starts in (``slots``)."""
     boxes = stats[ids, :4].tolist()
     slots = list(accumulate([w + 1 for _, _, w, _ in boxes], initial=0))
-    height = max(h for *_, h in boxes)
-    image = np.zeros((height, slots[-1] - 1), np.uint8)
-    parts = np.zeros(image.shape, np.int32)
-    shift = np.zeros((stats.shape[0], 2), np.int64)
+    image = np.zeros((max(h for *_, h in boxes), slots[-1] - 1), np.uint8)
     for part, (x, y, w, h), slot in zip(ids.tolist(), boxes, slots):
-        inside = labels[y:y + h, x:x + w] == part
-        image[:h, slot:slot + w] = inside
-        parts[:h, slot:slot + w][inside] = part
-        shift[part] = x - slot, y
-    return Piece(image, parts, shift)
+        image[:h, slot:slot + w] = labels[y:y + h, x:x + w] == part
+    shift = [(x - slot, y) for (x, y, _, _), slot in zip(boxes, slots)]
+    return Piece(image, shift=np.array(shift, dtype=np.int64), slots=np.array(slots[:-1]))
 
 
 def _atlas(shape, stats: np.ndarray, chosen: np.ndarray, label: np.ndarray, rows: np.ndarray,
