@@ -18,9 +18,12 @@ a corner (8-connectivity). Two such pixels would come back as one ring passing t
 shared corner, and a ring of objects closed only by corner touches as a shell with a hole that
 cuts its interior in two; both are invalid polygons. Pixel regions are 4-connected (they share
 edges), so when a mask has corner-only touches between different 4-connected components, those
-components are coloured so that no two touching ones share a colour, and each colour is traced in
-its own pass. Touches inside one 4-connected component are harmless (a hole meeting its shell at
-one point is valid), so ordinary masks take a single pass.
+components are traced apart from each other (``vectorize_touch``: packed side by side in a small
+atlas, or coloured into layers). Touches inside one 4-connected component are harmless (a hole
+meeting its shell at one point is valid), so ordinary masks take a single pass.
+
+Large masks holding a few separate objects are traced object box by object box (``_clusters``),
+so the doubled image covers the objects, not the space between them.
 """
 from __future__ import annotations
 
