@@ -119,3 +119,7 @@ def test_large_masks_traced_object_by_object_match_rasterio():
     assert len(rects) == 5
     _same_as_rasterio(mask)
     _same_as_rasterio(blobs_with_holes(1200, count=8, seed=3))
+    edges = np.zeros((1100, 1100), bool)  # parts on the very edge of the mask
+    edges[0, 100:300] = edges[1099, 0] = edges[500:505, 1099] = edges[300:400, 300:400] = True
+    assert len(vectorize._clusters(edges.view(np.uint8), 0, 0, 1100, 1100)) == 4
+    _same_as_rasterio(edges)
