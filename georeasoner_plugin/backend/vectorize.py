@@ -39,7 +39,7 @@ from shapely.geometry.polygon import orient
 
 from ..core.protocol import Polygon
 from ..rle import as_binary_mask, mask_to_rle, rle_to_mask  # re-exported: the one run-length codec lives there
-from .vectorize_touch import split
+from .vectorize_touch import _SMALL, split
 
 __all__ = ["mask_to_polygons", "mask_to_rle", "rle_to_mask"]
 
@@ -180,8 +180,10 @@ def _trace(image: np.ndarray, x0: int, y0: int, found: list, boxes: list) -> Non
     # their own whose polygon is their unit square: written down directly instead of traced.
     # Taking them out changes no other part (they share no edge with one) and removes corner
     # touches, so fewer layers need tracing.
-    single = image > cv2.dilate(image, _FOUR_NEIGHBOURS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    if cv2.countNonZero(single.view(np.uint8)):
+    # (A small mask skips this: split labels it at once and writes every part that fills its box.)
+    single = None if image.size <= _SMALL else (
+        image > cv2.dilate(image, _FOUR_NEIGHBOURS, borderType=cv2.BORDER_CONSTANT, borderValue=0))
+    if single is not None and cv2.countNonZero(single.view(np.uint8)):
         rows, cols = np.divmod(np.flatnonzero(single), single.shape[1])  # far faster than 2-D np.nonzero
         boxes.append(np.stack([cols + x0, rows + y0, np.ones_like(cols), np.ones_like(cols)], axis=1))
         image[single] = 0

@@ -29,8 +29,8 @@ _NEAR = 16
 
 # Up to this many parts to trace, each is traced in its own bounding box (no atlas to build).
 _FEW_PARTS = 8
-# Up to this many pixels, OpenCV's statistics pass is cheaper than _label_boxes.
-_SMALL = 256 * 256
+# Up to this many pixels a mask is labelled at once (see split): measured crossover on the bench.
+_SMALL = 128 * 128
 
 
 @dataclass
@@ -48,6 +48,13 @@ class Piece:
 def split(image: np.ndarray) -> Tuple[List[Piece], Optional[np.ndarray]]:
     """(pieces whose union is every pixel of ``image`` but those of the boxes; the boxes as rows of
     x, y, width, height, or None)."""
+    if image.size <= _SMALL:
+        # A small mask is labelled straight away, touches or not: the labelling with statistics
+        # costs about what finding the corner touches costs, and then every part that fills its
+        # box (single pixels included) is written as the box and the rest are traced apart.
+        count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(image, 4, cv2.CV_32S,
+                                                                                cv2.CCL_BOLELLI)
+        return _apart(image, count, labels, stats, None, None, True)
     binary = image.view(bool)
     nw, ne, sw, se = binary[:-1, :-1], binary[:-1, 1:], binary[1:, :-1], binary[1:, 1:]
     touch = (nw ^ ne) & (nw == se) & (ne == sw)  # 2x2 windows with foreground on one diagonal only
@@ -56,22 +63,25 @@ def split(image: np.ndarray) -> Tuple[List[Piece], Optional[np.ndarray]]:
         return [Piece(image)], None
     r, c = np.divmod(where, touch.shape[1])
     falling = nw[r, c]  # foreground at NW and SE, else at NE and SW
-    small = image.size <= _SMALL
-    if not small and where.size <= _LOCAL_CHECKS and _joined_near(image, r, c, falling):
+    if where.size <= _LOCAL_CHECKS and _joined_near(image, r, c, falling):
         return [Piece(image)], None
     # Bolelli's Spaghetti (4-connected variant): the same labels as SAUF, ~2x faster on large masks.
-    if small:
-        count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(image, 4, cv2.CV_32S,
-                                                                                cv2.CCL_BOLELLI)
-    else:
-        count, labels = cv2.connectedComponentsWithAlgorithm(image, 4, cv2.CV_32S, cv2.CCL_BOLELLI)
+    count, labels = cv2.connectedComponentsWithAlgorithm(image, 4, cv2.CV_32S, cv2.CCL_BOLELLI)
     # The two foreground pixels of each touch: (r, c) and (r + 1, c + 1), or (r, c + 1) and (r + 1, c).
     first = labels[r, c + ~falling]
     second = labels[r + 1, c + falling]
     different = first != second
     if not different.any():
         return [Piece(image)], None
-    if not small:
+    return _apart(image, count, labels, None, first, second, False)
+
+
+def _apart(image: np.ndarray, count: int, labels: np.ndarray, stats: Optional[np.ndarray],
+           first: Optional[np.ndarray], second: Optional[np.ndarray], small: bool):
+    """split's pieces and boxes once the mask is labelled (``first``, ``second``: the parts
+    touching at each corner touch, needed only for layers; None on a small mask: any two parts
+    may touch)."""
+    if stats is None:
         stats, label, rows, cols = _label_boxes(image, labels, count)
     # Parts that fill their bounding box (the runs of a one-pixel line, blocky specks) are written
     # as that box: the statistics are at hand, and every part not traced makes the rest cheaper.
@@ -90,7 +100,13 @@ def split(image: np.ndarray) -> Tuple[List[Piece], Optional[np.ndarray]]:
     atlas = _atlas(image.shape, stats, traced, label, rows, cols)
     if atlas is not None:
         return [atlas], boxes
-    different &= ~(is_rectangle[first] | is_rectangle[second])
+    if first is None:  # find the corner touches after all (an atlas larger than a small mask)
+        binary = image.view(bool)
+        nw, ne, sw, se = binary[:-1, :-1], binary[:-1, 1:], binary[1:, :-1], binary[1:, 1:]
+        r, c = np.divmod(np.flatnonzero((nw ^ ne) & (nw == se) & (ne == sw)), image.shape[1] - 1)
+        falling = nw[r, c]
+        first, second = labels[r, c + ~falling], labels[r + 1, c + falling]
+    different = (first != second) & ~(is_rectangle[first] | is_rectangle[second])
     return _colour_layers(labels, count, first[different].astype(np.int64), second[different].astype(np.int64),
                           is_rectangle), boxes
 
