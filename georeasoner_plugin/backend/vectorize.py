@@ -18,30 +18,42 @@ a corner (8-connectivity). Two such pixels would come back as one ring passing t
 shared corner, and a ring of objects closed only by corner touches as a shell with a hole that
 cuts its interior in two; both are invalid polygons. Pixel regions are 4-connected (they share
 edges), so when a mask has corner-only touches between different 4-connected components, those
-components are coloured so that no two touching ones share a colour, and each colour is traced in
-its own pass. Touches inside one 4-connected component are harmless (a hole meeting its shell at
-one point is valid), so ordinary masks take a single pass.
+components are traced apart from each other (``vectorize_touch``: packed side by side in a small
+atlas, or coloured into layers). Touches inside one 4-connected component are harmless (a hole
+meeting its shell at one point is valid), so ordinary masks take a single pass.
+
+Large masks holding a few separate objects are traced object box by object box (``_clusters``),
+so the doubled image covers the objects, not the space between them.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Set, Tuple
+import gc
+import threading
+from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
 import shapely
+from scipy.sparse.csgraph import connected_components
 from shapely.geometry.polygon import orient
 
 from ..core.protocol import Polygon
 from ..rle import as_binary_mask, mask_to_rle, rle_to_mask  # re-exported: the one run-length codec lives there
+from .vectorize_touch import _SMALL, split
 
 __all__ = ["mask_to_polygons", "mask_to_rle", "rle_to_mask"]
 
 # Up to this many contour points a mask takes the plain-Python ring cleaning (cheaper than the
 # fixed cost of the numpy one; measured crossover on the bench's masks).
 _FEW_POINTS = 600
-# From this many corner touches between different parts (one-pixel lines), parts that fill their
-# bounding box are written as that box instead of traced (a second labelling pass pays for itself).
-_MANY_TOUCHES = 256
+# Masks up to this many pixels are vectorised with OpenCV single-threaded (_opencv_one_thread_enter).
+_ONE_THREAD = 512 * 512
+# Boxes of at least this many pixels are split into the boxes of their separate objects
+# (_clusters) when there are 2 to _MAX_CLUSTERS of them and their boxes fill at most
+# _CLUSTER_SHARE of it (one outer trace costs ~3 ms on a 4096² mask; speckle would cost more).
+_CLUSTER_FROM = 1024 * 1024
+_MAX_CLUSTERS = 64
+_CLUSTER_SHARE = 0.5
 _FOUR_NEIGHBOURS = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], np.uint8)  # dilation: max of the 4 neighbours
 
 
@@ -59,33 +71,65 @@ def mask_to_polygons(mask: np.ndarray, simplify_tolerance: float = 0.0, min_area
         raise ValueError("simplify_tolerance and min_area must not be negative")
     if binary.size == 0:
         return []
+    # Python's cyclic garbage collector is paused while the output is built. A noisy mask becomes
+    # tens of thousands of small lists, tuples and Polygons; every 700 of them triggered a
+    # collection pass, and the older generations were rescanned again and again (the whole heap,
+    # torch included, in the server): half the time on the speckle bench. Nothing built here forms
+    # a reference cycle, so there is nothing for it to find; it resumes as it was (other threads:
+    # only the call that paused it starts it again). Plain try/finally, not context managers:
+    # their cost showed on the 64² bench mask.
+    collecting = gc.isenabled()
+    gc.disable()
+    one_thread = binary.size <= _ONE_THREAD
+    if one_thread:
+        _opencv_one_thread_enter()
+    try:
+        return _polygons(binary, simplify_tolerance, min_area)
+    finally:
+        if one_thread:
+            _opencv_one_thread_exit()
+        if collecting:
+            gc.enable()
+
+
+# OpenCV's own thread pool is off while a small mask is vectorised. There a parallel OpenCV call
+# (the labelling above all) hands out microseconds of work, and the pool's workers then
+# spin-wait: measured as process CPU time, the vectorizer cost twice its wall time on the bench's
+# 64² mask. The setting is process-wide, so concurrent callers share one counter: the first one
+# in saves it, the last one out puts it back.
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_before = 0
+
+
+def _opencv_one_thread_enter() -> None:
+    global _threads_users, _threads_before
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_before = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+        _threads_users += 1
+
+
+def _opencv_one_thread_exit() -> None:
+    global _threads_users
+    with _threads_lock:
+        _threads_users -= 1
+        if _threads_users == 0:
+            cv2.setNumThreads(_threads_before)
+
+
+def _polygons(binary: np.ndarray, simplify_tolerance: float, min_area: float) -> List[Polygon]:
     image = np.ascontiguousarray(binary).view(np.uint8)
     # SAM2 masks are full-image arrays around small objects: work on the foreground's bounding box
     # only, so the cost follows the object, not the image.
     x0, y0, box_width, box_height = _bounding_box(image)
     if not (box_width and box_height):
         return []
-    image = np.array(image[y0:y0 + box_height, x0:x0 + box_width], order="C")
-    # Pixels without a 4-neighbour (speckle, the steps of a one-pixel diagonal line) are parts of
-    # their own whose polygon is their unit square: written down directly instead of traced.
-    # Taking them out changes no other part (they share no edge with one) and removes corner
-    # touches, so fewer layers need tracing.
-    single = image > cv2.dilate(image, _FOUR_NEIGHBOURS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    found = []  # (contours, parent of each, corner shift: (x, y) or one row per contour)
     boxes = []  # (x, y, width, height) of parts written as their bounding box
-    if cv2.countNonZero(single.view(np.uint8)):
-        rows, cols = np.nonzero(single)
-        boxes.append(np.stack([cols, rows, np.ones_like(cols), np.ones_like(cols)], axis=1))
-        image[single] = 0
-    layers, rectangles = _layers_without_corner_touches(image) if cv2.countNonZero(image) else ([], None)
-    if rectangles is not None and len(rectangles):
-        boxes.append(rectangles)
-    found = []
-    for layer in layers:
-        # Tracing only the bounding box of the foreground keeps the doubled image small.
-        left, top, width, height = cv2.boundingRect(layer)
-        if width and height:
-            contours, hierarchy = _find_contours(np.ascontiguousarray(layer[top:top + height, left:left + width]))
-            found.append((contours, hierarchy[0][:, 3], x0 + left, y0 + top))
+    for left, top, width, height in _clusters(image, x0, y0, box_width, box_height):
+        _trace(np.array(image[top:top + height, left:left + width], order="C"), left, top, found, boxes)
     if not found:
         polygons, tops, lefts = [], [], []
     elif sum(len(c) for contours, *_ in found for c in contours) <= _FEW_POINTS:
@@ -94,18 +138,81 @@ def mask_to_polygons(mask: np.ndarray, simplify_tolerance: float = 0.0, min_area
         traced = [_clean_rings(*layer) for layer in found]
         polygons, tops, lefts = _Rings.concatenate(traced).to_polygons(min_area)
     if boxes:
-        offset = np.array([x0, y0, 0, 0], dtype=np.int64)
-        polygons, tops, lefts = _merge_boxes(polygons, tops, lefts, np.concatenate(boxes).astype(np.int64) + offset,
-                                             min_area)
+        polygons, tops, lefts = _merge_boxes(polygons, tops, lefts, np.concatenate(boxes).astype(np.int64), min_area)
     if simplify_tolerance > 0 and polygons:
         polygons = _simplify(polygons, simplify_tolerance)
     return polygons
+
+
+def _clusters(image: np.ndarray, x0: int, y0: int, width: int, height: int) -> List[Tuple[int, int, int, int]]:
+    """Disjoint rectangles (x, y, width, height) that together hold every foreground pixel of the
+    box given, no 8-connected part split between two: the box itself, or on a large box with a
+    few separate objects, the merged bounding boxes of its outermost 8-connected parts.
+
+    Tracing runs at twice the resolution over whatever it is given; 20 blobs in a 4096² mask fill
+    a tenth of it, so tracing their boxes alone costs a tenth (one outer trace finds them)."""
+    whole = [(x0, y0, width, height)]
+    if width * height < _CLUSTER_FROM:
+        return whole
+    contours, _ = cv2.findContours(image[y0:y0 + height, x0:x0 + width], cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not 2 <= len(contours) <= _MAX_CLUSTERS:
+        return whole
+    rects = np.array([cv2.boundingRect(contour) for contour in contours], dtype=np.int64)
+    lo, hi = rects[:, :2], rects[:, :2] + rects[:, 2:]
+    while True:  # boxes that share a pixel merged into their common box, until none do
+        overlap = np.all((lo[:, None] < hi[None]) & (lo[None] < hi[:, None]), axis=2)
+        count, group = connected_components(overlap, directed=False)
+        if count == lo.shape[0]:
+            break
+        order = np.argsort(group, kind="stable")
+        starts = np.flatnonzero(np.concatenate(([True], np.diff(group[order]) != 0)))
+        lo = np.minimum.reduceat(lo[order], starts)
+        hi = np.maximum.reduceat(hi[order], starts)
+    if np.prod(hi - lo, axis=1).sum() > _CLUSTER_SHARE * width * height:
+        return whole
+    return [(x0 + x, y0 + y, w, h) for (x, y), (w, h) in zip(lo.tolist(), (hi - lo).tolist())]
+
+
+def _trace(image: np.ndarray, x0: int, y0: int, found: list, boxes: list) -> None:
+    """Trace the (writable, C-ordered) crop whose pixel (0, 0) is mask pixel (x0, y0): contours
+    appended to ``found``, parts written as boxes (mask coordinates) to ``boxes``."""
+    # Pixels without a 4-neighbour (speckle, the steps of a one-pixel diagonal line) are parts of
+    # their own whose polygon is their unit square: written down directly instead of traced.
+    # Taking them out changes no other part (they share no edge with one) and removes corner
+    # touches, so fewer layers need tracing.
+    # (A small mask skips this: split labels it at once and writes every part that fills its box.)
+    single = None if image.size <= _SMALL else (
+        image > cv2.dilate(image, _FOUR_NEIGHBOURS, borderType=cv2.BORDER_CONSTANT, borderValue=0))
+    if single is not None and cv2.countNonZero(single.view(np.uint8)):
+        rows, cols = np.divmod(np.flatnonzero(single), single.shape[1])  # far faster than 2-D np.nonzero
+        boxes.append(np.stack([cols + x0, rows + y0, np.ones_like(cols), np.ones_like(cols)], axis=1))
+        image[single] = 0
+    pieces, rectangles = split(image) if cv2.countNonZero(image) else ([], None)
+    if rectangles is not None and len(rectangles):
+        boxes.append(rectangles + np.array([x0, y0, 0, 0]))
+    for piece in pieces:
+        if piece.labels is not None or piece.slots is not None:  # atlas or strip: each contour
+            contours, hierarchy = _find_contours(piece.image)  # shifted back to where its part lies
+            if contours:
+                first = (np.array([contour[0, 0] for contour in contours]) - 1) // 2  # sub-pixel -> pixel
+                part = (piece.labels[first[:, 1], first[:, 0]] if piece.slots is None
+                        else np.searchsorted(piece.slots, first[:, 0], side="right") - 1)
+                found.append((contours, hierarchy[0][:, 3], piece.shift[part] + np.array([x0, y0])))
+            continue
+        # Tracing only the bounding box of the foreground keeps the doubled image small.
+        left, top, width, height = cv2.boundingRect(piece.image)
+        if width and height:
+            contours, hierarchy = _find_contours(np.ascontiguousarray(piece.image[top:top + height, left:left + width]))
+            x, y = piece.shift
+            found.append((contours, hierarchy[0][:, 3], np.array([x0 + x + left, y0 + y + top])))
 
 
 def _bounding_box(image: np.ndarray) -> Tuple[int, int, int, int]:
     """(x, y, width, height) of the non-zero pixels, like cv2.boundingRect but faster on a large,
     mostly empty mask: rows are tested eight bytes at a time, columns only within those rows."""
     height, width = image.shape
+    if image.size <= 256 * 256:  # OpenCV's is cheaper on a small mask (fewer calls)
+        return cv2.boundingRect(image)
     rows_any = image.view(np.uint64).any(axis=1) if width % 8 == 0 else image.any(axis=1)
     rows = np.flatnonzero(rows_any)
     if rows.size == 0:
@@ -121,74 +228,17 @@ def _merge_boxes(polygons: List[Polygon], tops, lefts, boxes: np.ndarray, min_ar
     tie); rings as the tracer writes them (exterior positive). Boxes under min_area are dropped."""
     boxes = boxes[boxes[:, 2] * boxes[:, 3] >= min_area]
     boxes = boxes[np.lexsort((boxes[:, 0], boxes[:, 1]))]
-    squares = [Polygon([(x + w, y), (x + w, y + h), (x, y + h), (x, y), (x + w, y)])
-               for x, y, w, h in boxes.astype(float).tolist()]
+    # Corners of every box in two numpy passes, then one Polygon per four corner tuples (the
+    # closing vertex is the first tuple again): speckle makes tens of thousands of these.
+    x, y, w, h = boxes.astype(float).T
+    corners = iter(list(zip(np.stack([x + w, x + w, x, x], axis=1).ravel().tolist(),
+                            np.stack([y, y + h, y + h, y], axis=1).ravel().tolist())))
+    squares = [Polygon([a, b, c, d, a], []) for a, b, c, d in zip(corners, corners, corners, corners)]
     top = np.concatenate([np.asarray(tops, dtype=np.int64), boxes[:, 1]])
     left = np.concatenate([np.asarray(lefts, dtype=np.int64), boxes[:, 0]])
     merged = polygons + squares
     order = np.lexsort((left, top))
     return [merged[i] for i in order.tolist()], top[order], left[order]
-
-
-def _as_binary(mask: np.ndarray) -> np.ndarray:
-    array = np.asarray(mask)
-    if array.ndim != 2:
-        raise ValueError(f"a mask is a 2-D array, got shape {array.shape}")
-    return array if array.dtype == bool else array != 0
-
-
-def _layers_without_corner_touches(image: np.ndarray) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
-    """(0/1 uint8 masks that together hold every pixel of ``image`` but those of solid rectangles,
-    none with a corner-only touch between different 4-connected components; the rectangles as
-    rows of x, y, width, height, or None). See the module docstring.
-
-    Where corner touches need the components labelled anyway, components that fill their bounding
-    box (the runs of a one-pixel line, blocky specks) are taken out: their polygon is the box."""
-    binary = image.view(bool)
-    nw, ne, sw, se = binary[:-1, :-1], binary[:-1, 1:], binary[1:, :-1], binary[1:, 1:]
-    touch = (nw ^ ne) & (nw == se) & (ne == sw)  # 2x2 windows with foreground on one diagonal only
-    where = np.flatnonzero(touch)  # far faster than np.nonzero on a 2-D view
-    if where.size == 0:
-        return [image], None
-    # Bolelli's Spaghetti (4-connected variant): the same labels as SAUF, ~2x faster on large masks.
-    count, labels = cv2.connectedComponentsWithAlgorithm(image, 4, cv2.CV_32S, cv2.CCL_BOLELLI)
-    r, c = np.divmod(where, touch.shape[1])
-    falling = nw[r, c]  # foreground at NW and SE, else at NE and SW
-    first = np.where(falling, labels[r, c], labels[r, c + 1]).astype(np.int64)
-    second = np.where(falling, labels[r + 1, c + 1], labels[r + 1, c]).astype(np.int64)
-    different = first != second
-    if not different.any():
-        return [image], None
-    is_rectangle = np.zeros(count, dtype=bool)
-    if np.count_nonzero(different) >= _MANY_TOUCHES:  # line-like: worth a second labelling with the boxes
-        count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(image, 4, cv2.CV_32S,
-                                                                                cv2.CCL_BOLELLI)
-        is_rectangle = stats[:, cv2.CC_STAT_AREA] == stats[:, cv2.CC_STAT_WIDTH] * stats[:, cv2.CC_STAT_HEIGHT]
-        is_rectangle[0] = False  # background
-        different &= ~(is_rectangle[first] | is_rectangle[second])
-    # Unordered pairs as one integer each: a 1-D unique is far cheaper than a row-wise one.
-    codes = np.unique(np.minimum(first, second)[different] * count + np.maximum(first, second)[different])
-    pairs = zip((codes // count).tolist(), (codes % count).tolist())
-
-    # Greedy colouring of the touch graph; it is near-planar, so a handful of colours suffice.
-    neighbours: Dict[int, Set[int]] = {}
-    for a, b in pairs:
-        neighbours.setdefault(a, set()).add(b)
-        neighbours.setdefault(b, set()).add(a)
-    colour = np.zeros(count, dtype=np.int32)  # untouched components all go into colour 0
-    colour[0] = -1  # background
-    colour[is_rectangle] = -1  # written as their boxes
-    assigned: Dict[int, int] = {}
-    for node in sorted(neighbours, key=lambda n: -len(neighbours[n])):
-        taken = {assigned[n] for n in neighbours[node] if n in assigned}
-        choice = 0
-        while choice in taken:
-            choice += 1
-        assigned[node] = choice
-        colour[node] = choice
-    layer_of_pixel = colour[labels]
-    layers = [(layer_of_pixel == k).view(np.uint8) for k in range(int(colour.max()) + 1)]
-    return layers, (stats[is_rectangle, :4] if is_rectangle.any() else None)
 
 
 class _Rings:
@@ -272,16 +322,25 @@ class _Rings:
 
 def _find_contours(layer: np.ndarray):
     """OpenCV's contours (two-level hierarchy) of a layer traced at twice its resolution, framed."""
-    doubled = np.zeros((2 * layer.shape[0] + 2, 2 * layer.shape[1] + 2), dtype=np.uint8)
-    doubled[1:-1, 1:-1] = cv2.resize(layer, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    height, width = layer.shape
+    doubled = np.zeros((2 * height + 2, 2 * width + 2), dtype=np.uint8)
+    # Resized straight into the framed buffer (OpenCV writes into the numpy view): no second copy.
+    cv2.resize(layer, (2 * width, 2 * height), dst=doubled[1:-1, 1:-1], interpolation=cv2.INTER_NEAREST)
     return cv2.findContours(doubled, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
 
 
-def _clean_rings(contours, parent: np.ndarray, left: int, top: int) -> "_Rings":
+def _corners(contours, lengths: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """(N, 2) int64 pixel corners of every contour point, shifted (one (x, y), or one per contour).
+
+    The one-sub-pixel frame puts sub-pixel u in source pixel (u - 1) // 2, and the corner of its
+    quadrant is u // 2 (see the module docstring)."""
+    points = np.concatenate(contours).reshape(-1, 2).astype(np.int64) // 2
+    return points + (np.repeat(shift, lengths, axis=0) if shift.ndim == 2 else shift)
+
+
+def _clean_rings(contours, parent: np.ndarray, shift: np.ndarray) -> "_Rings":
     lengths = np.fromiter(map(len, contours), dtype=np.int64, count=len(contours))
-    # The one-sub-pixel frame puts sub-pixel u in source pixel (u - 1) // 2, and the corner of
-    # its quadrant is u // 2 (see the module docstring).
-    points = np.concatenate(contours).reshape(-1, 2).astype(np.int64) // 2 + np.array([left, top])
+    points = _corners(contours, lengths, shift)
     rings = _Rings(points, lengths, parent.astype(np.int64))
 
     prev, _ = _neighbour_indices(rings.lengths)
@@ -302,21 +361,31 @@ def _few_rings_to_polygons(found, min_area: float):
     rings: List[list] = []
     parents: List[int] = []
     areas: List[float] = []
-    for contours, parent, left, top in found:
+    for contours, parent, shift in found:
         offset = len(rings)
-        flat = (np.concatenate(contours).reshape(-1, 2) // 2 + np.array([left, top])).tolist()
+        lengths = [len(contour) for contour in contours]
+        flat = list(map(tuple, _corners(contours, np.array(lengths), shift).astype(float).tolist()))
         start = 0
-        for contour, owner in zip(contours, parent.tolist()):
-            ring = flat[start:start + len(contour)]
-            start += len(contour)
-            ring = [p for i, p in enumerate(ring) if p != ring[i - 1]]  # collapsed diagonal steps
-            count = len(ring)
-            ring = [p for i, p in enumerate(ring)  # mid-edge points
-                    if (p[0] - ring[i - 1][0]) * (ring[(i + 1) % count][1] - p[1])
-                    - (p[1] - ring[i - 1][1]) * (ring[(i + 1) % count][0] - p[0]) != 0]
-            count = len(ring)
-            doubled = sum(ring[i][0] * ring[(i + 1) % count][1] - ring[(i + 1) % count][0] * ring[i][1]
-                          for i in range(count))
+        for length, owner in zip(lengths, parent.tolist()):
+            traced = flat[start:start + length]
+            start += length
+            before = traced[-1]
+            collapsed = []  # collapsed diagonal steps dropped
+            for point in traced:
+                if point != before:
+                    collapsed.append(point)
+                before = point
+            # Mid-edge points dropped and the doubled signed area summed in one plain loop (a
+            # third of the time of list comprehensions over shifted copies).
+            ring, doubled = [], 0.0
+            if len(collapsed) > 2:
+                ax, ay = collapsed[-1]
+                for point, (bx, by) in zip(collapsed, collapsed[1:] + collapsed[:1]):
+                    px, py = point
+                    if (px - ax) * (by - py) != (py - ay) * (bx - px):
+                        ring.append(point)
+                    doubled += px * by - bx * py
+                    ax, ay = px, py
             if (doubled > 0) == (owner >= 0):  # exteriors positive, holes negative
                 ring.reverse()
             rings.append(ring)
@@ -331,14 +400,14 @@ def _few_rings_to_polygons(found, min_area: float):
     for index, owner in enumerate(parents):
         if owner >= 0 and owner in kept and areas[index] >= min_area:
             holes_by_part.setdefault(owner, []).append(index)
-    tops = {i: min(p[1] for p in rings[i]) for i in kept}
-    lefts = {i: min(p[0] for p in rings[i]) for i in kept}
+    tops, lefts = {}, {}
+    for i in kept:
+        xs, ys = zip(*rings[i])
+        tops[i], lefts[i] = min(ys), min(xs)
     order = sorted(kept, key=lambda i: (tops[i], lefts[i], i))
 
     def closed(index: int) -> list:
-        ring = [(float(x), float(y)) for x, y in rings[index]]
-        ring.append(ring[0])
-        return ring
+        return rings[index] + rings[index][:1]
 
     polygons = [Polygon(closed(i), [closed(h) for h in holes_by_part.get(i, ())]) for i in order]
     return polygons, np.array([tops[i] for i in order], np.int64), np.array([lefts[i] for i in order], np.int64)
