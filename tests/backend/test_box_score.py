@@ -195,3 +195,88 @@ def test_streamed_chunks_are_placed_on_their_characters():
     assert tokens[-1].logprob == 0.0  # a positive log-probability (a server's rounding) is capped at p = 1
     pieces.add("]]", None)
     assert pieces.tokens() is None  # text without logprobs: nothing is scored
+
+
+# ------------------------------------------------------------------ tiles, the CLI and the HTTP service
+def write_geotiff(path, image):
+    import rasterio
+    from affine import Affine
+
+    profile = {"driver": "GTiff", "width": image.shape[1], "height": image.shape[0], "count": 3, "dtype": "uint8",
+               "crs": "EPSG:32633", "transform": Affine(0.5, 0, 500000.0, 0, -0.5, 4500000.0)}
+    with rasterio.open(path, "w", **profile) as out:
+        for band in range(3):
+            out.write(image[..., band], band + 1)
+    return path
+
+
+def test_tiled_objects_carry_box_score_and_a_merged_object_keeps_its_best(tiny_reasoner, scorer, tmp_path):
+    from georeasoner_plugin.backend.tiled.engine import TiledEngine, TiledRequest
+    from georeasoner_plugin.backend.tiled.merge import merge_records
+    from georeasoner_plugin.backend.tiled.source import RasterTileSource
+    from georeasoner_plugin.core.tiling import plan_tiles
+
+    image = scene()
+    with RasterTileSource(write_geotiff(tmp_path / "scene.tif", image)) as source:
+        plan = plan_tiles(source.width, source.height, tile_size=224)
+        assert plan.grid_size == 1
+        result = TiledEngine(scorer).run(source, plan, TiledRequest(QUESTION, profile="remotereasoner",
+                                                                     options=AskOptions(granularities=("boxes",))))
+    expected = expected_box_scores(tiny_reasoner, image)
+    assert [o["box_score"] for o in result.records[0]["objects"]] == pytest.approx(expected, rel=1e-5)
+    merged = sorted(result.answer.objects, key=lambda o: o.box[0])  # the merge sorts top-left first
+    assert [o.box_score for o in merged] == pytest.approx(expected, rel=1e-5)
+    assert [o.score for o in merged] == pytest.approx(expected, rel=1e-5)
+
+    # The same pond seen by two overlapping tiles: one object, the better box_score, both in its tiles.
+    def record(tile, x, box_score):
+        return {"tile": tile, "key": f"r0c{tile}", "window": [x, 0, 200, 200],
+                "objects": [{"box": [150, 20, 190, 60], "points": [], "score": box_score, "box_score": box_score,
+                             "label": None, "polygons": []}]}
+
+    merged = merge_records([record(0, 0, 0.4), record(1, 100, 0.9)])
+    assert len(merged) == 1 and merged[0].box_score == 0.9 and merged[0].score == 0.4  # score: the largest piece
+    assert [t["box_score"] for t in merged[0].tiles] == [0.4, 0.9]
+    old_journal = [record(0, 0, 0.4)]
+    del old_journal[0]["objects"][0]["box_score"]  # a journal written before box_score existed
+    assert merge_records(old_journal)[0].box_score is None
+
+
+def test_cli_geopackage_of_a_boxes_only_ask_has_score_and_box_score(tiny_reasoner, scorer, tmp_path, capsys):
+    import pyogrio.raw
+
+    from georeasoner_plugin.backend.cli import main
+
+    image = scene()
+    tif = write_geotiff(tmp_path / "scene.tif", image)
+    with OpenAIDouble(scorer, model_name="scored", logprobs=True) as double:
+        code = main(["ask", str(tif), QUESTION, "-o", str(tmp_path / "out.gpkg"), "--outputs", "boxes",
+                     "--profile", "remotereasoner", "--reasoner-url", double.url, "--reasoner-model", "scored",
+                     "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    meta, _, _, fields = pyogrio.raw.read(tmp_path / "out.gpkg", layer="boxes")
+    columns = {name: list(fields[i]) for i, name in enumerate(meta["fields"])}
+    expected = expected_box_scores(tiny_reasoner, image)
+    assert columns["box_score"] == pytest.approx(expected, rel=1e-5)
+    assert columns["score"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_http_service_boxes_only_answer_has_score_and_box_score(tiny_models, tiny_reasoner, scorer, tmp_path):
+    from test_server import ServerProcess, ask, png_bytes
+
+    image = scene()
+    with OpenAIDouble(scorer, model_name="scored", logprobs=True) as double:
+        server = ServerProcess("scored", ["--reasoner-url", double.url, "--reasoner-model", "scored",
+                                          "--segmenter", tiny_models["segmenter"], "--device", "cpu"], tmp_path)
+        try:
+            server.wait_listening()
+            server.wait_ready()
+            response = ask(server, png_bytes(image), {"question": QUESTION, "profile": "remotereasoner",
+                                                      "outputs": ["boxes"]})
+        finally:
+            server.stop()
+    assert response.status_code == 200, response.text
+    objects = response.json()["objects"]
+    expected = expected_box_scores(tiny_reasoner, image)
+    assert [o["box_score"] for o in objects] == pytest.approx(expected, rel=1e-5)
+    assert [o["score"] for o in objects] == pytest.approx(expected, rel=1e-5)
