@@ -51,7 +51,7 @@ class ScoredText(str):
     token_ids: Tuple[int, ...]
 
     def __new__(cls, text: str, token_logprobs: Optional[Sequence[TokenLogprob]] = None,
-                token_ids: Sequence[int] = ()):
+                token_ids: Sequence[int] = ()) -> "ScoredText":
         obj = super().__new__(cls, text)
         obj.token_logprobs = tuple(token_logprobs) if token_logprobs is not None else None
         obj.token_ids = tuple(int(i) for i in token_ids)
