@@ -16,6 +16,7 @@ from PIL import Image
 
 from ..core.api import (MAX_IMAGE_PIXELS, MAX_QUESTION_CHARS, STAGE_DONE, STAGE_PARSE,  # noqa: F401 - re-exported
                         STAGE_PREPROCESS, STAGE_REASON, STAGE_SEGMENT, STAGE_VECTORIZE, QuestionError, check_question)
+from ..core.confidence import annotate_box_scores
 from ..core.frames import FRAME_FIXED, FrameError, map_objects_to_image
 from ..core.profiles import PROFILES, Profile, get_profile
 from ..core.protocol import GRANULARITIES, PARSE_INVALID, PARSE_OK, PARSE_PARTIAL, Answer, AnswerObject
@@ -91,6 +92,11 @@ class Cascade:
 
         raw_output replays a recorded model answer instead of running the reasoner (re-segmenting
         a saved answer, tests). valid (H, W bool) marks pixels with data; masks never cover nodata.
+
+        Each object's box_score is the reasoner's confidence in its box (core/confidence.py), when
+        the reasoner returned its tokens' probabilities (a ScoredText; a replayed plain string has
+        none). Its score is a score the model wrote itself, else the segmenter's mask score where a
+        mask was made, else box_score.
         """
         options = options or AskOptions()
         options.validate()
@@ -131,6 +137,8 @@ class Cascade:
         emit("stage", {"stage": STAGE_PARSE})
         started = time.perf_counter()
         parsed = prof.parse(raw_output)
+        annotate_box_scores(raw_output, parsed.objects)
+        raw_output = str(raw_output)  # the text alone goes into the answer
         mapped, map_warnings = map_objects_to_image(parsed.objects, frame, options.min_box_size)
         warnings.extend(map_warnings)
         parse_status, parse_problems = parsed.status, list(parsed.problems)
@@ -145,7 +153,7 @@ class Cascade:
             warnings.append(f"{len(mapped) - len(deduplicated)} duplicate box(es) removed (IoU > {prof.dedupe_iou})")
         mapped = deduplicated
         objects = [AnswerObject(index=i, box=m.box, points=prof.sam_points(m.box, m.points), label=m.label,
-                                score=m.score)
+                                score=m.score, box_score=m.box_score)
                    for i, m in enumerate(mapped)]
         timings["parse"] = time.perf_counter() - started
 
@@ -173,6 +181,9 @@ class Cascade:
             if "masks" in options.granularities:
                 for obj, mask in zip(objects, masks):
                     obj.mask = mask_to_rle(mask)
+        for obj in objects:
+            if obj.score is None:  # no score written, no mask made: the reasoner's own confidence
+                obj.score = obj.box_score
         if "boxes" not in options.granularities:
             for obj in objects:
                 obj.box = None

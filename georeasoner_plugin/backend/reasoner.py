@@ -14,10 +14,13 @@ import time
 from typing import Callable, Dict, List, Optional, Union
 
 import torch
-from transformers.generation import BaseStreamer, StoppingCriteria, StoppingCriteriaList
+from transformers.generation import (BaseStreamer, LogitsProcessor, LogitsProcessorList, StoppingCriteria,
+                                     StoppingCriteriaList, TemperatureLogitsWarper, TopKLogitsWarper,
+                                     TopPLogitsWarper)
 
+from ..core.confidence import ScoredText, TokenLogprob
 from .models import REASONER_FAMILIES, ModelLoadError, load_model_and_processor
-from .reasoning import FrameMismatchError, check_frame, check_generation
+from .reasoning import FrameMismatchError, check_frame, check_generation, token_char_spans
 
 # Checkpoints that load with the Qwen2.5-VL class (kept for callers that name it); every reasoner
 # model_type GeoReasoner loads is a key of models.REASONER_FAMILIES.
@@ -38,6 +41,79 @@ class _StopWhenAsked(StoppingCriteria):
         stop = bool(self.should_stop())
         self.triggered = self.triggered or stop
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+class ChosenTokenLogprobs(LogitsProcessor):
+    """Records log p of every token generate() chooses, under the distribution it chose from.
+
+    It must be the last processor: generation_options() puts it after the sampling warpers, so it
+    sees the temperature-scaled, top-k/top-p-cut distribution a sampled token was drawn from, and
+    greedy, the model's own distribution (after any processors the checkpoint's generation_config
+    adds). The scores pass through unchanged. Only one step's log-softmax is held (batch x
+    vocabulary): the token chosen from it is read from input_ids at the next step, or from the
+    output for the last one (finish()).
+    """
+
+    def __init__(self):
+        self.held: Optional[torch.Tensor] = None
+        self.steps: List[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.held is not None:
+            self.steps.append(self.held.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.held = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, chosen: torch.Tensor) -> Optional[torch.Tensor]:
+        """(batch, new tokens) log-probabilities of ``chosen`` (the generated ids); None if the steps
+        seen do not line up with them."""
+        count = chosen.shape[1]
+        steps = list(self.steps[:count])
+        if len(steps) == count - 1 and self.held is not None:
+            steps.append(self.held.gather(1, chosen[:, count - 1:count]).squeeze(1))
+        self.held = None
+        if len(steps) != count:
+            return None
+        return torch.stack(steps, dim=1) if steps else chosen.new_zeros(chosen.shape, dtype=torch.float32)
+
+
+def generation_options(max_new_tokens: int, temperature: float, top_p: float, top_k: Optional[int],
+                       recorder: ChosenTokenLogprobs) -> dict:
+    """generate() keyword arguments for greedy (temperature 0) or sampled decoding, with ``recorder`` last.
+
+    Sampling: generate() appends its own warpers *after* a caller's logits processors, where the
+    recorder would see the untempered scores; so the warpers are passed as ours, in the order
+    generate() applies them (temperature, top-k, top-p), and generate() is told to add none. The
+    sampling itself is unchanged. Explicit values also override the checkpoint's generation_config
+    (Qwen ships top_k=1 and top_p=0.001, which would silently make sampling greedy); top_k=0 or None
+    means no top-k cut.
+    """
+    options = dict(max_new_tokens=int(max_new_tokens), do_sample=temperature > 0)
+    processors: List[LogitsProcessor] = []
+    if temperature > 0:
+        options.update(temperature=1.0, top_p=1.0, top_k=0)
+        if float(temperature) != 1.0:
+            processors.append(TemperatureLogitsWarper(float(temperature)))
+        if top_k:
+            processors.append(TopKLogitsWarper(top_k=int(top_k)))
+        if float(top_p) < 1.0:
+            processors.append(TopPLogitsWarper(top_p=float(top_p)))
+    else:
+        options.update(temperature=None, top_p=None, top_k=None)
+    options["logits_processor"] = LogitsProcessorList(processors + [recorder])
+    return options
+
+
+def scored_text(tokenizer, ids: List[int], logprobs: Optional[List[float]]) -> ScoredText:
+    """The decoded answer carrying each token's character span and log-probability."""
+    def decode(part):
+        return tokenizer.decode(part, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    text = decode(ids)
+    if logprobs is None:
+        return ScoredText(text, None, ids)
+    spans = token_char_spans(decode, ids)
+    return ScoredText(text, [TokenLogprob(s, e, float(lp)) for (s, e), lp in zip(spans, logprobs)], ids)
 
 
 class _TextPieceStreamer(BaseStreamer):
@@ -152,22 +228,17 @@ class Reasoner:  # implements reasoning.ReasonerProtocol
     def generate(self, image, messages: List[Dict], *, max_new_tokens: int = 512, temperature: float = 0.0,
                  top_p: float = 1.0, top_k: Optional[int] = None, seed: Optional[int] = None,
                  on_token: Optional[Callable[[str], None]] = None,
-                 should_stop: Optional[Callable[[], bool]] = None) -> str:
-        """The model's answer (new text only, special tokens removed) about `image` (already in the frame)."""
+                 should_stop: Optional[Callable[[], bool]] = None) -> ScoredText:
+        """The model's answer (new text only, special tokens removed) about `image` (already in the frame),
+        as a ScoredText: each generated token's id, characters and log-probability come with it."""
         check_generation(max_new_tokens, temperature)
         with self._lock:
             started = time.perf_counter()
             inputs = self.prepare_inputs(image, messages).to(self.device)
             prepared = time.perf_counter()
 
-            sampling = temperature > 0
-            options = dict(max_new_tokens=int(max_new_tokens), do_sample=sampling)
-            if sampling:
-                # Explicit values override the checkpoint's generation_config (Qwen ships top_k=1 and
-                # top_p=0.001, which would silently make sampling greedy); top_k=0 means no top-k cut.
-                options.update(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k or 0))
-            else:
-                options.update(temperature=None, top_p=None, top_k=None)
+            recorder = ChosenTokenLogprobs()
+            options = generation_options(max_new_tokens, temperature, top_p, top_k, recorder)
             stopper = _StopWhenAsked(should_stop) if should_stop is not None else None
             if stopper is not None:
                 options["stopping_criteria"] = StoppingCriteriaList([stopper])
@@ -180,8 +251,9 @@ class Reasoner:  # implements reasoning.ReasonerProtocol
                     torch.manual_seed(int(seed))
                 output = self.model.generate(**inputs, **options)
             new_tokens = output[0, prompt_length:]
-            text = self.processor.tokenizer.decode(new_tokens, skip_special_tokens=True,
-                                                   clean_up_tokenization_spaces=False)
+            logprobs = recorder.finish(new_tokens[None, :])
+            text = scored_text(self.processor.tokenizer, new_tokens.tolist(),
+                               None if logprobs is None else logprobs[0].tolist())
             finished = time.perf_counter()
             self.last_timings = {
                 "preprocess_s": prepared - started,

@@ -11,14 +11,14 @@ error for that mistake whichever reasoner runs.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 from ..core.frames import FrameError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from PIL.Image import Image
 
-__all__ = ["FrameMismatchError", "ReasonerProtocol", "check_frame", "check_generation"]
+__all__ = ["FrameMismatchError", "ReasonerProtocol", "check_frame", "check_generation", "token_char_spans"]
 
 Messages = List[Dict[str, Any]]
 
@@ -39,7 +39,11 @@ class ReasonerProtocol(Protocol):
                  seed: Optional[int] = None, on_token: Optional[Callable[[str], None]] = None,
                  should_stop: Optional[Callable[[], bool]] = None) -> str:
         """The model's raw answer text (new text only). ``on_token`` gets the pieces as they are
-        generated (they add up to the result); ``should_stop`` is polled and ends generation early."""
+        generated (they add up to the result); ``should_stop`` is polled and ends generation early.
+
+        A reasoner that knows its tokens' probabilities returns a ``core.confidence.ScoredText`` (a
+        ``str`` carrying them, from which the cascade computes each box's ``box_score``); a plain
+        ``str`` means no probabilities."""
         ...
 
 
@@ -57,3 +61,32 @@ def check_generation(max_new_tokens: int, temperature: float) -> None:
         raise ValueError("max_new_tokens must be at least 1")
     if temperature < 0:
         raise ValueError("temperature must be >= 0 (0 = greedy)")
+
+
+def token_char_spans(decode: Callable[[Sequence[int]], str], ids: Sequence[int]) -> List[Tuple[int, int]]:
+    """[start, end) of each generated token in ``decode(ids)``, the text the reasoner returns.
+
+    Tokens are decoded a few at a time from the last point where the text so far ended on a whole
+    character (byte-level BPE: decode(a + b) == decode(a) + decode(b) there), so the cost is linear
+    rather than one decode of every prefix. Tokens that only together make a character (an emoji
+    split over three byte tokens) share that character's span; special tokens decode to nothing and
+    get an empty span. If the pieces do not add up to the whole text (a tokenizer whose decode is not
+    concatenative), every prefix is decoded instead: exact, quadratic, rare.
+    """
+    ids = [int(i) for i in ids]
+    spans: List[Tuple[int, int]] = []
+    base, base_len = 0, 0  # first token not yet placed; characters placed so far
+    for i in range(len(ids)):
+        piece = decode(ids[base:i + 1])
+        if piece.endswith("\ufffd") and i + 1 < len(ids):
+            continue  # an incomplete character: place it with the token that completes it
+        spans.extend([(base_len, base_len + len(piece))] * (i + 1 - base))
+        base, base_len = i + 1, base_len + len(piece)
+    if base_len == len(decode(ids)):
+        return spans
+    spans, previous = [], 0
+    for i in range(len(ids)):
+        end = len(decode(ids[:i + 1]))
+        spans.append((min(previous, end), end))
+        previous = end
+    return spans

@@ -7,6 +7,14 @@ smart resize is the identity for such an image within its pixel bounds), so the 
 are in the frame the cascade maps back from. Qwen3-VL answers in a 0-1000 frame normalised on both
 axes; the profile's frame maps those back just as well. SAM stays local; only the language model is
 shared.
+
+Every request asks for ``logprobs``: each streamed chunk then carries the log-probability of the
+tokens that wrote it (``choices[0].logprobs.content[*].token / .logprob``), and the answer comes back
+as a ``ScoredText`` from which the cascade scores each box (``box_score``). They are whatever the
+server reports: vLLM's default is the model's own distribution before temperature and top-p
+(``--logprobs-mode`` changes that), the same as the sampled one when greedy. A server that returns
+none gives a plain text answer (box_score stays empty); one that refuses the parameter (HTTP 400
+naming it) is asked again without it, once per reasoner.
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from ..core.confidence import ScoredText, TokenLogprob
 from ..core.frames import QWEN3_PATCH_FACTOR, QWEN_PATCH_FACTOR
 from .reasoning import FrameMismatchError, check_frame, check_generation
 
@@ -121,6 +130,7 @@ class RemoteReasoner:  # implements reasoning.ReasonerProtocol
         # The read timeout bounds the wait between two streamed chunks (a long prefill on a busy server).
         self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s))
         self.last_timings: Dict[str, float] = {}
+        self.ask_logprobs = True  # turned off for good when the server refuses the parameter
 
     def close(self) -> None:
         self._client.close()
@@ -151,7 +161,8 @@ class RemoteReasoner:  # implements reasoning.ReasonerProtocol
                  top_p: float = 1.0, top_k: Optional[int] = None, seed: Optional[int] = None,
                  on_token: Optional[Callable[[str], None]] = None,
                  should_stop: Optional[Callable[[], bool]] = None) -> str:
-        """The model's answer text about `image` (a PIL image already in the model frame)."""
+        """The model's answer text about `image` (a PIL image already in the model frame): a ScoredText
+        carrying the tokens' log-probabilities when the server sent them for every chunk of text."""
         width, height = image.size
         check_frame(width, height, FRAME_FACTORS)
         check_generation(max_new_tokens, temperature)
@@ -171,23 +182,26 @@ class RemoteReasoner:  # implements reasoning.ReasonerProtocol
         prepared = time.perf_counter()
         stop = should_stop or (lambda: False)
         pieces: List[str] = []
+        scored = _ScoredPieces()
         cancelled = threading.Event()
         try:
-            with self._client.stream("POST", self.endpoint, json=payload) as response:
-                if response.status_code != 200:
-                    raise RemoteReasonerError(self._http_error(response))
+            response = self._open_stream(payload)
+            try:
                 watchdog = _StopWatchdog(stop, response, cancelled)
                 watchdog.start()
                 try:
-                    for piece in _sse_text_pieces(response):
+                    for piece, logprobs in _sse_text_pieces(response):
                         if stop():
                             cancelled.set()
                             break
                         pieces.append(piece)
+                        scored.add(piece, logprobs)
                         if on_token is not None:
                             on_token(piece)
                 finally:
                     watchdog.finish()
+            finally:
+                response.close()
         except (httpx.HTTPError, httpx.StreamError) as exc:
             # Closing the response from the watchdog breaks the read: that is a cancel, not a failure.
             if not cancelled.is_set():
@@ -196,7 +210,24 @@ class RemoteReasoner:  # implements reasoning.ReasonerProtocol
         finished = time.perf_counter()
         self.last_timings = {"preprocess_s": prepared - started, "reason_s": finished - prepared,
                              "chunks": len(pieces), "cancelled": cancelled.is_set()}
-        return "".join(pieces)
+        return ScoredText("".join(pieces), scored.tokens())
+
+    def _open_stream(self, payload: Dict) -> httpx.Response:
+        """The streaming response (status 200), asking for logprobs unless this server refused them."""
+        if self.ask_logprobs:
+            payload = dict(payload, logprobs=True)
+        response = self._client.send(self._client.build_request("POST", self.endpoint, json=payload), stream=True)
+        if response.status_code == 200:
+            return response
+        try:
+            message = self._http_error(response)
+        finally:
+            response.close()
+        if response.status_code == 400 and self.ask_logprobs and "logprob" in message.lower():
+            self.ask_logprobs = False  # an endpoint without logprobs: answers without box_score
+            payload = {k: v for k, v in payload.items() if k != "logprobs"}
+            return self._open_stream(payload)
+        raise RemoteReasonerError(message)
 
     def _http_error(self, response: httpx.Response) -> str:
         body = b""
@@ -215,6 +246,42 @@ class RemoteReasoner:  # implements reasoning.ReasonerProtocol
             hint = f"; check --reasoner-url (the server's /v1 base) and --reasoner-model ({self.model})"
         return self._scrub(f"the reasoning server at {self.display_url} answered HTTP {response.status_code}"
                            f"{': ' + detail if detail else ''}{hint}")
+
+
+class _ScoredPieces:
+    """Token log-probabilities placed on the characters of the streamed text.
+
+    A chunk's tokens get their own characters when their texts add up to the chunk's text, else each
+    gets the whole chunk (a token that is part of a character, "bytes:..." in vLLM); a chunk of text
+    without logprobs makes the whole answer unscored (a box over it could not be scored honestly).
+    """
+
+    def __init__(self):
+        self.length = 0
+        self.placed: List[TokenLogprob] = []
+        self.complete = True
+        self.any = False
+
+    def add(self, piece: str, logprobs: Optional[List[Dict]]) -> None:
+        start, end = self.length, self.length + len(piece)
+        self.length = end
+        entries = [e for e in logprobs or [] if isinstance(e, dict)]
+        values = [e.get("logprob") for e in entries]
+        if not entries or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            self.complete = self.complete and not piece
+            return
+        self.any = True
+        texts = [e.get("token") if isinstance(e.get("token"), str) else None for e in entries]
+        if None not in texts and "".join(texts) == piece:
+            at = start
+            for text, value in zip(texts, values):
+                self.placed.append(TokenLogprob(at, at + len(text), min(0.0, float(value))))
+                at += len(text)
+        else:
+            self.placed.extend(TokenLogprob(start, end, min(0.0, float(v))) for v in values)
+
+    def tokens(self) -> Optional[List[TokenLogprob]]:
+        return self.placed if self.any and self.complete else None
 
 
 class _StopWatchdog(threading.Thread):
@@ -242,7 +309,8 @@ class _StopWatchdog(threading.Thread):
 
 
 def _sse_text_pieces(response: httpx.Response):
-    """Text deltas of a chat-completions event stream, until [DONE] or the end of the stream."""
+    """(text delta, its logprobs entries or None) of a chat-completions event stream, until [DONE] or
+    the end of the stream."""
     for line in response.iter_lines():
         if not line.startswith("data:"):
             continue  # comments, event names, keep-alives, blank separators
@@ -261,8 +329,10 @@ def _sse_text_pieces(response: httpx.Response):
         for choice in event.get("choices") or []:
             delta = choice.get("delta") or {}
             piece = delta.get("content")
+            logprobs = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) \
+                else None
             if isinstance(piece, str) and piece:
-                yield piece
+                yield piece, logprobs if isinstance(logprobs, list) else None
 
 
 def _error_message(body) -> str:

@@ -45,7 +45,10 @@ COMMON_FIELDS: Tuple[Field, ...] = (
     Field("question", KIND_STR, "the question as asked"),
     Field("obj_index", KIND_INT, "index of the object within the answer, from 0"),
     Field("label", KIND_STR, "the model's short label for the object, when it gives one"),
-    Field("score", KIND_FLOAT, "segmenter score of the object's mask, when masks were made"),
+    Field("score", KIND_FLOAT, "confidence in the object: the segmenter's mask score where a mask was made, "
+                               "else box_score (a score the model wrote itself comes first)"),
+    Field("box_score", KIND_FLOAT, "the reasoner's confidence in the object's box: the geometric mean of the "
+                                   "probabilities of the tokens that wrote its coordinates"),
     Field("profile", KIND_STR, "prompt profile (answer format and frame) that was used"),
     Field("reasoner", KIND_STR, "reasoning model (checkpoint, endpoint model or replay)"),
     Field("segmenter", KIND_STR, "segmentation model, empty when none ran"),
@@ -99,6 +102,7 @@ def feature_attributes(answer: Answer, obj: AnswerObject, raster: str = "", area
         "obj_index": obj.index,
         "label": obj.label or "",
         "score": None if obj.score is None else float(obj.score),
+        "box_score": None if obj.box_score is None else float(obj.box_score),
         "profile": answer.profile,
         "reasoner": answer.models.get("reasoner", ""),
         "segmenter": answer.models.get("segmenter", ""),

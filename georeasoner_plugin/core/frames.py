@@ -242,6 +242,7 @@ class MappedObject:
     points: List[Point]
     label: Optional[str]
     score: Optional[float]
+    box_score: Optional[float] = None  # core.confidence: the reasoner's confidence in the box
 
 
 def map_objects_to_image(objects: Sequence[ParsedObject], frame: ModelFrame,
@@ -281,5 +282,6 @@ def map_objects_to_image(objects: Sequence[ParsedObject], frame: ModelFrame,
                 warnings.append(f"object {number}: nothing usable left; object dropped")
             continue
         mapped.append(MappedObject(box=box, points=points, label=getattr(obj, "label", None),
-                                   score=getattr(obj, "score", None)))
+                                   score=getattr(obj, "score", None),
+                                   box_score=getattr(obj, "box_score", None)))
     return mapped, warnings

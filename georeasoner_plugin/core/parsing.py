@@ -48,7 +48,9 @@ class ParsedObject:
     box: Optional[Box] = None
     points: List[Point] = field(default_factory=list)
     label: Optional[str] = None
-    score: Optional[float] = None
+    score: Optional[float] = None  # a score the model wrote itself ("score"/"confidence" key)
+    # Never set by the parser: the reasoner's token probabilities over the box (core.confidence).
+    box_score: Optional[float] = None
 
 
 @dataclass

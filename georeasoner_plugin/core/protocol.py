@@ -109,6 +109,8 @@ class AnswerObject:
     index: int
     box: Optional[Box] = None
     points: List[Point] = field(default_factory=list)
+    # The object's confidence: the segmenter's mask score where a mask was made, else box_score (a
+    # score the model wrote into its answer comes first).
     score: Optional[float] = None
     label: Optional[str] = None
     polygons: List[Polygon] = field(default_factory=list)
@@ -116,6 +118,10 @@ class AnswerObject:
     # Tiled answers only: the tiles the object was found in and its score in each,
     # [{"tile": "r0c1", "score": 0.93}, ...]; absent from the JSON when empty.
     tiles: List[Dict[str, Any]] = field(default_factory=list)
+    # The reasoner's confidence in the box: geometric mean of the probabilities of the tokens that
+    # wrote its coordinates (core/confidence.py); None when the reasoner gave no probabilities.
+    # Absent from the JSON when None, so answers from before it load unchanged.
+    box_score: Optional[float] = None
 
     def to_dict(self) -> Dict[str, Any]:
         data = {
@@ -127,6 +133,8 @@ class AnswerObject:
             "polygons": [p.to_dict() for p in self.polygons],
             "mask": self.mask.to_dict() if self.mask is not None else None,
         }
+        if self.box_score is not None:
+            data["box_score"] = self.box_score
         if self.tiles:
             data["tiles"] = [dict(t) for t in self.tiles]
         return data
@@ -144,6 +152,7 @@ class AnswerObject:
                 raise ProtocolError("a box has four numbers: x1, y1, x2, y2")
             box = tuple(values)
         score = data.get("score")
+        box_score = data.get("box_score")
         return cls(
             index=int(data.get("index", 0)),
             box=box,
@@ -153,6 +162,7 @@ class AnswerObject:
             polygons=[Polygon.from_dict(p) for p in _list(data.get("polygons", []), "polygons")],
             mask=MaskRLE.from_dict(data["mask"]) if data.get("mask") else None,
             tiles=[dict(t) for t in _list(data.get("tiles", []), "tiles")],
+            box_score=None if box_score is None else _number(box_score, "box_score"),
         )
 
 

@@ -5,6 +5,12 @@ answer obtained through the HTTP path can be compared with the in-process answer
 Like vLLM it accepts images as data URLs inside `image_url` parts, streams Server-Sent Events
 (`data: {chunk}` ... `data: [DONE]`), lists its model at GET /v1/models, and stops generating when
 the client goes away. Only what GeoReasoner's RemoteReasoner uses is implemented.
+
+Log-probabilities: a double made with ``logprobs=True`` answers a request asking for them as vLLM
+does, each chunk carrying ``choices[0].logprobs.content = [{"token", "logprob"}, ...]`` for the tokens
+that wrote it; they come from the served reasoner's ScoredText, so the answer is generated first and
+then streamed token by token. Made without, it ignores the parameter (a server without logprobs);
+with ``logprobs="refuse"`` it answers 400 to a request asking for them (a server that rejects it).
 """
 from __future__ import annotations
 
@@ -24,8 +30,9 @@ class OpenAIDouble:
     """`with OpenAIDouble(reasoner) as double:` serves at double.url (the /v1 base) until the block ends."""
 
     def __init__(self, reasoner, model_name: str = "tiny-qwen2.5-vl", api_key: Optional[str] = None,
-                 token_delay_s: float = 0.0):
+                 token_delay_s: float = 0.0, logprobs=False):
         self.reasoner = reasoner
+        self.logprobs = logprobs
         self.model_name = model_name
         self.api_key = api_key
         self.token_delay_s = token_delay_s
@@ -104,10 +111,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.owner.requests.append({"image_size": image.size, "max_tokens": body.get("max_tokens"),
                                     "temperature": body.get("temperature"), "top_p": body.get("top_p"),
-                                    "seed": body.get("seed"), "stream": bool(body.get("stream"))})
+                                    "seed": body.get("seed"), "stream": bool(body.get("stream")),
+                                    "logprobs": body.get("logprobs")})
+        if body.get("logprobs") and self.owner.logprobs == "refuse":
+            self._json(400, {"error": {"message": "logprobs is not supported by this server",
+                                       "type": "BadRequestError", "code": 400}})
+            return
         options = dict(max_new_tokens=int(body.get("max_tokens") or 512), temperature=float(body.get("temperature", 1.0)),
                        top_p=float(body.get("top_p", 1.0)), seed=body.get("seed"))
-        if body.get("stream"):
+        if body.get("stream") and body.get("logprobs") and self.owner.logprobs is True:
+            self._stream_with_logprobs(image, messages, options)
+        elif body.get("stream"):
             self._stream(image, messages, options)
         else:
             text = self.owner.reasoner.generate(image, messages, **options)
@@ -141,6 +155,35 @@ class _Handler(BaseHTTPRequestHandler):
             self.owner.cancelled += 1
             return
         send({}, "stop")
+        self._event("[DONE]", gone)
+
+    def _stream_with_logprobs(self, image, messages, options) -> None:
+        text = self.owner.reasoner.generate(image, messages, **options)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        completion_id = "chatcmpl-" + uuid.uuid4().hex
+        gone = threading.Event()
+
+        def send(delta: Dict, logprobs=None, finish_reason=None) -> None:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+            if logprobs is not None:
+                choice["logprobs"] = {"content": logprobs}
+            self._event(json.dumps({"id": completion_id, "object": "chat.completion.chunk",
+                                    "model": self.owner.model_name, "choices": [choice]}), gone)
+
+        send({"role": "assistant", "content": ""})
+        # One chunk per token; tokens that only together make a character (one shared span) go in one
+        # chunk, each named by its id, as vLLM names a partial character "bytes:...".
+        groups: Dict = {}
+        for n, token in enumerate(text.token_logprobs):
+            if token.end > token.start:  # special tokens write nothing
+                groups.setdefault((token.start, token.end), []).append((n, token.logprob))
+        for (start, end), tokens in groups.items():
+            piece = text[start:end]
+            names = [piece] if len(tokens) == 1 else [f"<id {text.token_ids[n]}>" for n, _ in tokens]
+            send({"content": piece}, [{"token": name, "logprob": value} for name, (_, value) in zip(names, tokens)])
+        send({}, finish_reason="stop")
         self._event("[DONE]", gone)
 
     def _event(self, data: str, gone: threading.Event) -> None:

@@ -18,11 +18,12 @@ def supports_batches(reasoner) -> bool:
 def generate_batch(reasoner, images: List, messages: List[Dict], *, max_new_tokens: int = 512,
                    temperature: float = 0.0, top_p: float = 1.0, seed: Optional[int] = None,
                    should_stop: Optional[Callable[[], bool]] = None) -> List[str]:
-    """One answer per image (all in the same frame size), in order; greedy unless temperature > 0."""
+    """One answer per image (all in the same frame size), in order; greedy unless temperature > 0.
+    Each is a ``ScoredText`` carrying its tokens' probabilities (padding after the end: no characters)."""
     import torch
     from transformers import StoppingCriteriaList
 
-    from ..reasoner import _StopWhenAsked
+    from ..reasoner import ChosenTokenLogprobs, _StopWhenAsked, generation_options, scored_text
 
     if not images:
         return []
@@ -41,11 +42,8 @@ def generate_batch(reasoner, images: List, messages: List[Dict], *, max_new_toke
             processor_kwargs={"images": [[im] for im in images], "padding": True, "padding_side": "left",
                               "images_kwargs": {"size": {"shortest_edge": pixels, "longest_edge": pixels}}},
         ).to(reasoner.device)
-        options = dict(max_new_tokens=int(max_new_tokens), do_sample=temperature > 0)
-        if temperature > 0:
-            options.update(temperature=float(temperature), top_p=float(top_p), top_k=0)
-        else:
-            options.update(temperature=None, top_p=None, top_k=None)
+        recorder = ChosenTokenLogprobs()
+        options = generation_options(max_new_tokens, temperature, top_p, 0, recorder)
         if should_stop is not None:
             options["stopping_criteria"] = StoppingCriteriaList([_StopWhenAsked(should_stop)])
         prompt_length = inputs["input_ids"].shape[1]
@@ -53,7 +51,9 @@ def generate_batch(reasoner, images: List, messages: List[Dict], *, max_new_toke
             if seed is not None:
                 torch.manual_seed(int(seed))
             output = reasoner.model.generate(**inputs, **options)
-        texts = [reasoner.processor.tokenizer.decode(row[prompt_length:], skip_special_tokens=True,
-                                                     clean_up_tokenization_spaces=False) for row in output]
+        new_tokens = output[:, prompt_length:]
+        logprobs = recorder.finish(new_tokens)
+        texts = [scored_text(reasoner.processor.tokenizer, row.tolist(), None if logprobs is None else lp.tolist())
+                 for row, lp in zip(new_tokens, logprobs if logprobs is not None else [None] * len(new_tokens))]
         reasoner.last_timings = {"reason_s": time.perf_counter() - started, "batch": len(images)}
     return texts

@@ -138,7 +138,9 @@ class TiledEngine:
                     mask = mask & valid
                     on_nodata[n] = on_nodata[n] or (segmented and not mask.any())
                 polygons[n] = mask_to_polygons(mask, opts.simplify_tolerance, opts.min_area)
-                if obj.score is None:
+                # The boxes-only cascade above filled a missing score with box_score; a mask outranks it
+                # (Cascade.run's order: the model's own score, the mask's, the box's).
+                if obj.score is None or obj.score == obj.box_score:
                     obj.score = float(result.score)
         objects = []
         for obj, parts, nodata in zip(answer.objects, polygons, on_nodata):
@@ -147,7 +149,7 @@ class TiledEngine:
             objects.append({
                 "box": [obj.box[0] + tile.x, obj.box[1] + tile.y, obj.box[2] + tile.x, obj.box[3] + tile.y],
                 "points": [[p[0] + tile.x, p[1] + tile.y] for p in obj.points],
-                "score": obj.score, "label": obj.label,
+                "score": obj.score, "box_score": obj.box_score, "label": obj.label,
                 "polygons": [_shift_polygon(p, tile.x, tile.y) for p in parts],
             })
         record = {"tile": tile.index, "key": tile.key, "window": [tile.x, tile.y, tile.width, tile.height],

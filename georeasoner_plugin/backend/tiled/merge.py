@@ -12,8 +12,11 @@ Same-object links are closed transitively (union-find), so a lake over four tile
 Its polygons are dissolved with shapely; since every vertex lies on the same integer pixel grid
 the union is exact and leaves no sliver along the seams. The box becomes the bounds of the merged
 polygon (or the union of the boxes), and each object keeps the tiles it came from with its score
-in each. Records are merged in tile order and the objects sorted top-left first, so the result
-does not depend on the order tiles finished in (what makes a resumed run identical).
+(and box_score) in each. The merged object's score is its largest piece's; its box_score is the
+best of its pieces' (the reasoner was that sure of it in at least one tile; a tile that saw only a
+sliver of it and was unsure should not lower it). Records are merged in tile order and the objects
+sorted top-left first, so the result does not depend on the order tiles finished in (what makes a
+resumed run identical).
 """
 from __future__ import annotations
 
@@ -160,9 +163,14 @@ def _merge_group(members: List[Dict[str, Any]], centre_points: bool) -> AnswerOb
         points = [box_center(box)]
     tiles = []
     for m in sorted(members, key=lambda m: m["tile"]):
-        tiles.append({"tile": m["key"], "score": m["obj"].get("score")})
+        tile = {"tile": m["key"], "score": m["obj"].get("score")}
+        if m["obj"].get("box_score") is not None:
+            tile["box_score"] = m["obj"]["box_score"]
+        tiles.append(tile)
+    box_scores = [t["box_score"] for t in tiles if "box_score" in t]
     return AnswerObject(index=0, box=box, points=points, score=largest["obj"].get("score"),
-                        label=largest["obj"].get("label"), polygons=polygons, tiles=tiles)
+                        label=largest["obj"].get("label"), polygons=polygons, tiles=tiles,
+                        box_score=max(box_scores) if box_scores else None)
 
 
 def multipolygon(obj: AnswerObject):
