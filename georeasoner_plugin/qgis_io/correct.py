@@ -147,7 +147,8 @@ class Corrector:
         obj.mask = MaskRLE.from_dict(out["mask"])
         obj.polygons = [Polygon.from_dict(p) for p in out["polygons"]]
         obj.score = float(out["score"])
-        obj.box = prompt.box if prompt.box is not None else obj.box
+        if prompt.box is not None and tuple(prompt.box) != tuple(obj.box or ()):
+            obj.box, obj.box_score = prompt.box, None  # the analyst's box, not the reasoner's
         self.prompts[index] = prompt
         self.edited.add(index)
         for granularity in ("masks", "contours"):

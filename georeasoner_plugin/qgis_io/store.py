@@ -291,8 +291,8 @@ class AnswerStore:
             out = ogr.Feature(defn)
             for name in f.fields().names():
                 value = f[name]
-                if value is None or (hasattr(value, "isNull") and value.isNull()):
-                    continue
+                if value is None or (hasattr(value, "isNull") and value.isNull()) or defn.GetFieldIndex(name) < 0:
+                    continue  # NULL, or a column this (older) store's table does not have
                 out.SetField(name, value.toString(Qt.DateFormat.ISODate) if hasattr(value, "toString") else value)
             out.SetGeometry(ogr.CreateGeometryFromWkb(bytes(f.geometry().asWkb())))
             layer.CreateFeature(out)
