@@ -15,6 +15,20 @@ from ..toolbelt.settings import Settings
 PLUGIN_PARENT = Path(__file__).resolve().parents[2]  # the folder holding the georeasoner_plugin package
 
 
+def local_capture_dir() -> str:
+    """A folder of this QGIS profile, private to its user, where captures for a backend started from
+    QGIS go ("" when it cannot be made: the captures are then uploaded)."""
+    from qgis.core import QgsApplication
+
+    folder = Path(QgsApplication.qgisSettingsDirPath()) / "georeasoner" / "captures"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+    except OSError:
+        return ""
+    return str(folder)
+
+
 class LocalBackend(QObject):
     started = pyqtSignal(str)  # url
     stopped = pyqtSignal(int)  # exit code
@@ -37,6 +51,9 @@ class LocalBackend(QObject):
             args += ["--segmenter", settings.segmenter]
         if settings.token_file:
             args += ["--token-file", settings.token_file]
+        captures = local_capture_dir()
+        if captures:  # same machine: captures are handed over as files, not uploaded (core/transport.py)
+            args += ["--shared-capture-dir", captures]
         return args
 
     def is_running(self) -> bool:

@@ -1,4 +1,5 @@
 """The dock (Enter asks, streamed stages, history, zoom) and the settings page with a local backend."""
+import os
 from pathlib import Path
 
 from qgis.core import QgsProject, QgsRasterLayer
@@ -105,6 +106,14 @@ def test_settings_page_and_local_backend(qgis_parent, tiny_models, tmp_path):
         client = BackendClient(backend.url, Path(tmp_path / "token").read_text().strip(), timeout_s=30)
         assert wait_until(lambda: client.health()["status"] == "ready", 240)
         assert LISTENING_PREFIX in page.log.toPlainText()
+        # a backend started from QGIS is handed captures as files in a private folder, not uploads
+        from georeasoner_plugin.qgis_io.image_encode import transport_for
+        from georeasoner_plugin.qgis_io.local_backend import local_capture_dir
+
+        folder = local_capture_dir()
+        assert client.info()["shared_capture_dir"] == os.path.realpath(folder)
+        assert (os.stat(folder).st_mode & 0o777) == 0o700
+        assert transport_for(client) == "path"
         # the state comes from /v1/health, not from the process merely running
         assert wait_until(lambda: page.state.text().startswith("ready at"), 60), page.state.text()
         # the log follows new lines

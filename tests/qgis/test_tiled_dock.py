@@ -126,7 +126,8 @@ def test_whole_layer_tiled_asks_every_tile_off_the_ui_thread(dock):
     # above). How long its longest gap is depends on the machine's load, so it is not asserted here.
     assert ticker.ticks > 20
     # the layers filled in while tiles finished (GET /v1/jobs/{id}/result?partial=true), then made way
-    assert dock.tiled.previews >= 1 and max(preview_features) >= 1, (dock.tiled.previews, preview_features)
+    assert dock.tiled.previews >= 1 and max(preview_features) >= 1, \
+        f"{dock.tiled.previews} previews, features seen {preview_features}, {dock.tiled.preview_problems}"
     assert not dock.tiled.preview_ids
     assert not any("tiles so far" in lyr.name() for lyr in project.mapLayers().values())
     assert dock.history.count() == 1
@@ -168,7 +169,7 @@ def test_cancel_keeps_the_tiles_already_answered(dock):
     assert wait_until(lambda: any(e.get("done", 0) >= 2 for e in dock.tiled.events) or not dock.tiled.is_busy(), 120)
     dock.cancel()
     assert wait_until(lambda: not dock.tiled.is_busy(), 60), dock.status.text()
-    assert "Cancelled" in dock.last_message, dock.last_message
+    assert "Cancelled" in dock.last_message, f"{dock.last_message}\n{dock.tiled.last_error_detail}"
     assert dock.history.count() == 1  # the finished part is kept as an answer
     stored = next(iter(dock.history_panel.answers.values()))
     done = [t for t in stored.answer.tiles if t.get("tile") != "plan"]
