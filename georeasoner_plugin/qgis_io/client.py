@@ -394,9 +394,12 @@ class BackendClient:
             loop.exec()
         timer.stop()
         read_ready()
-        status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute)
-        error = reply.error()
-        error_text = reply.errorString()
+        try:
+            status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute)
+            error = reply.error()
+            error_text = reply.errorString()
+        except RuntimeError:  # the reply object is gone already (seen once in a while after an abort)
+            status, error, error_text = None, QNetworkReply.NetworkError.OperationCanceledError, "reply deleted"
         try:  # no late readyRead may reach read_ready once the reply is gone (it would abort QGIS)
             reply.readyRead.disconnect(read_ready)
             reply.finished.disconnect(loop.quit)
@@ -407,7 +410,10 @@ class BackendClient:
 
             sip.delete(nam)  # here, in this thread, with its reply
         else:
-            reply.deleteLater()
+            try:
+                reply.deleteLater()
+            except RuntimeError:
+                pass
         if state["error"] is not None:
             raise state["error"]
         if state["why"] == "cancelled":
