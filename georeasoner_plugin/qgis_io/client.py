@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from qgis.core import QgsApplication, QgsNetworkAccessManager
-from qgis.PyQt.QtCore import QByteArray, QCoreApplication, QEventLoop, QThread, QTimer, QUrl
+from qgis.PyQt.QtCore import QByteArray, QCoreApplication, QEvent, QEventLoop, QThread, QTimer, QUrl
 from qgis.PyQt.QtNetwork import QNetworkProxy, QNetworkReply, QNetworkRequest
 
 from ..core.api import (ASK_FIELDS, ASK_STREAM_PATH, CODE_IMAGE_NOT_CACHED, EVENT_ANSWER, EVENT_ERROR, HEALTH_PATH,
@@ -409,6 +409,10 @@ class BackendClient:
             from qgis.PyQt import sip
 
             sip.delete(nam)  # here, in this thread, with its reply
+            # PyQt deletes the slot proxies of that reply later. The next request's reply can take the
+            # freed address, and a stale proxy then marks that live reply as deleted: flush them now
+            # (this thread's deferred deletes are all ours).
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
         else:
             try:
                 reply.deleteLater()

@@ -137,8 +137,12 @@ class TiledJobClient:
         return BackendError(tr("The backend's tiled job failed: {0}. Look at the backend's log.").format(error), "job")
 
     def result_so_far(self, job_id: str):
-        """(Answer, GeoTransform) of the tiles answered so far, or None (nothing yet, or the job ended)."""
-        status, data = self.client._request("GET", f"/v1/jobs/{job_id}/result?partial=true")
+        """(Answer, GeoTransform) of the tiles answered so far, or None (nothing yet, the job ended, or
+        the request failed: the preview is a convenience, the uploads that follow report a real fault)."""
+        try:
+            status, data = self.client._request("GET", f"/v1/jobs/{job_id}/result?partial=true")
+        except BackendError:
+            return None
         if status != 200:
             return None
         try:
