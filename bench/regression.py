@@ -52,9 +52,10 @@ def _stages(folder: Path) -> Tuple[List[Tuple[str, Callable[[], object]]], Dict[
     from georeasoner_plugin.backend.cascade import resize_to_frame
     from georeasoner_plugin.backend.imagery import read_image_bytes
     from georeasoner_plugin.backend.vectorize import mask_to_polygons
+    from georeasoner_plugin.backend.writers import _features as georeference_features
     from georeasoner_plugin.backend.writers import write_vectors
     from georeasoner_plugin.core.frames import map_objects_to_image
-    from georeasoner_plugin.core.georef import GeoTransform, answer_to_map
+    from georeasoner_plugin.core.georef import GeoTransform
     from georeasoner_plugin.core.profiles import get_profile
     from georeasoner_plugin.core.protocol import Answer, AnswerObject
     from PIL import Image
@@ -85,7 +86,7 @@ def _stages(folder: Path) -> Tuple[List[Tuple[str, Callable[[], object]]], Dict[
         ("preprocess", lambda: resize_to_frame(image, frame.frame_width, frame.frame_height, profile.frame.kind)),
         ("parse", lambda: map_objects_to_image(profile.parse(raw).objects, frame)),
         ("vectorize", lambda: [mask_to_polygons(m) for m in masks]),
-        ("georeference", lambda: answer_to_map(answer, transform)),
+        ("georeference", lambda: georeference_features(answer, transform)),  # the writer's own step
         ("write", lambda: write_vectors(answer, transform, wkt, folder / "bench.gpkg", overwrite=True)),
         ("decode PNG", lambda: read_image_bytes(encoded["PNG"])),
         ("decode TIFF", lambda: read_image_bytes(encoded["TIFF"])),

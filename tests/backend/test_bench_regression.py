@@ -25,3 +25,12 @@ def test_table_puts_targets_beside_figures():
     assert "| **non-model total** | **50.0** | <= 50 ms | ok |" in text
     assert "| vectorizer small | 10.00 | <= 0.5 x shapes | 0.40x ok |" in text
     assert text.count("1.00x") >= 5  # change against the baseline per stage
+
+
+def test_every_stage_runs_the_production_code_once():
+    """`make bench` measures the code as it is: one round of every stage, no baseline written."""
+    from bench.regression import measure
+
+    current = measure(rounds=1)
+    assert {"preprocess", "parse", "vectorize", "georeference", "write", "decode TIFF"} <= set(current["median_ms"])
+    assert all(value > 0 for value in current["vectorizer_vs_shapes"].values())
