@@ -328,12 +328,43 @@ class BackendClient:
         text = tr("Backend error {0}: {1}").format(status, message or "-") + " " + hint
         return BackendError(text, kind, status)
 
+    def _plain_http(self, url: str) -> bool:
+        """A worker thread asking a loopback backend over http with a token: the standard library
+        (plain_http.py says why), not Qt's network stack."""
+        app = QCoreApplication.instance()
+        qurl = QUrl(url)
+        return (app is not None and QThread.currentThread() != app.thread() and qurl.scheme() == "http"
+                and is_loopback_host(qurl.host()) and (bool(self.token) or not self.authcfg))
+
+    def _request_plain(self, url, method, body, content_type, timeout, on_data, stream):
+        from . import plain_http
+
+        headers = {"Accept": NDJSON_MEDIA_TYPE if stream else "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if content_type:
+            headers["Content-Type"] = content_type
+        try:
+            return plain_http.request(url, method, body or b"", headers, timeout_s=timeout,
+                                      connect_timeout_s=self.connect_timeout_s, is_cancelled=self.is_cancelled,
+                                      on_data=on_data)
+        except plain_http.Stopped:
+            raise Cancelled() from None
+        except plain_http.Stalled:
+            raise self._stalled(timeout) from None
+        except plain_http.Refused:
+            raise self._down() from None
+        except plain_http.Lost as exc:
+            raise (self._closed_mid_answer() if stream else self._lost(str(exc))) from None
+
     def _request(self, method: str, path: str, body: Optional[bytes] = None, content_type: str = "",
                  timeout_s: Optional[float] = None, on_data: Optional[Callable[[bytes], None]] = None,
                  stream: bool = False):
         """(status, body) of one request; raises BackendError for transport failures."""
         url = self.base_url + path
         timeout = float(timeout_s if timeout_s is not None else self.timeout_s)
+        if self._plain_http(url):
+            return self._request_plain(url, method, body, content_type, timeout, on_data, stream)
         request = QNetworkRequest(QUrl(url))
         request.setRawHeader(b"Accept", NDJSON_MEDIA_TYPE.encode("ascii") if stream else b"application/json")
         request.setAttribute(QNetworkRequest.Attribute.RedirectPolicyAttribute,
@@ -409,9 +440,7 @@ class BackendClient:
             from qgis.PyQt import sip
 
             sip.delete(nam)  # here, in this thread, with its reply
-            # PyQt deletes the slot proxies of that reply later. The next request's reply can take the
-            # freed address, and a stale proxy then marks that live reply as deleted: flush them now
-            # (this thread's deferred deletes are all ours).
+            # and this thread's deferred deletes (all ours) now, not during a later request's loop
             QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
         else:
             try:
@@ -423,18 +452,28 @@ class BackendClient:
         if state["why"] == "cancelled":
             raise Cancelled()
         if state["why"] == "timeout":
-            raise BackendError(tr("The backend at {0} sent nothing for {1:.0f} s: it is stalled or too slow for "
-                                  "this request. Raise the timeout in Options > GeoReasoner, or use a smaller "
-                                  "capture or a lighter model.").format(self.base_url, timeout), "timeout")
+            raise self._stalled(timeout)
         if status is None or int(status) == 0:
             refused = (QNetworkReply.NetworkError.ConnectionRefusedError, QNetworkReply.NetworkError.HostNotFoundError)
-            if error in refused:
-                raise BackendError(tr("No GeoReasoner backend answers at {0}. ").format(self.base_url) + tr(START_HINT),
-                                   "down")
-            raise BackendError(tr("Lost the connection to the backend at {0} ({1}): it may have crashed or been "
-                                  "stopped. Look at its log, then start it again. ").format(self.base_url, error_text)
-                               + tr(START_HINT), "closed")
+            raise self._down() if error in refused else self._lost(error_text)
         if error in (QNetworkReply.NetworkError.RemoteHostClosedError,) and stream:
-            raise BackendError(tr("The backend closed the connection mid-answer: it may have crashed or been "
-                                  "stopped. Look at its log, then start it again."), "closed")
+            raise self._closed_mid_answer()
         return int(status), bytes(received)
+
+    # The transport failures, worded once for both paths.
+    def _stalled(self, timeout: float) -> BackendError:
+        return BackendError(tr("The backend at {0} sent nothing for {1:.0f} s: it is stalled or too slow for "
+                               "this request. Raise the timeout in Options > GeoReasoner, or use a smaller "
+                               "capture or a lighter model.").format(self.base_url, timeout), "timeout")
+
+    def _down(self) -> BackendError:
+        return BackendError(tr("No GeoReasoner backend answers at {0}. ").format(self.base_url) + tr(START_HINT), "down")
+
+    def _lost(self, detail: str) -> BackendError:
+        return BackendError(tr("Lost the connection to the backend at {0} ({1}): it may have crashed or been "
+                               "stopped. Look at its log, then start it again. ").format(self.base_url, detail)
+                            + tr(START_HINT), "closed")
+
+    def _closed_mid_answer(self) -> BackendError:
+        return BackendError(tr("The backend closed the connection mid-answer: it may have crashed or been "
+                               "stopped. Look at its log, then start it again."), "closed")
