@@ -74,10 +74,12 @@ def request(url: str, method: str, body: Optional[bytes], headers: Dict[str, str
             try:
                 kind, value = events.get(timeout=0.1)
             except queue.Empty:
-                if is_cancelled():
-                    raise Stopped() from None
+                kind, value = "", None
+            if is_cancelled():  # checked between pieces too: a streaming answer may never pause
+                raise Stopped()
+            if not kind:
                 if time.monotonic() - last > timeout_s:
-                    raise Stalled() from None
+                    raise Stalled()
                 continue
             last = time.monotonic()
             if kind == "status":

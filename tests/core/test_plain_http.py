@@ -81,3 +81,10 @@ def test_silence_cancel_refusal_and_a_failing_consumer(url):
         raise ValueError("stop here")
     with pytest.raises(ValueError):
         call(url, "/stream", on_data=consumer)
+
+
+def test_cancel_is_seen_while_an_answer_streams_without_pause(url):
+    seen = []
+    with pytest.raises(plain_http.Stopped):
+        call(url, "/stream", on_data=seen.append, is_cancelled=lambda: bool(seen))
+    assert len(seen) == 1
