@@ -355,7 +355,7 @@ class BackendClient:
         except plain_http.Refused:
             raise self._down() from None
         except plain_http.Lost as exc:
-            raise (self._closed_mid_answer() if stream else self._lost(str(exc))) from None
+            raise (self._closed_mid_answer() if stream and exc.answered else self._lost(str(exc))) from None
 
     def _request(self, method: str, path: str, body: Optional[bytes] = None, content_type: str = "",
                  timeout_s: Optional[float] = None, on_data: Optional[Callable[[bytes], None]] = None,

@@ -25,7 +25,12 @@ class Refused(Exception):
 
 
 class Lost(Exception):
-    """The connection broke (or never completed) before the answer ended."""
+    """The connection broke (or never completed) before the answer ended; `answered`: after the
+    status line came (mid-answer)."""
+
+    def __init__(self, detail: str, answered: bool = False):
+        super().__init__(detail)
+        self.answered = answered
 
 
 class Stalled(Exception):
@@ -94,7 +99,7 @@ def request(url: str, method: str, body: Optional[bytes], headers: Dict[str, str
             elif kind == "refused":
                 raise Refused(str(value))
             else:
-                raise Lost(str(value) or type(value).__name__)
+                raise Lost(str(value) or type(value).__name__, answered=status is not None)
     finally:
         sock = conn.sock
         if sock is not None:
