@@ -7,7 +7,7 @@ import sys
 from ..core.api import (DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, DEFAULT_HOST, DEFAULT_IMAGE_MEMORY_BYTES,
                         DEFAULT_KEEP_ALIVE_S, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DECODES,
                         DEFAULT_PORT, DEFAULT_QUEUE_SIZE, DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_TIMEOUT_S,
-                        MAX_IMAGE_PIXELS, TOKEN_FILE_ENV)
+                        MAX_IMAGE_PIXELS, TOKEN_FILE_ENV, is_loopback_host)
 from ..core.exit_codes import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from ..core.exit_codes import CommandError as UserError
 from ..core.profiles import DEFAULT_PROFILE, PROFILES, UnknownProfileError
@@ -64,7 +64,12 @@ def add_serve_parser(sub):
     serve.add_argument("--shared-capture-dir", metavar="DIR",
                        help="a folder the QGIS plugin on this machine writes its captures into; asks then send "
                             "the file's name instead of uploading the image (listed in /v1/info; the plugin uses it "
-                            "only for a backend on a loopback address)")
+                            "only for a backend on a loopback address). Default on loopback: 'captures' beside the "
+                            "token file, private to you")
+    serve.add_argument("--no-shared-capture-dir", action="store_true",
+                       help="offer no shared capture folder: clients upload every image")
+    serve.add_argument("--http-parser", choices=("auto", "httptools", "h11"), default="auto",
+                       help="HTTP/1.1 parser: httptools (faster uploads) where installed, else h11 (default auto)")
     serve.add_argument("--token-file", metavar="PATH",
                        help=f"bearer token file (default: ${TOKEN_FILE_ENV}, else "
                             "$XDG_CONFIG_HOME/georeasoner/token or ~/.config/georeasoner/token); created if missing")
@@ -90,7 +95,7 @@ def cmd_serve(args, loader=None) -> int:
         image_memory_bytes=args.image_memory_mb * 2**20, max_decodes=args.max_decodes,
         header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout, keep_alive_s=args.keep_alive,
         max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace,
-        shared_capture_dir=args.shared_capture_dir,
+        shared_capture_dir=args.shared_capture_dir, http_parser=args.http_parser,
         instance_model=_instance_model(args, segmenter))
     try:
         config.validate()
@@ -108,6 +113,10 @@ def cmd_serve(args, loader=None) -> int:
         token = load_or_create_token(token_file)
     except TokenFileError as exc:
         raise UserError(str(exc), EXIT_CONFIG) from None
+    if config.shared_capture_dir is None and not args.no_shared_capture_dir and is_loopback_host(args.host):
+        from .image_transport import private_capture_dir
+
+        config.shared_capture_dir = private_capture_dir(token_file.parent / "captures")
     try:
         run_server(config, host=args.host, port=args.port, token=token, token_file=token_file,
                    log_level=args.log_level, loader=loader)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
-from typing import BinaryIO, List, Union
+from typing import BinaryIO, List, Optional, Union
 
 import numpy as np
 from PIL import features
 
+from ..core.transport import CAPTURE_PREFIX, CAPTURE_SUFFIX, STALE_CAPTURE_S
 from .imagery import DEFAULT_MAX_IMAGE_PIXELS, ImageryError, read_image_bytes
 
 __all__ = ["decodable_formats", "open_shared_capture", "read_shared_capture", "is_webp", "WEBP_SIGNATURE"]
@@ -30,6 +32,30 @@ def is_webp(data: bytes) -> bool:
 def decodable_formats() -> List[str]:
     """Lower-case names for /v1/info: what this backend's Pillow decodes."""
     return ["png", "jpeg", "tiff"] + (["webp"] if features.check("webp") else [])
+
+
+def private_capture_dir(folder: Path) -> Optional[str]:
+    """`folder` made (or kept) private to this user, for `serve`'s default shared capture folder;
+    captures older than core.transport.STALE_CAPTURE_S (left by a client that crashed) are removed.
+    None when it cannot be made or is not private: clients then upload their captures."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if os.name == "posix":
+            info = folder.stat()
+            if info.st_uid != os.getuid():
+                return None
+            if stat.S_IMODE(info.st_mode) & 0o077:
+                folder.chmod(0o700)
+    except OSError:
+        return None
+    cutoff = time.time() - STALE_CAPTURE_S
+    for stale in folder.glob(f"{CAPTURE_PREFIX}*{CAPTURE_SUFFIX}"):
+        try:
+            if stale.is_file() and stale.stat().st_mtime < cutoff:
+                stale.unlink()
+        except OSError:
+            pass  # removed by its client meanwhile, or not ours to remove
+    return str(folder.resolve())
 
 
 def open_shared_capture(path: Union[str, os.PathLike], shared_dir: Union[str, os.PathLike]) -> BinaryIO:

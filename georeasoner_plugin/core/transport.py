@@ -19,6 +19,11 @@ MIME_TYPES = {TRANSPORT_TIFF: "image/tiff", TRANSPORT_WEBP: "image/webp", TRANSP
 # /v1/info keys the backend fills and the client reads.
 INFO_IMAGE_FORMATS = "image_formats"  # e.g. ["png", "jpeg", "tiff", "webp"]
 INFO_SHARED_CAPTURE_DIR = "shared_capture_dir"  # absolute folder, present only when the backend offers it
+# A shared capture's file name: the plugin writes CAPTURE_PREFIX + random + CAPTURE_SUFFIX and removes
+# it after the ask; a backend clears the ones a crashed client left behind.
+CAPTURE_PREFIX = "capture-"
+CAPTURE_SUFFIX = ".tif"
+STALE_CAPTURE_S = 24 * 3600
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 

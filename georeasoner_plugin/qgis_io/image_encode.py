@@ -17,8 +17,8 @@ from typing import Dict, Optional, Tuple
 from qgis.PyQt.QtCore import QBuffer, QByteArray, QIODevice, QUrl
 from qgis.PyQt.QtGui import QImage, QImageWriter
 
-from ..core.transport import (INFO_SHARED_CAPTURE_DIR, MIME_TYPES, TRANSPORT_PATH, TRANSPORT_PNG, TRANSPORT_TIFF,
-                              TRANSPORT_WEBP, pick_transport)
+from ..core.transport import (CAPTURE_PREFIX, CAPTURE_SUFFIX, INFO_SHARED_CAPTURE_DIR, MIME_TYPES, TRANSPORT_PATH,
+                              TRANSPORT_PNG, TRANSPORT_TIFF, TRANSPORT_WEBP, pick_transport)
 
 _EXTENSIONS = {TRANSPORT_TIFF: "tif", TRANSPORT_WEBP: "webp", TRANSPORT_PNG: "png"}
 _INFO_CACHE: Dict[str, dict] = {}  # base URL -> its /v1/info answer (asked once per backend and session)
@@ -138,7 +138,7 @@ def shared_capture_dir(client) -> str:
 def write_shared_capture(image: QImage, folder: str) -> str:
     """Write the capture as an uncompressed TIFF into the shared folder; its path (the caller removes it)."""
     data, _, _ = encode_image(image, TRANSPORT_TIFF)
-    handle, path = tempfile.mkstemp(prefix="capture-", suffix=".tif", dir=folder)
+    handle, path = tempfile.mkstemp(prefix=CAPTURE_PREFIX, suffix=CAPTURE_SUFFIX, dir=folder)
     with os.fdopen(handle, "wb") as out:
         out.write(data)
     return path

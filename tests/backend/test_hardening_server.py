@@ -83,8 +83,12 @@ def test_at_most_n_images_are_decoded_at_once():
 
 
 # -------------------------------------------------------------------------------- 2. timeouts
-def test_half_sent_headers_and_slowloris_are_closed_after_the_header_timeout():
-    with serving(header_timeout_s=0.5) as (url, service):
+PARSERS = pytest.mark.parametrize("parser", ["httptools", "h11"])  # h11: the fallback where httptools is missing
+
+
+@PARSERS
+def test_half_sent_headers_and_slowloris_are_closed_after_the_header_timeout(parser):
+    with serving(header_timeout_s=0.5, http_parser=parser) as (url, service):
         with raw_connection(url) as half, raw_connection(url) as slow:
             half.sendall(b"GET /v1/health HTTP/1.1\r\nHo")
             started = time.monotonic()
@@ -108,8 +112,9 @@ def test_half_sent_headers_and_slowloris_are_closed_after_the_header_timeout():
         assert httpx.get(url + api.HEALTH_PATH).status_code == 200  # the server still answers
 
 
-def test_a_stalled_body_and_an_idle_keep_alive_connection_are_closed():
-    with serving(body_timeout_s=0.5, keep_alive_s=0.5) as (url, service):
+@PARSERS
+def test_a_stalled_body_and_an_idle_keep_alive_connection_are_closed(parser):
+    with serving(body_timeout_s=0.5, keep_alive_s=0.5, http_parser=parser) as (url, service):
         with raw_connection(url) as stalled:
             stalled.sendall(_request_head(api.ASK_PATH, 5000) + b"--standinboundary\r\n")
             assert read_until_closed(stalled, limit=4) == b""
@@ -120,8 +125,68 @@ def test_a_stalled_body_and_an_idle_keep_alive_connection_are_closed():
         _wait(lambda: service.budget.used == 0)
 
 
-def test_connections_over_the_cap_get_503_and_the_server_recovers():
-    with serving(max_connections=8, header_timeout_s=1.0) as (url, service):
+@PARSERS
+def test_an_endless_request_head_is_refused_and_closed(parser):
+    """llhttp keeps no limit of its own on a request head's size; h11 does (16 KiB). Both end the same way."""
+    with serving(http_parser=parser) as (url, service):
+        with raw_connection(url) as flood:
+            flood.sendall(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            closed = False
+            for _ in range(200):  # up to 200 x 1 KiB of headers; the limit is 16 KiB
+                try:
+                    flood.sendall(b"X-Flood: " + b"a" * 1014 + b"\r\n")
+                except OSError:
+                    closed = True
+                    break
+            answer = read_until_closed(flood, limit=3)
+            assert closed or answer.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400")), answer[:200]
+            assert b"<still open>" not in answer
+        # a head under the limit (a long but ordinary header) is still served
+        big = httpx.get(url + api.HEALTH_PATH, headers={"X-Long": "b" * 8000})
+        assert big.status_code == 200
+        assert httpx.get(url + api.HEALTH_PATH).status_code == 200
+
+
+@PARSERS
+def test_a_request_the_parser_refuses_gets_a_json_error_and_the_server_stays_up(parser):
+    """A control character in a header value: llhttp refuses it, h11 may pass it to the gate (401).
+    Either way the answer is the API's JSON error shape, never uvicorn's plain text."""
+    with serving(http_parser=parser) as (url, service):
+        with raw_connection(url) as conn:
+            conn.sendall(b"GET /v1/info HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \x01\x1f\r\n\r\n")
+            answer = read_until_closed(conn, limit=3)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith((b"HTTP/1.1 400", b"HTTP/1.1 401")), answer[:300]
+        error = json.loads(body.split(b"<still open>")[0])["error"]
+        assert error["status"] in (400, 401) and error["message"]
+        assert httpx.get(url + api.HEALTH_PATH).status_code == 200
+
+
+@PARSERS
+def test_pipelined_requests_are_answered_in_order_and_not_timed_out_while_waiting(parser):
+    """Three requests in one write: the second and third wait for the first's answer, which is not
+    the client's fault (no header deadline runs for them)."""
+    with serving(header_timeout_s=0.5, http_parser=parser) as (url, service):
+        with raw_connection(url) as conn:
+            head = b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            conn.sendall(head * 3)
+            received = b""
+            deadline = time.monotonic() + 5
+            while received.count(b"HTTP/1.1 200") < 3 and time.monotonic() < deadline:
+                conn.settimeout(max(0.05, deadline - time.monotonic()))
+                try:
+                    chunk = conn.recv(65536)
+                except TimeoutError:
+                    break
+                if not chunk:
+                    break
+                received += chunk
+            assert received.count(b"HTTP/1.1 200") == 3, received[:400]
+
+
+@PARSERS
+def test_connections_over_the_cap_get_503_and_the_server_recovers(parser):
+    with serving(max_connections=8, header_timeout_s=1.0, http_parser=parser) as (url, service):
         idle = [raw_connection(url) for _ in range(8)]
         try:
             time.sleep(0.2)

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from georeasoner_plugin.backend.image_transport import decodable_formats, is_webp, read_shared_capture
+from georeasoner_plugin.backend.image_transport import (decodable_formats, is_webp, private_capture_dir,
+                                                       read_shared_capture)
 from georeasoner_plugin.backend.imagery import ImageryError, read_image_bytes
-from georeasoner_plugin.core.transport import (INFO_IMAGE_FORMATS, INFO_SHARED_CAPTURE_DIR, TRANSPORT_PATH,
-                                               TRANSPORT_PNG, TRANSPORT_TIFF, TRANSPORT_WEBP, pick_transport)
+from georeasoner_plugin.core.transport import (CAPTURE_PREFIX, CAPTURE_SUFFIX, INFO_IMAGE_FORMATS,
+                                               INFO_SHARED_CAPTURE_DIR, TRANSPORT_PATH, TRANSPORT_PNG, TRANSPORT_TIFF,
+                                               TRANSPORT_WEBP, pick_transport)
 
 
 def capture(height=37, width=53):
@@ -66,3 +68,26 @@ def test_shared_capture_is_read_only_from_the_shared_folder(tmp_path):
     (shared / "sub").mkdir()
     with pytest.raises(ImageryError, match="not a regular file"):
         read_shared_capture(shared / "sub", shared)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="mode bits")
+def test_the_default_shared_folder_is_private_and_sheds_captures_a_crashed_client_left(tmp_path):
+    folder = tmp_path / "captures"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    stale = folder / f"{CAPTURE_PREFIX}old{CAPTURE_SUFFIX}"
+    fresh = folder / f"{CAPTURE_PREFIX}new{CAPTURE_SUFFIX}"
+    other = folder / "notes.txt"
+    for path in (stale, fresh, other):
+        path.write_bytes(b"x")
+    two_days_ago = os.path.getmtime(fresh) - 2 * 24 * 3600
+    os.utime(stale, (two_days_ago, two_days_ago))
+    os.utime(other, (two_days_ago, two_days_ago))
+    assert private_capture_dir(folder) == str(folder.resolve())
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    assert not stale.exists() and fresh.exists() and other.exists()  # only old captures are removed
+    made = private_capture_dir(tmp_path / "new" / "captures")
+    assert made and oct(os.stat(made).st_mode & 0o777) == "0o700"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert private_capture_dir(blocker / "captures") is None  # cannot be made: clients upload instead

@@ -208,7 +208,8 @@ def servers(request, tmp_path_factory, tiny_models):
             REPLAY_MAX_BODY, "--max-image-pixels", REPLAY_MAX_PIXELS, "--queue-size", "8"], workdir)
         double = request.getfixturevalue("double")  # loads the tiny model here while the servers start
         started["remote"] = ServerProcess("remote", ["--reasoner-url", double.url, "--reasoner-model",
-                                                     double.model_name, "--segmenter", segmenter, "--device", "cpu"],
+                                                     double.model_name, "--segmenter", segmenter, "--device", "cpu",
+                                                     "--no-shared-capture-dir"],
                                           workdir)
         for server in started.values():
             server.wait_listening()
@@ -249,13 +250,17 @@ def test_start_prints_url_and_token_path_never_the_token(live):
     assert oct(live.token_file.stat().st_mode & 0o777) == "0o600"
 
 
-def test_health_info_and_openapi(live, replay):
+def test_health_info_and_openapi(live, replay, servers):
     health = httpx.get(f"{live.url}/v1/health").json()
     assert set(health) == {"status", "detail", "version"} and health["status"] == "ready"
     info = httpx.get(f"{live.url}/v1/info", headers=live.headers).json()
     assert set(info) == {"version", "protocol_version", "models", "profiles", "default_profile", "device", "dtype",
                          "replay", "status", "detail", "image_formats", "shared_capture_dir", "limits"}
-    assert info["status"] == "ready" and info["shared_capture_dir"] is None  # no --shared-capture-dir
+    assert info["status"] == "ready"
+    # on loopback, without --shared-capture-dir: a private 'captures' folder beside the token file
+    shared = Path(info["shared_capture_dir"])
+    assert shared == (live.token_file.parent / "captures").resolve() and shared.is_dir()
+    assert oct(shared.stat().st_mode & 0o777) == "0o700"
     assert info["protocol_version"] == 1 and info["replay"] is False and info["device"] == "cpu"
     assert info["dtype"] == "float32" and info["default_profile"] == "remotereasoner"
     assert set(info["models"]) == {"reasoner", "segmenter"} and info["models"]["reasoner"]
@@ -265,6 +270,8 @@ def test_health_info_and_openapi(live, replay):
                                    "header_timeout_s", "body_timeout_s", "keep_alive_s", "max_connections",
                                    "shutdown_grace_s"}
     assert info["limits"]["queue_size"] == 4 and info["limits"]["request_timeout_s"] == 90
+    remote_info = httpx.get(f"{servers['remote'].url}/v1/info", headers=servers["remote"].headers).json()
+    assert remote_info["shared_capture_dir"] is None  # --no-shared-capture-dir
     replay_info = httpx.get(f"{replay.url}/v1/info", headers=replay.headers).json()
     assert replay_info["replay"] is True and replay_info["models"]["reasoner"] is None
     assert replay_info["limits"]["max_body_bytes"] == REPLAY_MAX_BODY

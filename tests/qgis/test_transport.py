@@ -11,7 +11,8 @@ import pytest
 from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtGui import QImage
 
-from georeasoner_plugin.core.transport import INFO_IMAGE_FORMATS, TRANSPORT_PNG, TRANSPORT_TIFF, TRANSPORT_WEBP
+from georeasoner_plugin.core.transport import (INFO_IMAGE_FORMATS, INFO_SHARED_CAPTURE_DIR, TRANSPORT_PATH,
+                                               TRANSPORT_PNG, TRANSPORT_TIFF, TRANSPORT_WEBP)
 from georeasoner_plugin.qgis_io import image_encode
 from georeasoner_plugin.qgis_io.capture import prepare_raster
 from georeasoner_plugin.qgis_io.client import AskRequest, BackendClient
@@ -27,7 +28,9 @@ def pixel_backend(tmp_path_factory):
     reason = backend_available()
     if reason:
         pytest.skip(reason)
-    backend = Backend(["--segmenter", "none"], tmp_path_factory.mktemp("pixel-backend"), script=SCRIPT)
+    # no shared folder: these tests are about the uploaded transports (a loopback `serve` offers one by default)
+    backend = Backend(["--segmenter", "none", "--no-shared-capture-dir"], tmp_path_factory.mktemp("pixel-backend"),
+                      script=SCRIPT)
     yield backend
     backend.stop()
 
@@ -87,6 +90,32 @@ def test_ask_one_sends_a_raster_capture_as_an_uncompressed_tiff(pixel_backend, n
     assert request.image_type == "image/tiff" and request.image_name == "capture.tif"
     assert (result.answer.image_width, result.answer.image_height) == (result.capture.width, result.capture.height)
     assert result.answer.raw_output == report_of(rgb_of(result.capture.image))
+
+
+def test_a_serve_started_by_hand_on_loopback_gets_captures_through_its_shared_folder(tmp_path, naip_path):
+    """`serve` on loopback offers a private folder by default: the plugin writes the capture there,
+    sends its path, the backend reads exactly the captured pixels, and the file is gone afterwards."""
+    reason = backend_available()
+    if reason:
+        pytest.skip(reason)
+    backend = Backend(["--segmenter", "none"], tmp_path, script=SCRIPT)
+    try:
+        client = BackendClient(backend.url, backend.token, timeout_s=60)
+        folder = Path(client.info()[INFO_SHARED_CAPTURE_DIR])
+        assert folder == (tmp_path / "captures").resolve()
+        image_encode.forget_backend(client.base_url)
+        assert image_encode.transport_for(client) == TRANSPORT_PATH
+        layer = QgsRasterLayer(str(naip_path), "naip")
+        spec = prepare_raster(layer, layer.extent(), layer.crs(), max_size=300,
+                              transform_context=QgsProject.instance().transformContext())
+        request = AskRequest(question="where are the lakes?", image_bytes=b"", outputs=["boxes"])
+        result = ask_one(client, Question(request=request, spec=spec))
+        assert request.image_path and Path(request.image_path).parent == folder and not request.image_bytes
+        assert result.answer.raw_output == report_of(rgb_of(result.capture.image))
+        assert list(folder.iterdir()) == []  # the capture was removed after the answer
+    finally:
+        backend.stop()
+        image_encode.forget_backend(backend.url)
 
 
 def test_gdal_webp_fallback_is_lossless_too(pixel_backend):

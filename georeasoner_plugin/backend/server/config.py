@@ -39,6 +39,7 @@ class ServiceConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
     shared_capture_dir: Optional[str] = None  # core/transport.py "path": captures read from this folder
+    http_parser: str = "auto"  # connections.HTTP_PARSERS: httptools where installed, else h11
 
     @property
     def replay(self) -> bool:
@@ -80,6 +81,10 @@ class ServiceConfig:
             raise ValueError("--shutdown-grace must be between 0 and 3600 seconds")
         if not 4 <= self.max_connections <= 100_000:
             raise ValueError("--max-connections must be between 4 and 100000")
+        from .connections import HTTP_PARSERS
+
+        if self.http_parser not in HTTP_PARSERS:
+            raise ValueError(f"--http-parser must be one of {', '.join(HTTP_PARSERS)}")
         if self.shared_capture_dir is not None:
             import os
 

@@ -68,7 +68,7 @@ class NoQueryString(logging.Filter):
 
 
 def uvicorn_config(app, config: ServiceConfig, *, log_level: str = "info"):
-    """uvicorn's settings for the service: h11 with the connection guards, keep-alive timeout, logs
+    """uvicorn's settings for the service: httptools (else h11) with the connection guards, keep-alive timeout, logs
     on stderr (stdout carries only the lines a launching client parses: token file, URL), an access
     log with method, path and status only (never headers or query strings: the token travels there)."""
     import uvicorn
@@ -78,7 +78,8 @@ def uvicorn_config(app, config: ServiceConfig, *, log_level: str = "info"):
     log_config.setdefault("filters", {})["no_query"] = {"()": f"{__name__}.NoQueryString"}
     log_config["handlers"]["access"]["filters"] = ["no_query"]
     protocol = guarded_protocol(header_timeout_s=config.header_timeout_s, body_timeout_s=config.body_timeout_s,
-                                max_connections=effective_max_connections(config.max_connections))
+                                max_connections=effective_max_connections(config.max_connections),
+                                parser=config.http_parser)
     return uvicorn.Config(app, http=protocol, log_level=log_level, log_config=log_config, access_log=True,
                           proxy_headers=False, server_header=False, timeout_keep_alive=config.keep_alive_s,
                           timeout_graceful_shutdown=1, lifespan="off", ws="none")
