@@ -55,8 +55,8 @@ class Polygon:
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "Polygon":
         return cls(
-            exterior=[_point(p, "polygon vertex") for p in _list(data.get("exterior"), "exterior")],
-            holes=[[_point(p, "hole vertex") for p in _list(h, "hole")] for h in _list(data.get("holes", []), "holes")],
+            exterior=_ring(data.get("exterior"), "exterior", "polygon vertex"),
+            holes=[_ring(h, "hole", "hole vertex") for h in _list(data.get("holes", []), "holes")],
         )
 
 
@@ -294,10 +294,31 @@ def _list(value: Any, what: str) -> List[Any]:
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProtocolError(f"{what} must be a number, got {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        number = math.inf
     if not math.isfinite(number):
         raise ProtocolError(f"{what} must be finite")
     return number
+
+
+def _ring(value: Any, what: str, vertex: str) -> Ring:
+    """A list of [x, y] numbers; one pass over well-formed input (a SAM2 mask's contour can have tens
+    of thousands of vertices), the vertex-by-vertex check only to name what is wrong."""
+    items = _list(value, what)
+    try:
+        ring = [(float(x), float(y)) for x, y in items]
+        well_formed = all(type(x) in _NUMBER_TYPES and type(y) in _NUMBER_TYPES for x, y in items) and \
+            all(math.isfinite(x) and math.isfinite(y) for x, y in ring)
+    except (TypeError, ValueError, OverflowError):
+        well_formed = False
+    if well_formed:
+        return ring
+    return [_point(p, vertex) for p in items]
+
+
+_NUMBER_TYPES = (int, float)  # exact types: bool (a subclass of int) and strings are not coordinates
 
 
 def _point(value: Any, what: str) -> Point:

@@ -43,12 +43,26 @@ def test_mask_rle_roundtrip():
     (lambda d: d["objects"][0].update(box=[1, 2, 3, float("nan")]), "finite"),
     (lambda d: d["objects"][0]["mask"].update(counts=[1, 2]), "add up"),
     (lambda d: d["parse"].update(status="great"), "parse status"),
+    (lambda d: d["objects"][0]["polygons"][0]["exterior"].append([1, True]), "polygon vertex must be a number"),
+    (lambda d: d["objects"][0]["polygons"][0]["exterior"].append([1, "2"]), "polygon vertex must be a number"),
+    (lambda d: d["objects"][0]["polygons"][0]["exterior"].append([1, 2, 3]), "polygon vertex has two numbers"),
+    (lambda d: d["objects"][0]["polygons"][0]["exterior"].append(None), "polygon vertex must be a list"),
+    (lambda d: d["objects"][0]["polygons"][0]["exterior"].append([1, float("inf")]), "finite"),
+    (lambda d: d["objects"][0]["polygons"][0]["holes"][0].append([10 ** 400, 1]), "hole vertex must be finite"),
+    (lambda d: d["objects"][0]["polygons"][0].update(exterior="x"), "exterior must be a list"),
 ])
 def test_malformed_documents_are_refused_clearly(mutate, message):
     data = _answer().to_dict()
     mutate(data)
     with pytest.raises(ProtocolError, match=message):
         Answer.from_dict(data)
+
+
+def test_a_long_contour_reads_back_as_float_pairs():
+    ring = [[i % 997, (i * 7) % 991 + 0.5] for i in range(20000)]
+    polygon = Polygon.from_dict({"exterior": ring, "holes": [ring[:10]]})
+    assert polygon.exterior == [(float(x), float(y)) for x, y in ring]
+    assert all(type(x) is float and type(y) is float for x, y in polygon.exterior + polygon.holes[0])
 
 
 def test_from_json_rejects_garbage():
