@@ -75,8 +75,8 @@ class HistoryPanel(QWidget):
         for path in stores_of(self.project):
             if not Path(path).exists():
                 continue
-            for stored in AnswerStore(Path(path)).all():
-                if stored.answer.answer_id in wanted and stored.answer.answer_id not in found:
+            for stored in AnswerStore(Path(path)).all(wanted - set(found)):
+                if stored.answer.answer_id not in found:
                     found[stored.answer.answer_id] = stored
         return sorted(found.values(), key=lambda s: s.answer.created)
 

@@ -15,13 +15,14 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Collection, Dict, List, Optional, Sequence
 
 from osgeo import gdal, ogr
 from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransformContext,
+    QgsExpression,
     QgsFeature,
     QgsFeatureRequest,
     QgsProject,
@@ -213,7 +214,7 @@ class AnswerStore:
 
     def remove(self, answer_id: str) -> None:
         """Drop an answer's tables and its row."""
-        for row in [r for r in self.answers() if r["answer_id"] == answer_id]:
+        for row in self.answers([answer_id]):
             self._drop_tables(list(row["tables"].values()))
         if self.path.exists():
             self._sql(f"DELETE FROM {ANSWERS_TABLE} WHERE answer_id = {_quote(answer_id)}")
@@ -332,7 +333,7 @@ class AnswerStore:
 
     def copy_answer(self, answer_id: str, target: "AnswerStore") -> Optional[StoredAnswer]:
         """Copy one answer (row and tables) into another store; None when this store lacks it."""
-        row = next((r for r in self.answers() if r["answer_id"] == answer_id), None)
+        row = next(iter(self.answers([answer_id])), None)
         if row is None:
             return None
         target.path.parent.mkdir(parents=True, exist_ok=True)
@@ -365,14 +366,18 @@ class AnswerStore:
         ds = None  # noqa: F841
         return names
 
-    def answers(self) -> List[Dict]:
-        """Rows of the answers table, oldest first, with tables/transform decoded."""
-        if ANSWERS_TABLE not in self.tables():
+    def answers(self, ids: Optional[Collection[str]] = None) -> List[Dict]:
+        """Rows of the answers table, oldest first, with tables/transform decoded; only those of
+        `ids` when given (the store of unsaved projects holds every answer ever asked in one)."""
+        if ANSWERS_TABLE not in self.tables() or (ids is not None and not ids):
             return []
         layer = QgsVectorLayer(f"{self.path}|layername={ANSWERS_TABLE}", ANSWERS_TABLE, "ogr")
         names = layer.fields().names()
         wanted = [name for name, _ in ANSWER_FIELDS if name in names and name != "image_png"]
         request = QgsFeatureRequest().setSubsetOfAttributes(wanted, layer.fields())  # not the images
+        if ids is not None:  # filtered by the provider (SQLite), before any answer's JSON reaches Python
+            request.setFilterExpression('"answer_id" IN ({0})'.format(", ".join(QgsExpression.quotedValue(i)
+                                                                                for i in sorted(ids))))
         rows = []
         for f in layer.getFeatures(request):
             row = {name: (f[name] if name in wanted else None) for name, _ in ANSWER_FIELDS}
@@ -385,13 +390,13 @@ class AnswerStore:
         return rows
 
     def get(self, answer_id: str) -> Optional[StoredAnswer]:
-        for row in self.answers():
-            if row["answer_id"] == answer_id:
-                return self._stored(row)
+        for row in self.answers([answer_id]):
+            return self._stored(row)
         return None
 
-    def all(self) -> List[StoredAnswer]:
-        return [self._stored(r) for r in self.answers()]
+    def all(self, ids: Optional[Collection[str]] = None) -> List[StoredAnswer]:
+        """Every stored answer, or only those of `ids`."""
+        return [self._stored(r) for r in self.answers(ids)]
 
     def _stored(self, row: Dict) -> StoredAnswer:
         answer = Answer.from_json(row["answer_json"])

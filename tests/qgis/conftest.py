@@ -31,6 +31,18 @@ BACKEND_PY = Path(os.environ.get("GEOREASONER_BACKEND_PYTHON", ROOT / ".venv-bac
 TINY_DIR = Path(os.environ.get("GEOREASONER_TINY_DIR", ROOT / ".cache" / "tiny-models"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fresh_plugin_data():
+    """pytest-qgis keeps its QGIS profile in <repo>/.qgis-settings from run to run; the plugin's
+    folder there (the unsaved-projects store, captures, backends) starts empty for every session,
+    so one run's answers never slow down or leak into the next."""
+    import shutil
+
+    from qgis.core import QgsApplication
+
+    shutil.rmtree(Path(QgsApplication.qgisSettingsDirPath()) / "georeasoner", ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def naip_path():
     if not NAIP.is_file():
