@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from pathlib import Path
 from typing import BinaryIO, List, Optional, Union
 
 import numpy as np
 from PIL import features
 
-from ..core.transport import CAPTURE_PREFIX, CAPTURE_SUFFIX, STALE_CAPTURE_S
+from ..core.transport import remove_stale_captures
 from .imagery import DEFAULT_MAX_IMAGE_PIXELS, ImageryError, read_image_bytes
 
 __all__ = ["decodable_formats", "open_shared_capture", "read_shared_capture", "is_webp", "WEBP_SIGNATURE"]
@@ -48,13 +47,7 @@ def private_capture_dir(folder: Path) -> Optional[str]:
                 folder.chmod(0o700)
     except OSError:
         return None
-    cutoff = time.time() - STALE_CAPTURE_S
-    for stale in folder.glob(f"{CAPTURE_PREFIX}*{CAPTURE_SUFFIX}"):
-        try:
-            if stale.is_file() and stale.stat().st_mtime < cutoff:
-                stale.unlink()
-        except OSError:
-            pass  # removed by its client meanwhile, or not ours to remove
+    remove_stale_captures(folder)
     return str(folder.resolve())
 
 

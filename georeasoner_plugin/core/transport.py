@@ -9,6 +9,9 @@
 """
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 TRANSPORT_PATH = "path"
@@ -47,3 +50,15 @@ def pick_transport(info: Mapping[str, Any], host: str, same_machine: Optional[bo
     if allow_webp and "webp" in formats:
         return TRANSPORT_WEBP
     return TRANSPORT_PNG
+
+
+def remove_stale_captures(folder: "os.PathLike[str] | str") -> None:
+    """Removes the captures older than STALE_CAPTURE_S from a shared capture folder (a client that
+    crashed mid-question left them); other files are not touched."""
+    cutoff = time.time() - STALE_CAPTURE_S
+    for stale in Path(folder).glob(f"{CAPTURE_PREFIX}*{CAPTURE_SUFFIX}"):
+        try:
+            if stale.is_file() and stale.stat().st_mtime < cutoff:
+                stale.unlink()
+        except OSError:
+            pass  # removed by its client meanwhile, or not ours to remove

@@ -9,6 +9,7 @@ from typing import List, Optional
 from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, pyqtSignal
 
 from ..core.api import DEFAULT_HOST, parse_listening_line
+from ..core.transport import remove_stale_captures
 from ..toolbelt.i18n import tr
 from ..toolbelt.settings import Settings
 
@@ -26,6 +27,7 @@ def local_capture_dir() -> str:
         folder.chmod(0o700)
     except OSError:
         return ""
+    remove_stale_captures(folder)
     return str(folder)
 
 
