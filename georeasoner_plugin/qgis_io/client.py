@@ -24,7 +24,7 @@ from ..core.api import (ASK_FIELDS, ASK_STREAM_PATH, CODE_IMAGE_NOT_CACHED, EVEN
 from ..core.protocol import Answer, ProtocolError
 from ..toolbelt.i18n import tr
 from ..toolbelt.settings import Settings
-from .wire import _error_code, _multipart, apply_auth, network_manager_for
+from .wire import _error_code, _multipart, apply_auth, network_manager_for, qgis_proxy_in_use
 
 _PENDING: set = set()
 START_HINT = ("Start one from Settings > Options > GeoReasoner (Local backend > Start), or in a shell: "
@@ -99,6 +99,9 @@ class BackendClient:
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.is_cancelled = is_cancelled or (lambda: False)
+        # Read here (a client is made in the GUI thread): a remote backend is reached directly unless
+        # QGIS goes through a proxy, which only Qt's stack (QgsNetworkAccessManager) applies.
+        self._direct = is_loopback_host(QUrl(self.base_url).host()) or not qgis_proxy_in_use()
 
     @classmethod
     def from_settings(cls, settings: Optional[Settings] = None, url: str = "", authcfg: Optional[str] = None,
@@ -271,12 +274,13 @@ class BackendClient:
         return BackendError(text, kind, status)
 
     def _plain_http(self, url: str) -> bool:
-        """A worker thread asking a loopback backend over http with a token: the standard library
-        (plain_http.py says why), not Qt's network stack."""
+        """A worker thread asking a backend over plain http, with a token or no authentication, and no
+        proxy in the way: the standard library (plain_http.py says why), not Qt's network stack.
+        https stays with Qt: QGIS's certificate settings and SSL exceptions apply there only."""
         app = QCoreApplication.instance()
         qurl = QUrl(url)
         return (app is not None and QThread.currentThread() != app.thread() and qurl.scheme() == "http"
-                and is_loopback_host(qurl.host()) and (bool(self.token) or not self.authcfg))
+                and self._direct and (bool(self.token) or not self.authcfg))
 
     def _request_plain(self, url, method, body, content_type, timeout, on_data, stream):
         from . import plain_http

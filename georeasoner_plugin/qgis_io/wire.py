@@ -37,6 +37,13 @@ def _loopback_manager():
     return nam
 
 
+def qgis_proxy_in_use() -> bool:
+    """Whether QGIS sends its requests through a proxy (Settings > Options > Network)."""
+    from qgis.core import QgsSettings
+
+    return bool(QgsSettings().value("proxy/proxyEnabled", False, type=bool))
+
+
 def apply_auth(request: QNetworkRequest, authcfg: str) -> bool:
     """Let QGIS's authentication manager put the config's credentials on the request."""
     if not authcfg:

@@ -125,6 +125,46 @@ def test_loopback_bypasses_a_configured_proxy(replay_backend):
         QgsNetworkAccessManager.instance().setupDefaultProxyAndCache()
 
 
+def test_which_requests_of_a_task_go_through_the_standard_library():
+    """PyQt objects made in several threads at once are not safe (plain_http.py): a task's request
+    avoids Qt wherever Qt adds nothing -- plain http with a token (or no authentication) and no
+    proxy. https (QGIS's certificate settings) and a proxy keep Qt's stack. Decided without sending
+    anything: only 127.0.0.1 may be reached from the tests."""
+    import threading
+
+    from qgis.core import QgsSettings
+
+    def decide(clients):
+        out = {}
+        worker = threading.Thread(target=lambda: out.update(
+            {name: client._plain_http(client.base_url + "/v1/info") for name, client in clients.items()}))
+        worker.start()
+        worker.join(10)
+        return out
+
+    def clients():
+        return {"loopback": BackendClient("http://127.0.0.1:8765", "t"),
+                "remote": BackendClient("http://10.1.2.3:8765", "t"),
+                "remote https": BackendClient("https://gpu.example", "t"),
+                "remote authcfg": BackendClient("http://10.1.2.3:8765", "", authcfg="abc1234"),
+                "loopback authcfg": BackendClient("http://127.0.0.1:8765", "", authcfg="abc1234")}
+
+    assert decide(clients()) == {"loopback": True, "remote": True, "remote https": False, "remote authcfg": False,
+                                 "loopback authcfg": False}
+    assert not any(c._plain_http(c.base_url + "/v1/info") for c in clients().values())  # the GUI thread: Qt
+    settings = QgsSettings()
+    saved = settings.value("proxy/proxyEnabled")
+    try:
+        settings.setValue("proxy/proxyEnabled", True)
+        decided = decide(clients())
+        assert decided["loopback"] and not decided["remote"]  # a proxy applies to remote addresses only
+    finally:
+        if saved is None:
+            settings.remove("proxy/proxyEnabled")
+        else:
+            settings.setValue("proxy/proxyEnabled", saved)
+
+
 def test_wrong_token_message(replay_backend):
     with pytest.raises(BackendError) as info:
         BackendClient(replay_backend.url, "not-the-token", timeout_s=20).info()
