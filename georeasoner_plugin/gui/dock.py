@@ -27,7 +27,8 @@ from ..core.protocol import GRANULARITIES
 from ..qgis_io.asker import Asker
 from ..qgis_io.capture import CaptureError, prepare_canvas, prepare_raster
 from ..qgis_io.client import AskRequest, BackendClient
-from ..qgis_io.layers import ANSWERS, answer_extent, move_answers_into_project_store, source_rasters
+from ..qgis_io.layers import (ANSWERS, UnsavedAnswers, answer_extent, move_answers_into_project_store,
+                               source_rasters)
 from ..qgis_io.service import Question
 from ..qgis_io.store import StoredAnswer, store_path_for
 from ..toolbelt.i18n import tr
@@ -66,6 +67,7 @@ class GeoReasonerDock(QDockWidget):
         self.project.layersAdded.connect(self._update_raster_choices)
         self.project.layersRemoved.connect(self._update_raster_choices)
         self.project.projectSaved.connect(self._project_saved)
+        self.unsaved_answers = UnsavedAnswers(self.project, self)
         self._saving_again = False
         ANSWERS.changed.connect(self.history_panel.reload)
         self._project_changed()

@@ -221,6 +221,37 @@ def move_answers_into_project_store(project: QgsProject) -> int:
     return moved
 
 
+class UnsavedAnswers(QObject):
+    """Drops a never-saved project's answers from the unsaved-projects store when the project is
+    closed (new project, another one opened, changes discarded): nothing can open them again, and
+    that store would otherwise grow with every answer ever asked in an unsaved project. The store is
+    shared by every QGIS of the profile, so only this project's answers go."""
+
+    def __init__(self, project: QgsProject, parent: Optional[QObject] = None):
+        super().__init__(parent)
+        self.project = project
+        self._closing: List[str] = []
+        project.aboutToBeCleared.connect(self._about_to_clear)
+        project.cleared.connect(self._cleared)
+
+    def _about_to_clear(self) -> None:
+        self._closing = [] if self.project.fileName() else project_answer_ids(self.project)
+
+    def _cleared(self) -> None:
+        from ..toolbelt.log import log
+        from .store import unsaved_store_path
+
+        ids, self._closing = self._closing, []
+        store = AnswerStore(unsaved_store_path())
+        if not ids or not store.path.exists():
+            return
+        for answer_id in ids:
+            try:
+                store.remove(answer_id)  # after the layers are gone: nothing reads the tables any more
+            except Exception as exc:  # noqa: BLE001 - a leftover answer is not worth an error dialog
+                log(f"could not drop answer {answer_id} of the closed unsaved project: {exc}")
+
+
 # -- finding answers in the project ---------------------------------------------------------------
 def find_group(answer_id: str, project: Optional[QgsProject] = None) -> Optional[QgsLayerTreeGroup]:
     project = project or QgsProject.instance()

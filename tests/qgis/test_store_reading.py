@@ -34,3 +34,33 @@ def test_only_the_answers_asked_for_are_read(tmp_path):
     assert store.get("x' OR '1'='1") is None
     store.remove(answers[1].answer_id)
     assert [s.answer.question for s in store.all()] == ["question 0", "question 2", "quoted"]
+
+
+def test_closing_a_never_saved_project_drops_only_its_answers_from_the_unsaved_store(tmp_path):
+    from georeasoner_plugin.qgis_io.layers import UnsavedAnswers, remember_answer
+    from georeasoner_plugin.qgis_io.store import unsaved_store_path
+
+    project = QgsProject.instance()
+    project.clear()
+    janitor = UnsavedAnswers(project)
+    unsaved = AnswerStore(unsaved_store_path(), project.transformContext())
+    crs = QgsCoordinateReferenceSystem("EPSG:32614")
+    transform = GeoTransform.from_gdal((500000.0, 0.6, 0.0, 5200000.0, 0.0, -0.6))
+    ours, another_qgis = _answer("ours"), _answer("another QGIS's unsaved project")
+    for answer in (ours, another_qgis):
+        unsaved.add(georeference(answer, transform, crs, ["layer"], "raster", project.transformContext()))
+    remember_answer(project, ours.answer_id)
+
+    project.clear()  # File > New, changes discarded
+    assert unsaved.get(ours.answer_id) is None
+    assert unsaved.get(another_qgis.answer_id) is not None  # not this project's: kept
+
+    saved = AnswerStore(tmp_path / "p_georeasoner.gpkg", project.transformContext())
+    kept = _answer("saved project's")
+    saved.add(georeference(kept, transform, crs, ["layer"], "raster", project.transformContext()))
+    remember_answer(project, kept.answer_id)
+    project.setFileName(str(tmp_path / "p.qgz"))
+    project.clear()  # a saved project's answers live beside it: untouched
+    assert saved.get(kept.answer_id) is not None
+    unsaved.remove(another_qgis.answer_id)
+    janitor.deleteLater()
