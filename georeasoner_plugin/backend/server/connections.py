@@ -116,6 +116,24 @@ class _Guard:
     _guard: Optional[asyncio.TimerHandle] = None
     _guard_phase: Optional[str] = None
 
+    def connection_made(self, transport) -> None:
+        self._widen_reads(transport)
+        super().connection_made(transport)  # type: ignore[misc]
+        if not self._over_capacity(transport):
+            self._arm("headers", self.header_timeout_s)
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        self._follow()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        self._follow()
+
     @staticmethod
     def _widen_reads(transport) -> None:
         # `max_size` is an attribute of CPython's selector transport, not public API: where a loop's
@@ -186,24 +204,6 @@ def _h11_protocol():
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class GuardedH11Protocol(_Guard, H11Protocol):
-        def connection_made(self, transport) -> None:  # type: ignore[override]
-            self._widen_reads(transport)
-            super().connection_made(transport)
-            if not self._over_capacity(transport):
-                self._arm("headers", self.header_timeout_s)
-
-        def connection_lost(self, exc) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            self._follow()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._follow()
-
         def _reading(self) -> Optional[str]:
             import h11
 
@@ -226,26 +226,15 @@ def _httptools_protocol():
         _parsing: Optional[str] = None  # "headers" or "body" while the parser is inside a request
         _head_bytes = 0
 
-        def connection_made(self, transport) -> None:  # type: ignore[override]
-            self._widen_reads(transport)
-            super().connection_made(transport)
-            if not self._over_capacity(transport):
-                self._arm("headers", self.header_timeout_s)
-
-        def connection_lost(self, exc) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
         def data_received(self, data: bytes) -> None:
             if self._parsing != "body":
                 self._head_bytes += len(data)  # an upper bound of the head's size: the chunk may hold body bytes too
-            super().data_received(data)
+            super().data_received(data)  # the guard timer follows there
             if self._parsing != "body" and self._head_bytes > MAX_REQUEST_HEAD_BYTES and not self.transport.is_closing():
                 client = "%s:%d" % tuple(self.client[:2]) if self.client else "a client"
                 log.info("closed the connection from %s: request head over %d bytes", client, MAX_REQUEST_HEAD_BYTES)
                 self.transport.write(_head_too_large_response())
                 self.transport.close()
-            self._follow()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -259,10 +248,6 @@ def _httptools_protocol():
             self._parsing = None
             super().on_message_complete()
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._follow()
-
         def _reading(self) -> Optional[str]:
             if self._parsing is not None:
                 return self._parsing
@@ -274,15 +259,6 @@ def _httptools_protocol():
 
 
 HTTP_PARSERS = ("auto", "httptools", "h11")
-
-
-def _head_too_large_response() -> bytes:
-    import json
-
-    body = json.dumps(error_body(431, "request_head_too_large", f"the request line and headers are over "
-                                                                f"{MAX_REQUEST_HEAD_BYTES} bytes; send shorter ones")).encode()
-    return (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
 def guarded_protocol(*, header_timeout_s: float, body_timeout_s: float, max_connections: int, parser: str = "auto"):
