@@ -18,7 +18,7 @@ import os
 from typing import List, Optional
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
@@ -145,16 +145,14 @@ def build_router(manager: JobManager, service) -> APIRouter:
         if job.result is None and partial and job.state == "running":
             so_far = await run_in_threadpool(job.answer_so_far)
             if so_far is not None:
-                return {"state": job.state, "complete": False, "answer": so_far.to_dict(), "georef": job.georef,
-                        "plan": job.plan.to_dict()}
+                return await _result_response(job, so_far, complete=False)
         if job.result is None:
             if job.state == "failed":
                 return _error(500, "job_failed", f"the job failed: {job.error['message']}")
             return _error(409, "not_finished", f"the job is {job.state} ({job.done} of {len(job.plan.selected)} "
                                                f"tiles done); wait for its 'done' event, ask with ?partial=true for "
                                                f"the tiles finished so far, or cancel it to keep the finished part")
-        return {"state": job.state, "complete": job.state == "done", "answer": job.result.to_dict(),
-                "georef": job.georef, "plan": job.plan.to_dict()}
+        return await _result_response(job, job.result, complete=job.state == "done")
 
     @router.post("/{job_id}/cancel", summary="Cancel a job (POST form, for clients without DELETE)",
                  include_in_schema=False)
@@ -167,6 +165,17 @@ def build_router(manager: JobManager, service) -> APIRouter:
         return job.status(manager.ttl_s)
 
     return router
+
+
+async def _result_response(job, answer, complete: bool) -> Response:
+    """The result document, encoded in a worker thread: a whole scene's answer can hold hundreds of
+    thousands of contour vertices, and FastAPI's encoder walking it on the event loop stopped every
+    other request (a cancel included) for seconds."""
+    def encode() -> bytes:
+        return json.dumps({"state": job.state, "complete": complete, "answer": answer.to_dict(),
+                           "georef": job.georef, "plan": job.plan.to_dict()}, ensure_ascii=False).encode("utf-8")
+
+    return Response(await run_in_threadpool(encode), media_type="application/json")
 
 
 def _raster_job(spec: JobSpec, profile):
