@@ -151,7 +151,7 @@ def table(current: Dict[str, object], baseline: Optional[Dict[str, object]]) -> 
     median, ratio = current["median_ms"], current["ratio_to_reference"]
     base = (baseline or {}).get("ratio_to_reference", {})
     non_model = ["preprocess", "parse", "vectorize", "georeference", "write"]
-    total = sum(median[n] for n in non_model)
+    total = sum(median[n] for n in non_model if n != "georeference")  # the writer georeferences: in "write"
     lines = [f"CPU stages, one core, CPU time, medians of {current['rounds']} interleaved rounds "
              f"(1024 x 1024 image, 20 objects)",
              "| stage | ms | target | | ratio to reference | baseline ratio | change |", "|---|---|---|---|---|---|---|"]
@@ -160,7 +160,8 @@ def table(current: Dict[str, object], baseline: Optional[Dict[str, object]]) -> 
         return f"{ratio[name] / base[name]:.2f}x" if base.get(name) else "-"
 
     for name in non_model:
-        lines.append(f"| {name} | {median[name]:.1f} | | | {ratio[name]:.3f} | {base.get(name, 0) or '-'} | "
+        label = "georeference (part of write)" if name == "georeference" else name
+        lines.append(f"| {label} | {median[name]:.1f} | | | {ratio[name]:.3f} | {base.get(name, 0) or '-'} | "
                      f"{change(name)} |")
     lines.append(f"| **non-model total** | **{total:.1f}** | <= {NON_MODEL_TARGET_MS:.0f} ms | "
                  f"{'ok' if total <= NON_MODEL_TARGET_MS else 'MISSED'} | | | |")
