@@ -12,11 +12,8 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterAuthConfig,
-    QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsWkbTypes,
 )
@@ -28,6 +25,7 @@ from ..qgis_io.layers import remember_answer, style_layer
 from ..qgis_io.service import Question, QuestionFailed, ask_one
 from ..qgis_io.store import mask_dataset, store_path_for
 from ..toolbelt.i18n import tr
+from .area_parameters import EXTENT, INPUT, QUESTION, RESOLUTION, add_area_parameters
 from ..toolbelt.settings import Settings
 
 # output parameter -> (answer granularity, layer kind)
@@ -47,10 +45,7 @@ class _Styler(QgsProcessingLayerPostProcessorInterface):
 
 
 class AskImageryAlgorithm(QgsProcessingAlgorithm):
-    INPUT = "INPUT"
-    QUESTION = "QUESTION"
-    EXTENT = "EXTENT"
-    RESOLUTION = "RESOLUTION"
+    INPUT, QUESTION, EXTENT, RESOLUTION = INPUT, QUESTION, EXTENT, RESOLUTION  # area_parameters.py
     PROFILE = "PROFILE"
     BACKEND_URL = "BACKEND_URL"
     AUTHCFG = "AUTHCFG"
@@ -80,13 +75,7 @@ class AskImageryAlgorithm(QgsProcessingAlgorithm):
         return AskImageryAlgorithm()
 
     def initAlgorithm(self, config=None) -> None:
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Raster")))
-        self.addParameter(QgsProcessingParameterString(self.QUESTION, tr("Question")))
-        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, tr("Extent (empty: the whole raster)"),
-                                                       optional=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.RESOLUTION, tr("Ground resolution, raster units per pixel (0 = native)"),
-            QgsProcessingParameterNumber.Type.Double, 0.0, True, 0.0))
+        add_area_parameters(self, resolution_optional=True)
         self.addParameter(QgsProcessingParameterString(self.PROFILE, tr("Prompt profile (empty: backend default)"),
                                                        "", optional=True))
         self.addParameter(QgsProcessingParameterString(self.BACKEND_URL, tr("Backend URL"),

@@ -12,11 +12,8 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterEnum,
-    QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
     QgsWkbTypes,
 )
 
@@ -26,16 +23,14 @@ from ..qgis_io.client import BackendClient, BackendError
 from ..qgis_io.features import georeference, layer_fields
 from ..qgis_io.tiled_job import ask_tiled
 from ..toolbelt.i18n import tr
+from .area_parameters import EXTENT, INPUT, QUESTION, RESOLUTION, add_area_parameters
 from ..toolbelt.settings import Settings
 
 PROFILE_NAMES = ["(backend default)"] + list(PROFILES)
 
 
 class AskTiledAlgorithm(QgsProcessingAlgorithm):
-    INPUT = "INPUT"
-    QUESTION = "QUESTION"
-    EXTENT = "EXTENT"
-    RESOLUTION = "RESOLUTION"
+    INPUT, QUESTION, EXTENT, RESOLUTION = INPUT, QUESTION, EXTENT, RESOLUTION  # area_parameters.py
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     PROFILE = "PROFILE"
@@ -60,13 +55,7 @@ class AskTiledAlgorithm(QgsProcessingAlgorithm):
         return AskTiledAlgorithm()
 
     def initAlgorithm(self, config=None) -> None:
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Raster")))
-        self.addParameter(QgsProcessingParameterString(self.QUESTION, tr("Question")))
-        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, tr("Extent (empty: the whole raster)"),
-                                                       optional=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.RESOLUTION, tr("Ground resolution, raster units per pixel (0 = native)"),
-            QgsProcessingParameterNumber.Type.Double, 0.0, False, 0.0))
+        add_area_parameters(self, resolution_optional=False)
         self.addParameter(QgsProcessingParameterNumber(
             self.TILE_SIZE, tr("Tile size, pixels (0 = the profile's frame)"),
             QgsProcessingParameterNumber.Type.Integer, 0, False, 0, 8192))
