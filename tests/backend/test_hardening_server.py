@@ -139,8 +139,11 @@ def test_an_endless_request_head_is_refused_and_closed(parser):
                     closed = True
                     break
             answer = read_until_closed(flood, limit=3)
-            assert closed or answer.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400")), answer[:200]
-            assert b"<still open>" not in answer
+            assert b"<still open>" not in answer  # closed by the server
+            # the refusal, unless the close came as a reset (the server closed with our bytes unread),
+            # which may reach us before its answer does
+            if not closed and not answer.startswith(b"<reset>"):
+                assert answer.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400")), answer[:200]
         # a head under the limit (a long but ordinary header) is still served
         big = httpx.get(url + api.HEALTH_PATH, headers={"X-Long": "b" * 8000})
         assert big.status_code == 200
@@ -153,7 +156,8 @@ def test_a_request_the_parser_refuses_gets_a_json_error_and_the_server_stays_up(
     Either way the answer is the API's JSON error shape, never uvicorn's plain text."""
     with serving(http_parser=parser) as (url, service):
         with raw_connection(url) as conn:
-            conn.sendall(b"GET /v1/info HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \x01\x1f\r\n\r\n")
+            conn.sendall(b"GET /v1/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                         b"Authorization: Bearer \x01\x1f\r\n\r\n")
             answer = read_until_closed(conn, limit=3)
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith((b"HTTP/1.1 400", b"HTTP/1.1 401")), answer[:300]
