@@ -84,6 +84,9 @@ def cmd_serve(args, loader=None) -> int:
     from .remote_reasoner import API_KEY_ENV
     from .server import ServiceConfig, run_server
 
+    if args.shared_capture_dir and args.no_shared_capture_dir:
+        raise UserError("--shared-capture-dir names a folder and --no-shared-capture-dir offers none; give one",
+                        EXIT_USAGE)
     recorded = read_recorded_output(args.reasoner_output) if args.reasoner_output else None
     segmenter = None if args.segmenter.strip().lower() in ("", "none") else args.segmenter
     config = ServiceConfig(

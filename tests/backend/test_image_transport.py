@@ -91,3 +91,11 @@ def test_the_default_shared_folder_is_private_and_sheds_captures_a_crashed_clien
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert private_capture_dir(blocker / "captures") is None  # cannot be made: clients upload instead
+
+
+def test_serve_refuses_a_shared_folder_and_none_at_once(tmp_path, capsys):
+    from georeasoner_plugin.backend import cli
+
+    code = cli.main(["serve", "--reasoner-output", "x", "--shared-capture-dir", str(tmp_path),
+                     "--no-shared-capture-dir"])
+    assert code == cli.EXIT_USAGE and "give one" in capsys.readouterr().err
