@@ -117,7 +117,7 @@ def cmd_serve(args, loader=None) -> int:
     except TokenFileError as exc:
         raise UserError(str(exc), EXIT_CONFIG) from None
     if config.shared_capture_dir is None and not args.no_shared_capture_dir and is_loopback_host(args.host):
-        from .image_transport import private_capture_dir
+        from ..core.transport import private_capture_dir
 
         config.shared_capture_dir = private_capture_dir(token_file.parent / "captures")
     try:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO, List, Optional, Union
+from typing import BinaryIO, List, Union
 
 import numpy as np
 from PIL import features
 
-from ..core.transport import remove_stale_captures
 from .imagery import DEFAULT_MAX_IMAGE_PIXELS, ImageryError, read_image_bytes
 
 __all__ = ["decodable_formats", "open_shared_capture", "read_shared_capture", "is_webp", "WEBP_SIGNATURE"]
@@ -31,24 +30,6 @@ def is_webp(data: bytes) -> bool:
 def decodable_formats() -> List[str]:
     """Lower-case names for /v1/info: what this backend's Pillow decodes."""
     return ["png", "jpeg", "tiff"] + (["webp"] if features.check("webp") else [])
-
-
-def private_capture_dir(folder: Path) -> Optional[str]:
-    """`folder` made (or kept) private to this user, for `serve`'s default shared capture folder;
-    captures older than core.transport.STALE_CAPTURE_S (left by a client that crashed) are removed.
-    None when it cannot be made or is not private: clients then upload their captures."""
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if os.name == "posix":
-            info = folder.stat()
-            if info.st_uid != os.getuid():
-                return None
-            if stat.S_IMODE(info.st_mode) & 0o077:
-                folder.chmod(0o700)
-    except OSError:
-        return None
-    remove_stale_captures(folder)
-    return str(folder.resolve())
 
 
 def open_shared_capture(path: Union[str, os.PathLike], shared_dir: Union[str, os.PathLike]) -> BinaryIO:

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
-from .parsing import _FENCE, _TAG, MAX_OUTPUT_CHARS, _extract_reasoning
+from .parsing import _FENCE, _TAG, MAX_OUTPUT_CHARS, _extract_reasoning, answer_span
 
 Span = Tuple[int, int]  # [start, end) character offsets in the raw output
 
@@ -67,14 +67,9 @@ def answer_regions(text: str) -> List[Span]:
     """The parts of the raw text the parser reads its answer from (``parsing._parse``'s rules)."""
     text = text[:MAX_OUTPUT_CHARS]
     tags = [(m.start(), m.end(), m.group(1) == "/", m.group(2).lower()) for m in _TAG.finditer(text)]
-    closing = next((t for t in reversed(tags) if t[3] == "answer" and t[2]), None)
-    if closing is not None:
-        opening = next((t for t in reversed(tags) if t[3] == "answer" and not t[2] and t[1] <= closing[0]), None)
-        if opening is not None:
-            return [(opening[1], closing[0])]
-    opening = next((t for t in reversed(tags) if t[3] == "answer" and not t[2]), None)
-    if opening is not None:
-        return [(opening[1], len(text))]
+    answer = answer_span(tags, len(text))
+    if answer is not None:
+        return [answer]
     _, _, think = _extract_reasoning(text, tags)
     if think is None:
         return [(0, len(text))]

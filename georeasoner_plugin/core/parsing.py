@@ -151,17 +151,22 @@ def _extract_reasoning(text: str, tags: Sequence[_Tag]) -> Tuple[str, bool, Opti
     return text[opening[1]:end].strip(), False, (opening[0], end)
 
 
-def _extract_answer(text: str, tags: Sequence[_Tag]) -> Tuple[Optional[str], bool]:
-    """The last complete <answer> section, else what follows an unclosed one (cut off by the token limit)."""
+def answer_span(tags: Sequence[_Tag], length: int) -> Optional[Tuple[int, int]]:
+    """[start, end) of the last complete <answer> section's content, else of what follows an unclosed
+    one (cut off by the token limit); None without an <answer> tag. core.confidence finds the boxes'
+    characters in the same place."""
     closing = next((t for t in reversed(tags) if t[3] == "answer" and t[2]), None)
     if closing is not None:
         opening = next((t for t in reversed(tags) if t[3] == "answer" and not t[2] and t[1] <= closing[0]), None)
         if opening is not None:
-            return text[opening[1]:closing[0]], True
+            return opening[1], closing[0]
     opening = next((t for t in reversed(tags) if t[3] == "answer" and not t[2]), None)
-    if opening is not None:
-        return text[opening[1]:], True
-    return None, False
+    return (opening[1], length) if opening is not None else None
+
+
+def _extract_answer(text: str, tags: Sequence[_Tag]) -> Tuple[Optional[str], bool]:
+    span = answer_span(tags, len(text))
+    return (None, False) if span is None else (text[span[0]:span[1]], True)
 
 
 class _Nothing:

@@ -10,9 +10,12 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
+
+from .api import is_loopback_host
 
 TRANSPORT_PATH = "path"
 TRANSPORT_TIFF = "tiff"
@@ -27,11 +30,8 @@ INFO_SHARED_CAPTURE_DIR = "shared_capture_dir"  # absolute folder, present only 
 CAPTURE_PREFIX = "capture-"
 CAPTURE_SUFFIX = ".tif"
 STALE_CAPTURE_S = 24 * 3600
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-def is_loopback(host: str) -> bool:
-    return host.strip().lower() in _LOOPBACK_HOSTS or host.startswith("127.")
 
 
 def pick_transport(info: Mapping[str, Any], host: str, same_machine: Optional[bool] = None,
@@ -41,7 +41,7 @@ def pick_transport(info: Mapping[str, Any], host: str, same_machine: Optional[bo
     A remote backend gets PNG unless ``allow_webp``: lossless WebP of a 2048 x 2048 capture cost
     5-8 s of client CPU in `make bench` and was not smaller than PNG (zlib level 1) on aerial
     imagery, so it is an opt-in for links where a few percent of bytes matter more than seconds."""
-    local = is_loopback(host) if same_machine is None else same_machine
+    local = is_loopback_host(host) if same_machine is None else same_machine
     formats = {str(f).lower() for f in info.get(INFO_IMAGE_FORMATS) or ("png", "jpeg", "tiff")}
     if local and info.get(INFO_SHARED_CAPTURE_DIR):
         return TRANSPORT_PATH
@@ -50,6 +50,24 @@ def pick_transport(info: Mapping[str, Any], host: str, same_machine: Optional[bo
     if allow_webp and "webp" in formats:
         return TRANSPORT_WEBP
     return TRANSPORT_PNG
+
+
+def private_capture_dir(folder: Path) -> Optional[str]:
+    """`folder` made (or kept) private to this user, as a shared capture folder (`serve`'s default,
+    the plugin's for the backends it starts), its stale captures removed. None when it cannot be
+    made or is someone else's: clients then upload their captures."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if os.name == "posix":
+            info = folder.stat()
+            if info.st_uid != os.getuid():
+                return None
+            if stat.S_IMODE(info.st_mode) & 0o077:
+                folder.chmod(0o700)
+    except OSError:
+        return None
+    remove_stale_captures(folder)
+    return str(folder.resolve())
 
 
 def remove_stale_captures(folder: "os.PathLike[str] | str") -> None:

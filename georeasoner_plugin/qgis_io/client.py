@@ -24,7 +24,7 @@ from ..core.api import (ASK_FIELDS, ASK_STREAM_PATH, CODE_IMAGE_NOT_CACHED, EVEN
 from ..core.protocol import Answer, ProtocolError
 from ..toolbelt.i18n import tr
 from ..toolbelt.settings import Settings
-from .wire import _error_code, _multipart, apply_auth, network_manager_for, qgis_proxy_in_use
+from .wire import apply_auth, error_code, multipart_body, network_manager_for, qgis_proxy_in_use
 
 _PENDING: set = set()
 START_HINT = ("Start one from Settings > Options > GeoReasoner (Local backend > Start), or in a shell: "
@@ -162,11 +162,11 @@ class BackendClient:
                 "image_key": image_key(image_png)}
         parts = [(REQUEST_PART, None, "application/json", json.dumps(body).encode("utf-8"))]
         if image_held:
-            ctype, data = _multipart(parts)
+            ctype, data = multipart_body(parts)
             status, reply = self._request("POST", SEGMENT_PATH, body=data, content_type=ctype)
-            if status != 409 or _error_code(reply) != CODE_IMAGE_NOT_CACHED:
+            if status != 409 or error_code(reply) != CODE_IMAGE_NOT_CACHED:
                 return self._json(status, reply)
-        ctype, data = _multipart(parts + [(IMAGE_PART, "capture.png", "image/png", image_png)])
+        ctype, data = multipart_body(parts + [(IMAGE_PART, "capture.png", "image/png", image_png)])
         status, reply = self._request("POST", SEGMENT_PATH, body=data, content_type=ctype)
         return self._json(status, reply)
 
@@ -216,7 +216,7 @@ class BackendClient:
         parts = [(REQUEST_PART, None, "application/json", json.dumps(request.request_json()).encode("utf-8"))]
         if not request.image_path:
             parts.append((IMAGE_PART, request.image_name, request.image_type, request.image_bytes))
-        return _multipart(parts)
+        return multipart_body(parts)
 
     def _stream_line(self, line: bytes, on_event, result: Dict) -> None:
         line = line.strip()

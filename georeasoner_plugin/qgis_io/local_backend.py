@@ -9,7 +9,7 @@ from typing import List, Optional
 from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, pyqtSignal
 
 from ..core.api import DEFAULT_HOST, parse_listening_line
-from ..core.transport import remove_stale_captures
+from ..core.transport import private_capture_dir
 from ..toolbelt.i18n import tr
 from ..toolbelt.settings import Settings
 
@@ -21,14 +21,7 @@ def local_capture_dir() -> str:
     QGIS go ("" when it cannot be made: the captures are then uploaded)."""
     from qgis.core import QgsApplication
 
-    folder = Path(QgsApplication.qgisSettingsDirPath()) / "georeasoner" / "captures"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.chmod(0o700)
-    except OSError:
-        return ""
-    remove_stale_captures(folder)
-    return str(folder)
+    return private_capture_dir(Path(QgsApplication.qgisSettingsDirPath()) / "georeasoner" / "captures") or ""
 
 
 class LocalBackend(QObject):

@@ -52,7 +52,8 @@ def apply_auth(request: QNetworkRequest, authcfg: str) -> bool:
     return bool(result[0] if isinstance(result, tuple) else result)
 
 
-def _error_code(body: bytes) -> str:
+def error_code(body: bytes) -> str:
+    """The `code` of an API error body (core/api.py's shape), "" for anything else."""
     try:
         error = parse_error_body(json.loads(body.decode("utf-8")))
     except (UnicodeDecodeError, ValueError):
@@ -60,8 +61,10 @@ def _error_code(body: bytes) -> str:
     return error["code"] if error else ""
 
 
-def _multipart(fields_: List[tuple]) -> tuple:
-    """(content_type, body) of multipart/form-data; fields are (name, filename|None, type, bytes)."""
+def multipart_body(fields_: List[tuple]) -> tuple:
+    """(content_type, body) of multipart/form-data; fields are (name, filename|None, type, bytes).
+    Written out rather than Qt's QHttpMultiPart: that is a QObject bound to one reply, and a task's
+    request goes through the standard library (plain_http.py), which needs the bytes."""
     boundary = "georeasoner-" + uuid.uuid4().hex
     chunks = []
     for name, filename, ctype, data in fields_:

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from georeasoner_plugin.backend.image_transport import (decodable_formats, is_webp, private_capture_dir,
-                                                       read_shared_capture)
+from georeasoner_plugin.backend.image_transport import decodable_formats, is_webp, read_shared_capture
 from georeasoner_plugin.backend.imagery import ImageryError, read_image_bytes
 from georeasoner_plugin.core.transport import (CAPTURE_PREFIX, CAPTURE_SUFFIX, INFO_IMAGE_FORMATS,
                                                INFO_SHARED_CAPTURE_DIR, TRANSPORT_PATH, TRANSPORT_PNG, TRANSPORT_TIFF,
-                                               TRANSPORT_WEBP, pick_transport)
+                                               TRANSPORT_WEBP, pick_transport, private_capture_dir)
 
 
 def capture(height=37, width=53):
@@ -46,6 +45,9 @@ def test_transport_picked_from_info_and_host():
     assert pick_transport({INFO_IMAGE_FORMATS: ["png", "tiff"]}, "gpu-box.example") == TRANSPORT_PNG
     assert pick_transport({}, "10.0.0.5") == TRANSPORT_PNG  # an older backend: no list, PNG it reads
     assert pick_transport(dict(offers_all, **{INFO_SHARED_CAPTURE_DIR: "/x"}), "10.0.0.5") == TRANSPORT_PNG
+    for local in ("localhost", "::1", "[::1]", "127.0.0.2"):
+        assert pick_transport(offers_all, local) == TRANSPORT_TIFF, local
+    assert pick_transport(offers_all, "127.evil.example") == TRANSPORT_PNG  # a name, not a loopback address
 
 
 def test_shared_capture_is_read_only_from_the_shared_folder(tmp_path):
