@@ -21,7 +21,7 @@ from qgis.core import (
     QgsSingleSymbolRenderer,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QObject, pyqtSignal
+from qgis.PyQt.QtCore import QCoreApplication, QObject, QTimer, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 
 from ..toolbelt.i18n import tr
@@ -235,9 +235,18 @@ class UnsavedAnswers(QObject):
         project.cleared.connect(self._cleared)
 
     def _about_to_clear(self) -> None:
+        if QCoreApplication.closingDown():  # QGIS is exiting: its providers may be gone already
+            self._closing = []
+            return
         self._closing = [] if self.project.fileName() else project_answer_ids(self.project)
 
     def _cleared(self) -> None:
+        # Later, from the event loop: the layers' providers have let go of the store by then, and a
+        # QGIS that is exiting runs no event loop any more (the answers then stay, as after a crash).
+        if self._closing and not QCoreApplication.closingDown():
+            QTimer.singleShot(0, self._drop_closed)
+
+    def _drop_closed(self) -> None:
         from ..toolbelt.log import log
         from .store import unsaved_store_path
 
@@ -247,7 +256,7 @@ class UnsavedAnswers(QObject):
             return
         for answer_id in ids:
             try:
-                store.remove(answer_id)  # after the layers are gone: nothing reads the tables any more
+                store.remove(answer_id)
             except Exception as exc:  # noqa: BLE001 - a leftover answer is not worth an error dialog
                 log(f"could not drop answer {answer_id} of the closed unsaved project: {exc}")
 

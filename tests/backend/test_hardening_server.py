@@ -31,6 +31,9 @@ def _request_head(path: str, length: int, extra: str = "") -> bytes:
             f"{extra}\r\n").encode()
 
 
+PARSERS = pytest.mark.parametrize("parser", ["httptools", "h11"])  # h11: the fallback where httptools is missing
+
+
 # ---------------------------------------------------------------------- 1. admission before work
 def test_a_full_queue_refuses_before_the_body_is_read():
     cascade = TimedCascade(seconds=60)
@@ -55,6 +58,20 @@ def test_an_oversized_content_length_is_refused_at_once_without_100_continue():
             answer = read_until_closed(sock, limit=5)
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]  # no "HTTP/1.1 100 Continue" first
         assert b"<still open>" not in answer  # the connection is closed: the body was never invited
+
+
+@PARSERS
+def test_a_refusal_sent_before_the_body_closes_the_connection(parser):
+    """Without Expect: 100-continue the client sends its body anyway; the server answers 413 at once
+    and closes, instead of reading and throwing away the rest on a kept connection."""
+    with serving(max_body_bytes=100_000, http_parser=parser) as (url, service):
+        with raw_connection(url) as sock:
+            sock.sendall(_request_head(api.ASK_PATH, 50_000_000) + b"x" * 65536)
+            answer = read_until_closed(sock, limit=3)
+        assert b"<still open>" not in answer, answer[:200]
+        if not answer.startswith(b"<reset>"):  # a reset (our bytes unread) may beat the answer to us
+            assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert httpx.get(url + api.HEALTH_PATH).status_code == 200
 
 
 def test_decoded_size_is_charged_against_the_image_memory_budget():
@@ -83,9 +100,6 @@ def test_at_most_n_images_are_decoded_at_once():
 
 
 # -------------------------------------------------------------------------------- 2. timeouts
-PARSERS = pytest.mark.parametrize("parser", ["httptools", "h11"])  # h11: the fallback where httptools is missing
-
-
 @PARSERS
 def test_half_sent_headers_and_slowloris_are_closed_after_the_header_timeout(parser):
     with serving(header_timeout_s=0.5, http_parser=parser) as (url, service):

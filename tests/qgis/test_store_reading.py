@@ -1,6 +1,7 @@
 """Reading a store reads only the answers asked for: the store of unsaved projects collects every
 answer ever asked in one, and opening the dock must not parse them all."""
 from qgis.core import QgsCoordinateReferenceSystem, QgsProject
+from qgis.PyQt.QtCore import QCoreApplication
 
 from georeasoner_plugin.core.georef import GeoTransform
 from georeasoner_plugin.core.protocol import Answer, AnswerObject
@@ -52,6 +53,7 @@ def test_closing_a_never_saved_project_drops_only_its_answers_from_the_unsaved_s
     remember_answer(project, ours.answer_id)
 
     project.clear()  # File > New, changes discarded
+    QCoreApplication.processEvents()  # the answers go from the event loop, once the layers are gone
     assert unsaved.get(ours.answer_id) is None
     assert unsaved.get(another_qgis.answer_id) is not None  # not this project's: kept
 
@@ -61,6 +63,7 @@ def test_closing_a_never_saved_project_drops_only_its_answers_from_the_unsaved_s
     remember_answer(project, kept.answer_id)
     project.setFileName(str(tmp_path / "p.qgz"))
     project.clear()  # a saved project's answers live beside it: untouched
+    QCoreApplication.processEvents()
     assert saved.get(kept.answer_id) is not None
     unsaved.remove(another_qgis.answer_id)
     janitor.deleteLater()

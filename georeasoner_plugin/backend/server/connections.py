@@ -131,6 +131,11 @@ class _Guard:
         self._follow()
 
     def on_response_complete(self) -> None:
+        if self._reading() == "body":
+            # Answered before the body was read (a refusal: 413, 429, 503): close rather than read
+            # and throw away the rest on a kept connection, which a client sending a huge body, or
+            # trickling one, would hold for as long as it liked.
+            self.transport.close()  # type: ignore[attr-defined]
         super().on_response_complete()  # type: ignore[misc]
         self._follow()
 

@@ -1,9 +1,9 @@
 """The security gate: ASGI middleware in front of every route. Host (403, DNS rebinding), bearer
 token (401) and body size (413) are checked before any route runs and before any body byte is read.
 
-A refusal is answered at once, never after reading the body: a client that sent
-`Expect: 100-continue` gets the refusal instead of `100 Continue` (and the connection is closed);
-the rest of a body already on its way is discarded by the HTTP layer without being buffered."""
+A refusal is answered at once, never after reading the body (a client that sent
+`Expect: 100-continue` gets it instead of `100 Continue`), and the connection is then closed
+(server/connections.py), so the rest of a body already on its way is never read."""
 from __future__ import annotations
 
 from typing import Dict, Optional
